@@ -1,0 +1,242 @@
+package domain
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"time"
+
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// Errors of the decisions. Callers classify them with errors.Is.
+var (
+	ErrNotGenerated = errors.New("no passcode has been generated for this site")
+	ErrNotActive    = errors.New("no passcode is active for this site")
+	ErrInvalid      = errors.New("invalid command")
+)
+
+// Status of a site's passcode.
+type Status string
+
+// Statuses.
+const (
+	StatusNone     Status = "none"
+	StatusActive   Status = "active"
+	StatusDisabled Status = "disabled"
+)
+
+// Passcode is the aggregate of one site's company passcode: the current
+// generation, the failures counted against it, the per-source failures and the
+// recent attempt IDs. Not safe for concurrent use: callers serialise commands
+// per site.
+type Passcode struct {
+	site     string
+	seq      uint64
+	defaults Policy
+	// override is the site's own threshold and window, set by LockoutPolicyChanged.
+	override *lockout
+	gen      *generation
+	sources  map[string][]time.Time
+	attempts attemptLog
+}
+
+type lockout struct {
+	maxFailed int
+	window    time.Duration
+}
+
+type generation struct {
+	id          string
+	hash        []byte
+	hashKeyID   string
+	sealed      []byte
+	sealKeyID   string
+	generatedAt time.Time
+	generatedBy events.Actor
+	// locked is set by the failure that reached the threshold: from then on no
+	// candidate is compared, whatever the window does later.
+	locked   bool
+	disabled *disableInfo
+	failures []failure
+}
+
+type disableInfo struct {
+	at     time.Time
+	by     events.Actor
+	reason events.DisableReason
+}
+
+type failure struct {
+	at     time.Time
+	source events.Source
+}
+
+// New returns the aggregate of a site with no history, under the given default
+// policy (the site's own LockoutPolicyChanged events override its threshold
+// and window).
+func New(site string, defaults Policy) *Passcode {
+	return &Passcode{site: site, defaults: defaults}
+}
+
+// Site returns the site ID.
+func (p *Passcode) Site() string { return p.site }
+
+// Seq returns the stream sequence of the last event folded in; 0 for none.
+func (p *Passcode) Seq() uint64 { return p.seq }
+
+// Policy returns the policy in force: the defaults with the site's override.
+func (p *Passcode) Policy() Policy {
+	pol := p.defaults
+	if p.override != nil {
+		pol.MaxFailedAttempts = p.override.maxFailed
+		pol.FailureWindow = p.override.window
+	}
+	return pol
+}
+
+// Generation is what callers may read of the current generation.
+type Generation struct {
+	PasscodeID  string
+	HashKeyID   string
+	Sealed      []byte
+	SealKeyID   string
+	GeneratedAt time.Time
+	GeneratedBy events.Actor
+}
+
+// Current returns the current generation, active or disabled.
+func (p *Passcode) Current() (Generation, bool) {
+	if p.gen == nil {
+		return Generation{}, false
+	}
+	g := p.gen
+	return Generation{PasscodeID: g.id, HashKeyID: g.hashKeyID, Sealed: g.sealed, SealKeyID: g.sealKeyID,
+		GeneratedAt: g.generatedAt, GeneratedBy: g.generatedBy}, true
+}
+
+// NewGeneration is the input of Generate: a fresh generation ID and the keyed
+// hash and sealed copy of a freshly generated passcode.
+type NewGeneration struct {
+	PasscodeID string
+	Hash       []byte
+	HashKeyID  string
+	Sealed     []byte
+	SealKeyID  string
+}
+
+// Generate starts a new generation that replaces the current one at once, with
+// a fresh failure count.
+func (p *Passcode) Generate(g NewGeneration) (events.Payload, error) {
+	if g.PasscodeID == "" || len(g.Hash) == 0 || g.HashKeyID == "" || len(g.Sealed) == 0 || g.SealKeyID == "" {
+		return nil, errors.Join(ErrInvalid, errors.New("a generation needs an ID, a hash and a sealed copy with their key IDs"))
+	}
+	return events.PasscodeGenerated{PasscodeID: g.PasscodeID, Hash: g.Hash, HashKeyID: g.HashKeyID,
+		Sealed: g.Sealed, SealKeyID: g.SealKeyID}, nil
+}
+
+// Reveal records that an administrator reads the plain text of the current
+// generation, active or disabled.
+func (p *Passcode) Reveal() (events.Payload, error) {
+	if p.gen == nil {
+		return nil, ErrNotGenerated
+	}
+	return events.PasscodeRevealed{PasscodeID: p.gen.id}, nil
+}
+
+// Disable disables a generation. passcodeID names the generation the caller
+// aims at; empty means the current one. A disable aimed at an older generation
+// never touches a newer one: it is a no-op (nil payload, nil error). A lockout
+// of a generation that is already disabled is a no-op too, so that a
+// redelivered lockout yields no second event; a manual disable of a passcode
+// that is not active is ErrNotActive.
+func (p *Passcode) Disable(now time.Time, passcodeID string, reason events.DisableReason) (events.Payload, error) {
+	if reason != events.DisableManual && reason != events.DisableLockout {
+		return nil, errors.Join(ErrInvalid, errors.New("disable reason must be manual or lockout"))
+	}
+	if reason == events.DisableLockout && passcodeID == "" {
+		return nil, errors.Join(ErrInvalid, errors.New("a lockout names the generation it disables"))
+	}
+	switch {
+	case p.gen != nil && passcodeID != "" && passcodeID != p.gen.id:
+		return nil, nil // aimed at another generation: never touch a newer one
+	case p.gen == nil || p.gen.disabled != nil:
+		if reason == events.DisableLockout {
+			return nil, nil
+		}
+		return nil, ErrNotActive
+	}
+	pol := p.Policy()
+	counted := p.gen.countedFailures(now, pol.FailureWindow)
+	e := events.PasscodeDisabled{PasscodeID: p.gen.id, Reason: reason, FailedAttempts: len(counted)}
+	if reason == events.DisableLockout {
+		e.MaxFailedAttempts = pol.MaxFailedAttempts
+		e.FailureWindow = events.Duration(pol.FailureWindow)
+		if len(counted) > 0 {
+			first, last := counted[0].at, counted[len(counted)-1].at
+			e.FirstFailedAt, e.LastFailedAt = &first, &last
+		}
+		e.RecentSources = recentSources(counted, maxAlertSources)
+	}
+	return e, nil
+}
+
+// maxAlertSources bounds the sources a lockout carries to its alert.
+const maxAlertSources = 20
+
+// recentSources returns the distinct sources of the failures, newest first.
+func recentSources(fs []failure, limit int) []events.Source {
+	var out []events.Source
+	seen := make(map[events.Source]bool)
+	for i := len(fs) - 1; i >= 0 && len(out) < limit; i-- {
+		s := fs[i].source
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ChangePolicy sets the site's own threshold and window. When the new policy
+// already counts the threshold against the active passcode, the event says so
+// and the lockout saga disables it.
+func (p *Passcode) ChangePolicy(now time.Time, maxFailed int, window time.Duration) (events.Payload, error) {
+	if err := ValidateLockout(maxFailed, window); err != nil {
+		return nil, err
+	}
+	e := events.LockoutPolicyChanged{MaxFailedAttempts: maxFailed, FailureWindow: events.Duration(window)}
+	if p.gen != nil && p.gen.disabled == nil {
+		e.PasscodeID = p.gen.id
+		e.FailedAttempts = len(p.gen.countedFailures(now, window))
+	}
+	return e, nil
+}
+
+// countedFailures returns the failures that count at now under window (0:
+// all), oldest first.
+func (g *generation) countedFailures(now time.Time, window time.Duration) []failure {
+	if window == 0 {
+		return g.failures
+	}
+	cut := now.Add(-window)
+	for i, f := range g.failures {
+		if f.at.After(cut) {
+			return g.failures[i:]
+		}
+	}
+	return nil
+}
+
+// digest binds an attempt ID to the candidate typed in it, so that a retried
+// attempt is recognised only with the same candidate: reusing an attempt ID
+// with another guess is a new attempt and counts.
+func digest(attemptID string, candidateMAC []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(attemptID))
+	h.Write([]byte{0})
+	h.Write(candidateMAC)
+	return h.Sum(nil)[:16]
+}
+
+func equalBytes(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

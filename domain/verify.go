@@ -1,0 +1,140 @@
+package domain
+
+import (
+	"time"
+
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// Reason is why a verify was refused: a wire value of the verify reply.
+type Reason string
+
+// Refusal reasons of the contract.
+const (
+	ReasonWrongPasscode Reason = "wrong_passcode"
+	ReasonDisabled      Reason = "disabled"
+	ReasonNotGenerated  Reason = "not_generated"
+	ReasonThrottled     Reason = "throttled"
+)
+
+// Verdict is the answer to one enrollment attempt.
+type Verdict struct {
+	OK         bool
+	Reason     Reason // empty when OK
+	PasscodeID string
+	// RetryAfter is set for ReasonThrottled: when the source may try again.
+	RetryAfter time.Duration
+}
+
+// Attempt is one typed passcode, as the handler prepared it: CandidateMAC is
+// the HMAC of the candidate under the current generation's hash key.
+type Attempt struct {
+	ID           string
+	Source       events.Source
+	CandidateMAC []byte
+}
+
+// Verify decides an enrollment attempt. It returns the verdict and the event
+// to append, or a nil payload when nothing is to be recorded: the passcode is
+// missing, disabled or locked, the source is throttled, or the attempt ID and
+// candidate repeat an attempt already recorded. The verdict stands only once
+// the event is stored.
+//
+// The order of the checks is the security argument: a locked or disabled
+// generation and a throttled source are refused before the candidate is
+// compared, so that once the threshold is reached no guess is evaluated.
+func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
+	if p.gen == nil {
+		return Verdict{Reason: ReasonNotGenerated}, nil
+	}
+	g := p.gen
+	var dg []byte
+	if a.ID != "" {
+		dg = digest(a.ID, a.CandidateMAC)
+		if prev, ok := p.attempts.lookup(a.ID); ok && prev.passcodeID == g.id && equalBytes(prev.digest, dg) {
+			if prev.ok {
+				return Verdict{OK: true, PasscodeID: g.id}, nil
+			}
+			return Verdict{Reason: ReasonWrongPasscode, PasscodeID: g.id}, nil
+		}
+	}
+	if g.disabled != nil || g.locked {
+		return Verdict{Reason: ReasonDisabled, PasscodeID: g.id}, nil
+	}
+	pol := p.Policy()
+	if wait := p.throttled(now, a.Source, pol); wait > 0 {
+		return Verdict{Reason: ReasonThrottled, PasscodeID: g.id, RetryAfter: wait}, nil
+	}
+	if equalBytes(a.CandidateMAC, g.hash) {
+		return Verdict{OK: true, PasscodeID: g.id},
+			events.EnrollmentAttemptSucceeded{PasscodeID: g.id, AttemptID: a.ID, AttemptDigest: dg, Source: a.Source}
+	}
+	count := len(g.countedFailures(now, pol.FailureWindow)) + 1
+	return Verdict{Reason: ReasonWrongPasscode, PasscodeID: g.id},
+		events.EnrollmentAttemptFailed{PasscodeID: g.id, AttemptID: a.ID, AttemptDigest: dg, Source: a.Source,
+			FailedAttempts: count, MaxFailedAttempts: pol.MaxFailedAttempts, FailureWindow: events.Duration(pol.FailureWindow)}
+}
+
+// sourceKeys returns the keys a source's failures are counted under: its IP
+// and its device ID, each when given.
+func sourceKeys(s events.Source) []string {
+	keys := make([]string, 0, 2)
+	if s.IP != "" {
+		keys = append(keys, "ip:"+s.IP)
+	}
+	if s.DeviceID != "" {
+		keys = append(keys, "device:"+s.DeviceID)
+	}
+	return keys
+}
+
+// throttled returns how long the source must wait, or 0 when it may try.
+func (p *Passcode) throttled(now time.Time, s events.Source, pol Policy) time.Duration {
+	limit := pol.SourceLimit()
+	var wait time.Duration
+	for _, k := range sourceKeys(s) {
+		times := inWindow(p.sources[k], now, pol.SourceWindow)
+		if len(times) < limit {
+			continue
+		}
+		// The source may try again once enough of its failures have aged out
+		// to bring it below the limit.
+		freeAt := times[len(times)-limit].Add(pol.SourceWindow)
+		wait = max(wait, freeAt.Sub(now))
+	}
+	if wait > 0 && wait < time.Second {
+		wait = time.Second
+	}
+	return wait
+}
+
+// inWindow returns the times (oldest first) after now-window.
+func inWindow(times []time.Time, now time.Time, window time.Duration) []time.Time {
+	cut := now.Add(-window)
+	for i, t := range times {
+		if t.After(cut) {
+			return times[i:]
+		}
+	}
+	return nil
+}
+
+// ThrottledSource is a source that is throttled now.
+type ThrottledSource struct {
+	Key   string // "ip:<addr>" or "device:<id>"
+	Until time.Time
+}
+
+// ThrottledSources lists the sources throttled at now.
+func (p *Passcode) ThrottledSources(now time.Time) []ThrottledSource {
+	pol := p.Policy()
+	limit := pol.SourceLimit()
+	var out []ThrottledSource
+	for k, times := range p.sources {
+		times = inWindow(times, now, pol.SourceWindow)
+		if len(times) >= limit {
+			out = append(out, ThrottledSource{Key: k, Until: times[len(times)-limit].Add(pol.SourceWindow)})
+		}
+	}
+	return out
+}

@@ -1,0 +1,50 @@
+package events
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Subjects and headers of the public contract.
+const (
+	// SubjectPrefix starts every event subject: enrollgate.events.<site>.
+	SubjectPrefix = "enrollgate.events."
+	// SubjectAll matches the events of every site.
+	SubjectAll = SubjectPrefix + ">"
+	// HeaderEventType carries the event's wire type on every stored message.
+	HeaderEventType = "Enrollgate-Event-Type"
+)
+
+var sitePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidateSite checks that site is a site ID of the contract: one NATS subject
+// token and one URL segment.
+func ValidateSite(site string) error {
+	if !sitePattern.MatchString(site) {
+		return fmt.Errorf("invalid site ID %q: want 1-63 characters of a-z, 0-9 and '-', not starting with '-'", truncate(site, 70))
+	}
+	return nil
+}
+
+// Subject returns the event subject of site.
+func Subject(site string) string { return SubjectPrefix + site }
+
+// SiteFromSubject returns the site of an event subject.
+func SiteFromSubject(subject string) (string, error) {
+	site, ok := strings.CutPrefix(subject, SubjectPrefix)
+	if !ok {
+		return "", fmt.Errorf("subject %q is not an event subject", truncate(subject, 100))
+	}
+	if err := ValidateSite(site); err != nil {
+		return "", err
+	}
+	return site, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

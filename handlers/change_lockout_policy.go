@@ -1,0 +1,35 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// ChangeLockoutPolicy sets a site's own lockout threshold and failure window.
+type ChangeLockoutPolicy struct {
+	Site              string
+	Actor             events.Actor
+	MaxFailedAttempts int
+	FailureWindow     time.Duration
+}
+
+// ChangeLockoutPolicyResult is the state after the command.
+type ChangeLockoutPolicyResult struct {
+	State domain.State
+	Seq   uint64
+}
+
+// ChangeLockoutPolicy runs the command.
+func (s *Service) ChangeLockoutPolicy(ctx context.Context, cmd ChangeLockoutPolicy) (ChangeLockoutPolicyResult, error) {
+	out, err := s.execute(ctx, cmd.Site, cmd.Actor, func(p *domain.Passcode, now time.Time) (events.Payload, error) {
+		return p.ChangePolicy(now, cmd.MaxFailedAttempts, cmd.FailureWindow)
+	})
+	if err != nil {
+		return ChangeLockoutPolicyResult{}, fmt.Errorf("change lockout policy: %w", err)
+	}
+	return ChangeLockoutPolicyResult{State: out.State, Seq: out.Seq}, nil
+}

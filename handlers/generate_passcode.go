@@ -1,0 +1,49 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// GeneratePasscode generates a site's passcode, or regenerates it: the new
+// generation replaces the old one at once, with a fresh failure count.
+type GeneratePasscode struct {
+	Site  string
+	Actor events.Actor
+}
+
+// GenerateResult is the new passcode in plain text, and the state after it.
+type GenerateResult struct {
+	Passcode Secret
+	State    domain.State
+	Seq      uint64
+}
+
+// GeneratePasscode runs the command.
+func (s *Service) GeneratePasscode(ctx context.Context, cmd GeneratePasscode) (GenerateResult, error) {
+	secret, err := s.keeper.NewPasscode()
+	if err != nil {
+		return GenerateResult{}, fmt.Errorf("generate passcode: %w", err)
+	}
+	keyID := s.keeper.MACKeyID()
+	hash, err := s.keeper.MAC(keyID, secret)
+	if err != nil {
+		return GenerateResult{}, fmt.Errorf("hash passcode: %w", err)
+	}
+	sealed, sealKeyID, err := s.keeper.Seal(secret)
+	if err != nil {
+		return GenerateResult{}, fmt.Errorf("seal passcode: %w", err)
+	}
+	gen := domain.NewGeneration{PasscodeID: s.ids.NewID(), Hash: hash, HashKeyID: keyID, Sealed: sealed, SealKeyID: sealKeyID}
+	out, err := s.execute(ctx, cmd.Site, cmd.Actor, func(p *domain.Passcode, _ time.Time) (events.Payload, error) {
+		return p.Generate(gen)
+	})
+	if err != nil {
+		return GenerateResult{}, fmt.Errorf("generate passcode: %w", err)
+	}
+	return GenerateResult{Passcode: secret, State: out.State, Seq: out.Seq}, nil
+}

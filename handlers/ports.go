@@ -1,0 +1,77 @@
+package handlers
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// ErrConflict is what an EventStore returns when the site's last sequence is
+// no longer the one the command decided on.
+var ErrConflict = errors.New("append conflict: the site changed concurrently")
+
+// ErrBusy is returned when a command still conflicted after all its retries.
+var ErrBusy = errors.New("site too busy: gave up after repeated append conflicts")
+
+// EventStore is the event log of all sites.
+type EventStore interface {
+	// Load returns the site's events with a sequence above afterSeq, in order.
+	Load(ctx context.Context, site string, afterSeq uint64) ([]events.Record, error)
+	// Append stores e on its site's subject if the site's last stored event is
+	// still expectedSeq (0: none), and returns the stream sequence of e. It
+	// returns an error wrapping ErrConflict when it is not. An append that is
+	// retried after an uncertain outcome and finds e already stored succeeds
+	// with the stored sequence.
+	Append(ctx context.Context, e events.Event, expectedSeq uint64) (uint64, error)
+	// LastSeq returns the sequence of the site's last event, 0 for none.
+	LastSeq(ctx context.Context, site string) (uint64, error)
+}
+
+// SecretKeeper generates passcodes and holds the keys that hash and seal
+// them.
+type SecretKeeper interface {
+	// NewPasscode returns a fresh random passcode.
+	NewPasscode() (Secret, error)
+	// MACKeyID names the key new generations are hashed with.
+	MACKeyID() string
+	// MAC returns the HMAC-SHA256 of a passcode under the key keyID.
+	MAC(keyID string, passcode Secret) ([]byte, error)
+	// Seal encrypts a passcode under the current sealing key.
+	Seal(passcode Secret) (sealed []byte, keyID string, err error)
+	// Open decrypts a sealed passcode.
+	Open(keyID string, sealed []byte) (Secret, error)
+}
+
+// Clock tells the time.
+type Clock interface{ Now() time.Time }
+
+// IDGenerator makes event and generation IDs.
+type IDGenerator interface{ NewID() string }
+
+// SystemClock is the wall clock.
+type SystemClock struct{}
+
+// Now implements Clock.
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// ULIDs makes monotonic ULIDs from crypto/rand. Safe for concurrent use.
+type ULIDs struct {
+	mu      sync.Mutex
+	entropy *ulid.MonotonicEntropy
+}
+
+// NewULIDs returns a ULID generator.
+func NewULIDs() *ULIDs { return &ULIDs{entropy: ulid.Monotonic(rand.Reader, 0)} }
+
+// NewID implements IDGenerator.
+func (g *ULIDs) NewID() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return ulid.MustNew(ulid.Now(), g.entropy).String()
+}

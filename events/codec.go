@@ -62,6 +62,12 @@ func Decode(b []byte) (Event, error) {
 	if env.OccurredAt.IsZero() {
 		return Event{}, fmt.Errorf("%w: event %s has no occurred_at", ErrMalformed, env.ID)
 	}
+	// Encode writes UTC, and JSON times are limited to years 0-9999: an
+	// offset that moves the instant out of that range would decode here and
+	// then fail to encode again.
+	if y := env.OccurredAt.UTC().Year(); y < 0 || y > 9999 {
+		return Event{}, fmt.Errorf("%w: event %s occurred_at is out of range", ErrMalformed, env.ID)
+	}
 	p, err := newPayload(env.Type)
 	if err != nil {
 		return Event{}, fmt.Errorf("event %s: %w", env.ID, err)

@@ -1,0 +1,309 @@
+package projections
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// StateDoc is the passcode state document of a site (DESIGN.md, GET
+// /v1/sites/{site}/passcode), ready to be written as JSON. Optional times are
+// nil and optional strings empty when they do not apply.
+type StateDoc struct {
+	Site              string               `json:"site"`
+	Status            domain.Status        `json:"status"`
+	PasscodeID        string               `json:"passcode_id,omitempty"`
+	GeneratedAt       *time.Time           `json:"generated_at,omitempty"`
+	GeneratedBy       string               `json:"generated_by,omitempty"`
+	FailedAttempts    int                  `json:"failed_attempts"`
+	MaxFailedAttempts int                  `json:"max_failed_attempts"`
+	FailureWindow     events.Duration      `json:"failure_window"`
+	Locked            bool                 `json:"locked"`
+	LastFailedAt      *time.Time           `json:"last_failed_at,omitempty"`
+	DisabledAt        *time.Time           `json:"disabled_at,omitempty"`
+	DisabledBy        string               `json:"disabled_by,omitempty"`
+	DisabledReason    events.DisableReason `json:"disabled_reason,omitempty"`
+	Seq               uint64               `json:"seq"`
+	ThrottledSources  []ThrottledSource    `json:"throttled_sources,omitempty"`
+}
+
+// ThrottledSource is a source that may not try again before Until.
+type ThrottledSource struct {
+	Key   string    `json:"key"` // "ip:<addr>" or "device:<id>"
+	Until time.Time `json:"until"`
+}
+
+// SiteState is the compact fold of one site's events for the state document.
+// It is not safe for concurrent mutation; Clone gives a copy that a writer can
+// change while readers keep using the original.
+//
+// Memory: a few hundred bytes per site plus 8 bytes per failure still in the
+// window (at most domain.MaxMaxFailedAttempts) and, per source that failed in
+// the source window, its key and at most MaxFailedPerSource times.
+type SiteState struct {
+	site     string
+	seq      uint64
+	defaults domain.Policy
+	override *lockout
+	gen      *generation
+	// sources holds, per source key, the times (unix ns, oldest first) of its
+	// most recent failures: only the last keepPerSource ones, because the
+	// throttle decision looks at no more than SourceLimit of them.
+	sources map[string][]int64
+}
+
+type lockout struct {
+	MaxFailed int           `json:"max_failed"`
+	Window    time.Duration `json:"window"`
+}
+
+type generation struct {
+	ID          string       `json:"id"`
+	GeneratedAt int64        `json:"at"`
+	GeneratedBy string       `json:"by"`
+	Locked      bool         `json:"locked,omitempty"`
+	Disabled    *disableInfo `json:"disabled,omitempty"`
+	// Failures are the times (unix ns, oldest first) that may still count,
+	// pruned exactly as domain prunes them.
+	Failures []int64 `json:"failures,omitempty"`
+}
+
+type disableInfo struct {
+	At     int64                `json:"at"`
+	By     string               `json:"by"`
+	Reason events.DisableReason `json:"reason"`
+}
+
+// NewSiteState returns the state of a site with no events under the default
+// policy (from configuration; a site's LockoutPolicyChanged overrides the
+// threshold and the window).
+func NewSiteState(site string, defaults domain.Policy) *SiteState {
+	return &SiteState{site: site, defaults: defaults}
+}
+
+// Site returns the site ID.
+func (s *SiteState) Site() string { return s.site }
+
+// Seq returns the stream sequence of the last event folded in.
+func (s *SiteState) Seq() uint64 { return s.seq }
+
+// policy is the policy in force, as domain.Passcode.Policy computes it.
+func (s *SiteState) policy() domain.Policy {
+	pol := s.defaults
+	if s.override != nil {
+		pol.MaxFailedAttempts = s.override.MaxFailed
+		pol.FailureWindow = s.override.Window
+	}
+	return pol
+}
+
+// keepPerSource is how many failure times per source the state keeps: the
+// source limit never exceeds the configured per-source maximum.
+func (s *SiteState) keepPerSource() int {
+	return min(max(s.defaults.MaxFailedPerSource, 1), domain.MaxMaxFailedAttempts)
+}
+
+// Apply folds records in stream order; records at or below Seq are skipped,
+// so applying one twice is harmless. Records of another site are ignored.
+func (s *SiteState) Apply(recs ...events.Record) {
+	for _, r := range recs {
+		if r.Seq <= s.seq || r.Event.Site != s.site {
+			continue
+		}
+		s.apply(r.Event)
+		s.seq = r.Seq
+	}
+}
+
+// apply mirrors domain's apply for the fields of the state document.
+func (s *SiteState) apply(e events.Event) {
+	at := e.OccurredAt.UnixNano()
+	switch d := e.Data.(type) {
+	case events.PasscodeGenerated:
+		s.gen = &generation{ID: d.PasscodeID, GeneratedAt: at, GeneratedBy: e.Actor.ID}
+	case events.PasscodeDisabled:
+		if g := s.gen; g != nil && g.ID == d.PasscodeID && g.Disabled == nil {
+			g.Disabled = &disableInfo{At: at, By: e.Actor.ID, Reason: d.Reason}
+		}
+	case events.EnrollmentAttemptFailed:
+		if g := s.gen; g != nil && g.ID == d.PasscodeID {
+			g.Failures = append(g.Failures, at)
+			if w := s.policy().FailureWindow; w > 0 {
+				g.Failures = inWindow(g.Failures, at, w)
+			}
+			if n := len(g.Failures); n > domain.MaxMaxFailedAttempts {
+				g.Failures = g.Failures[n-domain.MaxMaxFailedAttempts:]
+			}
+			if d.ReachesThreshold() {
+				g.Locked = true
+			}
+		}
+		s.addSourceFailure(at, d.Source)
+	case events.LockoutPolicyChanged:
+		s.override = &lockout{MaxFailed: d.MaxFailedAttempts, Window: d.FailureWindow.D()}
+		if g := s.gen; g != nil && g.ID == d.PasscodeID && d.FailedAttempts >= d.MaxFailedAttempts {
+			g.Locked = true
+		}
+	case events.PasscodeRevealed, events.EnrollmentAttemptSucceeded:
+		// Audit and attempts only; the state does not change.
+	}
+}
+
+func (s *SiteState) addSourceFailure(at int64, src events.Source) {
+	keys := sourceKeys(src)
+	if len(keys) == 0 {
+		return
+	}
+	if s.sources == nil {
+		s.sources = make(map[string][]int64)
+	}
+	window := s.defaults.SourceWindow
+	keep := s.keepPerSource()
+	for _, k := range keys {
+		times := append(inWindow(s.sources[k], at, window), at)
+		if n := len(times); n > keep {
+			// Copy so that the slice does not pin a growing backing array.
+			times = append([]int64(nil), times[n-keep:]...)
+		}
+		s.sources[k] = times
+	}
+	for k, times := range s.sources {
+		if len(inWindow(times, at, window)) == 0 {
+			delete(s.sources, k)
+		}
+	}
+}
+
+// sourceKeys is domain's: IP and device ID, each when given.
+func sourceKeys(src events.Source) []string {
+	keys := make([]string, 0, 2)
+	if src.IP != "" {
+		keys = append(keys, "ip:"+src.IP)
+	}
+	if src.DeviceID != "" {
+		keys = append(keys, "device:"+src.DeviceID)
+	}
+	return keys
+}
+
+// inWindow returns the times after at-window (same rule as domain: from the
+// first time after the cut on).
+func inWindow(times []int64, at int64, window time.Duration) []int64 {
+	cut := at - int64(window)
+	for i, t := range times {
+		if t > cut {
+			return times[i:]
+		}
+	}
+	return nil
+}
+
+func timePtr(ns int64) *time.Time {
+	t := time.Unix(0, ns).UTC()
+	return &t
+}
+
+// Doc returns the state document at now: failures are counted in the window
+// that ends at now.
+func (s *SiteState) Doc(now time.Time) StateDoc {
+	pol := s.policy()
+	d := StateDoc{Site: s.site, Status: domain.StatusNone, MaxFailedAttempts: pol.MaxFailedAttempts,
+		FailureWindow: events.Duration(pol.FailureWindow), Seq: s.seq}
+	d.ThrottledSources = s.throttledSources(now, pol)
+	g := s.gen
+	if g == nil {
+		return d
+	}
+	d.Status, d.PasscodeID, d.GeneratedAt, d.GeneratedBy, d.Locked =
+		domain.StatusActive, g.ID, timePtr(g.GeneratedAt), g.GeneratedBy, g.Locked
+	if pol.FailureWindow == 0 {
+		d.FailedAttempts = len(g.Failures)
+	} else {
+		d.FailedAttempts = len(inWindow(g.Failures, now.UnixNano(), pol.FailureWindow))
+	}
+	if n := len(g.Failures); n > 0 {
+		d.LastFailedAt = timePtr(g.Failures[n-1])
+	}
+	if dis := g.Disabled; dis != nil {
+		d.Status, d.DisabledAt, d.DisabledBy, d.DisabledReason = domain.StatusDisabled, timePtr(dis.At), dis.By, dis.Reason
+	}
+	return d
+}
+
+// throttledSources lists the sources throttled at now, sorted by key.
+func (s *SiteState) throttledSources(now time.Time, pol domain.Policy) []ThrottledSource {
+	limit := pol.SourceLimit()
+	var out []ThrottledSource
+	for k, times := range s.sources {
+		times = inWindow(times, now.UnixNano(), pol.SourceWindow)
+		if len(times) >= limit {
+			until := time.Unix(0, times[len(times)-limit]).Add(pol.SourceWindow).UTC()
+			out = append(out, ThrottledSource{Key: k, Until: until})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// Clone returns a deep copy.
+func (s *SiteState) Clone() *SiteState {
+	c := *s
+	if s.override != nil {
+		o := *s.override
+		c.override = &o
+	}
+	if s.gen != nil {
+		g := *s.gen
+		g.Failures = append([]int64(nil), s.gen.Failures...)
+		if s.gen.Disabled != nil {
+			dis := *s.gen.Disabled
+			g.Disabled = &dis
+		}
+		c.gen = &g
+	}
+	if s.sources != nil {
+		c.sources = make(map[string][]int64, len(s.sources))
+		for k, v := range s.sources {
+			c.sources[k] = append([]int64(nil), v...)
+		}
+	}
+	return &c
+}
+
+// wireState is the persisted form of a SiteState. The default policy is not
+// part of it: it comes from configuration when the state is loaded.
+type wireState struct {
+	V        int                `json:"v"`
+	Site     string             `json:"site"`
+	Seq      uint64             `json:"seq"`
+	Override *lockout           `json:"override,omitempty"`
+	Gen      *generation        `json:"gen,omitempty"`
+	Sources  map[string][]int64 `json:"sources,omitempty"`
+}
+
+const wireVersion = 1
+
+// MarshalBinary encodes the state for a durable read model.
+func (s *SiteState) MarshalBinary() ([]byte, error) {
+	b, err := json.Marshal(wireState{V: wireVersion, Site: s.site, Seq: s.seq, Override: s.override, Gen: s.gen, Sources: s.sources})
+	if err != nil {
+		return nil, fmt.Errorf("encode state of site %s: %w", s.site, err)
+	}
+	return b, nil
+}
+
+// DecodeSiteState decodes what MarshalBinary wrote, under the given defaults.
+func DecodeSiteState(b []byte, defaults domain.Policy) (*SiteState, error) {
+	var w wireState
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("decode site state: %w", err)
+	}
+	if w.V != wireVersion {
+		return nil, fmt.Errorf("decode site state of %s: version %d, want %d", w.Site, w.V, wireVersion)
+	}
+	return &SiteState{site: w.Site, seq: w.Seq, defaults: defaults, override: w.Override, gen: w.Gen, sources: w.Sources}, nil
+}

@@ -1,0 +1,155 @@
+package consume
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// Defaults of the event log this package consumes. They repeat the contract of
+// DESIGN.md rather than import the event store, which does not depend on this
+// package either.
+const (
+	// DefaultStream is the event stream.
+	DefaultStream = "ENROLLGATE_EVENTS"
+	// DefaultDeadLetterPrefix starts the dead-letter subjects:
+	// enrollgate.deadletter.<durable>.
+	DefaultDeadLetterPrefix = "enrollgate.deadletter"
+	// DefaultDeadLetterStream keeps the dead letters, so that a poison message
+	// moved aside is never lost even when nobody listens.
+	DefaultDeadLetterStream = "ENROLLGATE_DEADLETTER"
+)
+
+// Config tunes the Router.
+type Config struct {
+	// Stream is the JetStream stream of the event log.
+	Stream string
+	// FilterSubject selects the events every consumer receives.
+	FilterSubject string
+	// DeadLetterPrefix starts the subject a poison message is moved to:
+	// <DeadLetterPrefix>.<durable>.
+	DeadLetterPrefix string
+	// DeadLetterStream is the stream NewRouter ensures on
+	// <DeadLetterPrefix>.>; empty leaves the stream to the operator (a
+	// dead-letter publish fails, and the poison message is redelivered,
+	// until one exists).
+	DeadLetterStream string
+	// DeadLetterReplicas is the replica count of DeadLetterStream.
+	DeadLetterReplicas int
+	// DeadLetterMaxAge bounds how long dead letters are kept; 0 keeps them.
+	DeadLetterMaxAge time.Duration
+	// AckWait is the consumer's AckWait: a message not acknowledged in this
+	// time is redelivered. It must exceed HandlerTimeout.
+	AckWait time.Duration
+	// HandlerTimeout bounds one delivery: the handler and its in-process
+	// retries. The handler's context is cancelled when it passes.
+	HandlerTimeout time.Duration
+	// RetryInitialInterval is the first delay after a handler error; each
+	// further failure doubles it, up to RetryMaxInterval. It applies to the
+	// in-process retries and to the NakWithDelay redeliveries after them.
+	RetryInitialInterval time.Duration
+	// RetryMaxInterval caps the delay between two tries of one event.
+	RetryMaxInterval time.Duration
+	// InProcessRetries is how many times a failed handler is tried again
+	// within one delivery before the message is Nak'd with a delay.
+	InProcessRetries int
+	// CloseTimeout bounds how long Close waits for running handlers.
+	CloseTimeout time.Duration
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		Stream:               DefaultStream,
+		FilterSubject:        events.SubjectAll,
+		DeadLetterPrefix:     DefaultDeadLetterPrefix,
+		DeadLetterStream:     DefaultDeadLetterStream,
+		DeadLetterReplicas:   1,
+		DeadLetterMaxAge:     0,
+		AckWait:              30 * time.Second,
+		HandlerTimeout:       20 * time.Second,
+		RetryInitialInterval: 100 * time.Millisecond,
+		RetryMaxInterval:     30 * time.Second,
+		InProcessRetries:     3,
+		CloseTimeout:         10 * time.Second,
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if err := validName("stream", c.Stream); err != nil {
+		errs = append(errs, err)
+	}
+	if c.FilterSubject == "" {
+		errs = append(errs, errors.New("filter subject is required"))
+	}
+	if c.DeadLetterPrefix == "" || strings.ContainsAny(c.DeadLetterPrefix, "*> \t") || strings.HasSuffix(c.DeadLetterPrefix, ".") {
+		errs = append(errs, fmt.Errorf("dead-letter prefix %q must be a literal subject such as %q", c.DeadLetterPrefix, DefaultDeadLetterPrefix))
+	}
+	if c.DeadLetterStream != "" {
+		if err := validName("dead-letter stream", c.DeadLetterStream); err != nil {
+			errs = append(errs, err)
+		}
+		if c.DeadLetterReplicas < 1 || c.DeadLetterReplicas > 5 {
+			errs = append(errs, fmt.Errorf("dead-letter replicas must be 1 to 5, got %d", c.DeadLetterReplicas))
+		}
+	}
+	if c.DeadLetterMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("dead-letter max age must not be negative, got %s", c.DeadLetterMaxAge))
+	}
+	if c.HandlerTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("handler timeout must be positive, got %s", c.HandlerTimeout))
+	}
+	if c.AckWait <= c.HandlerTimeout {
+		// The subscriber gives up on a delivery after AckWait; a handler still
+		// running then would overlap with the redelivery.
+		errs = append(errs, fmt.Errorf("ack wait (%s) must exceed the handler timeout (%s)", c.AckWait, c.HandlerTimeout))
+	}
+	if c.RetryInitialInterval <= 0 {
+		errs = append(errs, fmt.Errorf("retry initial interval must be positive, got %s", c.RetryInitialInterval))
+	}
+	if c.RetryMaxInterval < c.RetryInitialInterval {
+		errs = append(errs, fmt.Errorf("retry max interval (%s) must be at least the initial interval (%s)", c.RetryMaxInterval, c.RetryInitialInterval))
+	}
+	if c.InProcessRetries < 0 {
+		errs = append(errs, fmt.Errorf("in-process retries must not be negative, got %d", c.InProcessRetries))
+	}
+	if c.CloseTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("close timeout must be positive, got %s", c.CloseTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateDurable checks a durable consumer name: a JetStream consumer name
+// and one subject token of the dead-letter subject.
+func ValidateDurable(durable string) error { return validName("durable", durable) }
+
+func validName(what, name string) error {
+	if name == "" {
+		return fmt.Errorf("%s name is required", what)
+	}
+	if len(name) > 64 {
+		return fmt.Errorf("%s name %q is longer than 64 characters", what, name[:64])
+	}
+	for _, r := range name {
+		ok := r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
+		if !ok {
+			return fmt.Errorf("%s name %q may hold only letters, digits, '-' and '_'", what, name)
+		}
+	}
+	return nil
+}
+
+// retryDelay is the delay before the n-th retry of an event (n from 1):
+// doubling from initial, capped at max.
+func retryDelay(n uint64, initial, max time.Duration) time.Duration {
+	d := initial
+	for i := uint64(1); i < n && d < max; i++ {
+		d *= 2
+	}
+	return min(d, max)
+}

@@ -1,0 +1,340 @@
+package consume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// Handler processes one stored event. nil acknowledges it; an error has it
+// tried again later (in-process retries, then NakWithDelay), never skipped.
+// Handlers must be idempotent: an event can be delivered more than once.
+type Handler func(ctx context.Context, rec events.Record) error
+
+// ErrRunning is returned by AddHandler once the router runs, and by Run when
+// it runs already or was closed.
+var ErrRunning = errors.New("consume: router already running or closed")
+
+// adminTimeout bounds the JetStream API calls made outside a handler.
+const adminTimeout = 10 * time.Second
+
+// Router runs Handlers on durable JetStream consumers of the event stream.
+type Router struct {
+	cfg     Config
+	log     zerolog.Logger
+	connect func() (*nats.Conn, error)
+
+	admin *nats.Conn // consumer management and Pending
+	js    jetstream.JetStream
+	dlPub *wmjs.Publisher // dead letters, on its own connection
+	wm    *message.Router
+
+	mu       sync.Mutex
+	durables map[string]bool
+	subs     []*wmjs.Subscriber
+	state    routerState
+}
+
+type routerState int
+
+const (
+	stateNew routerState = iota
+	stateRunning
+	stateClosed
+)
+
+// NewRouter returns a Router on cfg.Stream. connect is called once for the
+// router's own use, once for the dead-letter publisher and once per handler,
+// so that every subscriber and publisher has its own connection (their Close
+// closes it). When cfg.DeadLetterStream is set, it is created if missing.
+func NewRouter(cfg Config, connect func() (*nats.Conn, error), log zerolog.Logger) (*Router, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("consume config: %w", err)
+	}
+	if connect == nil {
+		return nil, errors.New("consume: connect is required")
+	}
+	admin, err := connect()
+	if err != nil {
+		return nil, fmt.Errorf("consume: connect: %w", err)
+	}
+	js, err := jetstream.New(admin)
+	if err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("consume: jetstream: %w", err)
+	}
+	if cfg.DeadLetterStream != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		err := EnsureDeadLetterStream(ctx, js, cfg)
+		cancel()
+		if err != nil {
+			admin.Close()
+			return nil, err
+		}
+	}
+	pubConn, err := connect()
+	if err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("consume: connect dead-letter publisher: %w", err)
+	}
+	wlog := newWMLogger(log)
+	dlPub, err := wmjs.NewPublisher(wmjs.PublisherConfig{Conn: pubConn, Logger: wlog})
+	if err != nil {
+		pubConn.Close()
+		admin.Close()
+		return nil, fmt.Errorf("consume: dead-letter publisher: %w", err)
+	}
+	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
+	if err != nil {
+		_ = dlPub.Close()
+		admin.Close()
+		return nil, fmt.Errorf("consume: watermill router: %w", err)
+	}
+	return &Router{cfg: cfg, log: log, connect: connect, admin: admin, js: js, dlPub: dlPub, wm: wm,
+		durables: make(map[string]bool)}, nil
+}
+
+// EnsureDeadLetterStream creates cfg.DeadLetterStream on
+// <cfg.DeadLetterPrefix>.> if it does not exist, or updates it.
+func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, cfg Config) error {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.DeadLetterStream,
+		Description: "enrollgate: events a consumer could not decode, one subject per durable consumer",
+		Subjects:    []string{cfg.DeadLetterPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.DeadLetterReplicas,
+		MaxAge:      cfg.DeadLetterMaxAge,
+		Duplicates:  2 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("consume: ensure dead-letter stream %s: %w", cfg.DeadLetterStream, err)
+	}
+	return nil
+}
+
+// ConsumerConfig returns the configuration of durable's consumer.
+func (c Config) ConsumerConfig(durable string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "enrollgate consumer " + durable,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		// Unbounded: an exhausted MaxDeliver makes the server skip the
+		// message silently. Redelivery is paced with NakWithDelay instead.
+		MaxDeliver: -1,
+		// One message in flight: the handler sees events in stream order,
+		// and a Nak'd one comes back before any later one.
+		MaxAckPending: 1,
+		FilterSubject: c.FilterSubject,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+	}
+}
+
+// AddHandler registers h on the durable consumer durable, creating or updating
+// the consumer now. Call it before Run. Durable names are constants of the
+// callers: a renamed durable starts again from the first event.
+func (r *Router) AddHandler(durable string, h Handler) error {
+	if err := ValidateDurable(durable); err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	if h == nil {
+		return errors.New("consume: handler is required")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != stateNew {
+		return ErrRunning
+	}
+	if r.durables[durable] {
+		return fmt.Errorf("consume: durable %q added twice", durable)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	if _, err := r.js.CreateOrUpdateConsumer(ctx, r.cfg.Stream, r.cfg.ConsumerConfig(durable)); err != nil {
+		return fmt.Errorf("consume: create consumer %s on %s: %w", durable, r.cfg.Stream, err)
+	}
+	nc, err := r.connect()
+	if err != nil {
+		return fmt.Errorf("consume: connect subscriber %s: %w", durable, err)
+	}
+	stream := r.cfg.Stream
+	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+		Conn:           nc,
+		Logger:         newWMLogger(r.log.With().Str("durable", durable).Logger()),
+		AckWaitTimeout: r.cfg.AckWait,
+		// The consumer was created above; the subscriber only binds to it
+		// and never deletes it.
+		ResourceInitializer: func(ctx context.Context, js jetstream.JetStream, _ string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
+			c, err := js.Consumer(ctx, stream, durable)
+			return c, nil, err
+		},
+		NakDelay:    nakDelay{cfg: r.cfg},
+		Unmarshaler: unmarshaler{},
+		// A synchronous ack: the next message is delivered only once the
+		// server has recorded this one's ack.
+		AckAsync: false,
+	})
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("consume: subscriber %s: %w", durable, err)
+	}
+	// The topic is only handed to our ResourceInitializer: the durable name.
+	wh := r.wm.AddConsumerHandler(durable, durable, sub, r.decode(durable, h))
+	// First added runs outermost; Recoverer innermost so that a panic is an
+	// error Retry and the redelivery see.
+	wh.AddMiddleware(
+		deliveryScope(r.cfg.HandlerTimeout),
+		r.deadLetter(durable),
+		middleware.Retry{
+			MaxRetries:          r.cfg.InProcessRetries,
+			InitialInterval:     r.cfg.RetryInitialInterval,
+			MaxInterval:         r.cfg.RetryMaxInterval,
+			Multiplier:          2,
+			RandomizationFactor: 0.2,
+			MaxElapsedTime:      r.cfg.HandlerTimeout,
+			ShouldRetry:         func(p middleware.RetryParams) bool { return !isPoison(p.Err) },
+		}.Middleware,
+		middleware.Recoverer,
+	)
+	r.durables[durable] = true
+	r.subs = append(r.subs, sub)
+	return nil
+}
+
+// Run consumes until ctx is done or Close is called. It blocks.
+func (r *Router) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.state != stateNew {
+		r.mu.Unlock()
+		return ErrRunning
+	}
+	r.state = stateRunning
+	r.mu.Unlock()
+	if err := r.wm.Run(ctx); err != nil {
+		return fmt.Errorf("consume: run: %w", err)
+	}
+	return nil
+}
+
+// Running is closed once every handler has subscribed.
+func (r *Router) Running() <-chan struct{} { return r.wm.Running() }
+
+// Close stops the handlers (waiting up to CloseTimeout for running ones) and
+// closes every connection. An event being handled and not yet acknowledged is
+// redelivered to the next process.
+func (r *Router) Close() error {
+	r.mu.Lock()
+	prev := r.state
+	r.state = stateClosed
+	r.mu.Unlock()
+	if prev == stateClosed {
+		return nil
+	}
+	var errs []error
+	if prev == stateRunning {
+		// watermill's Close waits for handlers that only exist once it ran.
+		if err := r.wm.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("consume: close router: %w", err))
+		}
+	}
+	for _, s := range r.subs {
+		if err := s.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("consume: close subscriber: %w", err))
+		}
+	}
+	if err := r.dlPub.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("consume: close dead-letter publisher: %w", err))
+	}
+	r.admin.Close()
+	return errors.Join(errs...)
+}
+
+// Pending returns how many events durable has not acknowledged yet: those not
+// delivered and those delivered but not acked. 0 means caught up.
+func (r *Router) Pending(ctx context.Context, durable string) (uint64, error) {
+	c, err := r.js.Consumer(ctx, r.cfg.Stream, durable)
+	if err != nil {
+		return 0, fmt.Errorf("consume: consumer %s: %w", durable, err)
+	}
+	info := c.CachedInfo()
+	return info.NumPending + uint64(info.NumAckPending), nil
+}
+
+// nakDelay paces redeliveries: doubling from where the in-process retries
+// stopped, capped at RetryMaxInterval. It never returns TermSignal.
+type nakDelay struct{ cfg Config }
+
+func (d nakDelay) WaitTime(numDelivered uint64) time.Duration {
+	n := max(numDelivered, 1) * uint64(d.cfg.InProcessRetries+1)
+	return retryDelay(n, d.cfg.RetryInitialInterval, d.cfg.RetryMaxInterval)
+}
+
+// deliveryScope bounds one delivery by timeout and serialises the deliveries
+// of one durable: should a handler outlive its AckWait, its redelivery waits
+// here instead of running beside it.
+func deliveryScope(timeout time.Duration) message.HandlerMiddleware {
+	slot := make(chan struct{}, 1)
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			ctx, cancel := context.WithTimeout(msg.Context(), timeout)
+			defer cancel()
+			select {
+			case slot <- struct{}{}:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("wait for the previous delivery to finish: %w", ctx.Err())
+			}
+			defer func() { <-slot }()
+			msg.SetContext(ctx)
+			return h(msg)
+		}
+	}
+}
+
+// poisonError marks a message that no retry can make decodable.
+type poisonError struct{ reason string }
+
+func (e *poisonError) Error() string { return "poison message: " + e.reason }
+
+func isPoison(err error) bool {
+	var pe *poisonError
+	return errors.As(err, &pe)
+}
+
+// decode turns the watermill message into an events.Record and calls h. A
+// message that cannot be a record of this stream is a poisonError.
+func (r *Router) decode(durable string, h Handler) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		if e := msg.Metadata.Get(MetaError); e != "" {
+			return &poisonError{reason: "no JetStream metadata: " + e}
+		}
+		seq, err := strconv.ParseUint(msg.Metadata.Get(MetaStreamSeq), 10, 64)
+		if err != nil || seq == 0 {
+			return &poisonError{reason: "no stream sequence"}
+		}
+		ev, err := events.Decode(msg.Payload)
+		if err != nil {
+			return &poisonError{reason: err.Error()}
+		}
+		if subj := msg.Metadata.Get(MetaSubject); subj != events.Subject(ev.Site) {
+			return &poisonError{reason: fmt.Sprintf("event %s of site %q stored on subject %q", ev.ID, ev.Site, subj)}
+		}
+		if err := h(msg.Context(), events.Record{Seq: seq, Event: ev}); err != nil {
+			return fmt.Errorf("%s: event %s (seq %d, %s): %w", durable, ev.ID, seq, ev.Type(), err)
+		}
+		return nil
+	}
+}

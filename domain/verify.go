@@ -49,13 +49,20 @@ func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
 	}
 	g := p.gen
 	var dg []byte
+	repeatOK := false
 	if a.ID != "" {
 		dg = digest(a.ID, a.CandidateMAC)
 		if prev, ok := p.attempts.lookup(a.ID); ok && prev.passcodeID == g.id && equalBytes(prev.digest, dg) {
-			if prev.ok {
-				return Verdict{OK: true, PasscodeID: g.id}, nil
+			// A repeated wrong guess gets its verdict again at once: it tells
+			// the caller nothing it did not know. A repeated right guess is
+			// answered only where a new guess would be compared: matching the
+			// digest of a recorded success is a comparison with the passcode,
+			// and answering it while locked, disabled or throttled would be an
+			// uncounted oracle for anyone who knows that attempt ID.
+			if !prev.ok {
+				return Verdict{Reason: ReasonWrongPasscode, PasscodeID: g.id}, nil
 			}
-			return Verdict{Reason: ReasonWrongPasscode, PasscodeID: g.id}, nil
+			repeatOK = true
 		}
 	}
 	if g.disabled != nil || g.locked {
@@ -64,6 +71,9 @@ func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
 	pol := p.Policy()
 	if wait := p.throttled(now, a.Source, pol); wait > 0 {
 		return Verdict{Reason: ReasonThrottled, PasscodeID: g.id, RetryAfter: wait}, nil
+	}
+	if repeatOK {
+		return Verdict{OK: true, PasscodeID: g.id}, nil
 	}
 	if equalBytes(a.CandidateMAC, g.hash) {
 		return Verdict{OK: true, PasscodeID: g.id},

@@ -42,8 +42,9 @@ func (p *Passcode) apply(e events.Event) {
 			if n := len(g.failures); n > MaxMaxFailedAttempts {
 				g.failures = g.failures[n-MaxMaxFailedAttempts:]
 			}
-			if d.ReachesThreshold() {
+			if d.ReachesThreshold() && !g.locked {
 				g.locked = true
+				g.lock = lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
 			}
 		}
 		p.addSourceFailure(e.OccurredAt, d.Source)
@@ -52,8 +53,9 @@ func (p *Passcode) apply(e events.Event) {
 		p.attempts.add(d.AttemptID, attemptRecord{passcodeID: d.PasscodeID, digest: d.AttemptDigest, ok: true})
 	case events.LockoutPolicyChanged:
 		p.override = &lockout{maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
-		if p.gen != nil && p.gen.id == d.PasscodeID && d.FailedAttempts >= d.MaxFailedAttempts {
-			p.gen.locked = true
+		if g := p.gen; g != nil && g.id == d.PasscodeID && d.FailedAttempts >= d.MaxFailedAttempts && !g.locked {
+			g.locked = true
+			g.lock = lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
 		}
 	case events.PasscodeRevealed:
 		// Recorded for the audit trail; the state does not change.

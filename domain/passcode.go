@@ -56,9 +56,18 @@ type generation struct {
 	generatedBy events.Actor
 	// locked is set by the failure that reached the threshold: from then on no
 	// candidate is compared, whatever the window does later.
-	locked   bool
+	locked bool
+	// lock is the moment and policy of the lock, so that the lockout disable
+	// reports the failures that caused it even when it comes late.
+	lock     lockInfo
 	disabled *disableInfo
 	failures []failure
+}
+
+type lockInfo struct {
+	at        time.Time
+	maxFailed int
+	window    time.Duration
 }
 
 type disableInfo struct {
@@ -167,11 +176,18 @@ func (p *Passcode) Disable(now time.Time, passcodeID string, reason events.Disab
 		return nil, ErrNotActive
 	}
 	pol := p.Policy()
-	counted := p.gen.countedFailures(now, pol.FailureWindow)
+	at, maxFailed, window := now, pol.MaxFailedAttempts, pol.FailureWindow
+	if reason == events.DisableLockout && p.gen.locked {
+		// Count as at the lock: the saga may act after the window has passed
+		// or the policy has changed, and the alert must still report the
+		// failures that exceeded the threshold.
+		at, maxFailed, window = p.gen.lock.at, p.gen.lock.maxFailed, p.gen.lock.window
+	}
+	counted := p.gen.countedFailures(at, window)
 	e := events.PasscodeDisabled{PasscodeID: p.gen.id, Reason: reason, FailedAttempts: len(counted)}
 	if reason == events.DisableLockout {
-		e.MaxFailedAttempts = pol.MaxFailedAttempts
-		e.FailureWindow = events.Duration(pol.FailureWindow)
+		e.MaxFailedAttempts = maxFailed
+		e.FailureWindow = events.Duration(window)
 		if len(counted) > 0 {
 			first, last := counted[0].at, counted[len(counted)-1].at
 			e.FirstFailedAt, e.LastFailedAt = &first, &last

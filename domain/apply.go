@@ -52,6 +52,12 @@ func (p *Passcode) apply(e events.Event) {
 	case events.EnrollmentAttemptSucceeded:
 		p.attempts.add(d.AttemptID, attemptRecord{passcodeID: d.PasscodeID, digest: d.AttemptDigest, ok: true})
 	case events.LockoutPolicyChanged:
+		// Decided events are valid; one that is not (written by other tooling)
+		// is ignored rather than trusted, since a threshold of 0 would switch
+		// the lockout off (ReachesThreshold needs a positive threshold).
+		if ValidateLockout(d.MaxFailedAttempts, d.FailureWindow.D()) != nil {
+			break
+		}
 		p.override = &lockout{maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
 		if g := p.gen; g != nil && g.id == d.PasscodeID && d.FailedAttempts >= d.MaxFailedAttempts && !g.locked {
 			g.locked = true

@@ -1,0 +1,118 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/handlers"
+)
+
+// emptyRequest is the body of generate, reveal and disable: nothing, or {}.
+type emptyRequest struct{}
+
+// GenerateResponse answers POST /v1/sites/{site}/passcode.
+type GenerateResponse struct {
+	Site     string   `json:"site"`
+	Passcode string   `json:"passcode"`
+	State    StateDoc `json:"state"`
+	Seq      uint64   `json:"seq"`
+}
+
+// RevealResponse answers POST /v1/sites/{site}/passcode/reveal.
+type RevealResponse struct {
+	Site       string `json:"site"`
+	Passcode   string `json:"passcode"`
+	PasscodeID string `json:"passcode_id"`
+	Seq        uint64 `json:"seq"`
+}
+
+// WriteResponse answers the writes that return the state: disable and the
+// lockout policy.
+type WriteResponse struct {
+	Site  string   `json:"site"`
+	State StateDoc `json:"state"`
+	Seq   uint64   `json:"seq"`
+}
+
+// LockoutPolicyRequest is the body of PUT /v1/sites/{site}/lockout-policy.
+// Both fields are required: a PUT replaces the policy.
+type LockoutPolicyRequest struct {
+	MaxFailedAttempts *int    `json:"max_failed_attempts"`
+	FailureWindow     *string `json:"failure_window"`
+}
+
+func (a *API) generatePasscode(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := a.decodeBody(w, r, &emptyRequest{}, true); err != nil {
+		return err
+	}
+	res, err := a.deps.Commands.GeneratePasscode(r.Context(), handlers.GeneratePasscode{Site: c.Site, Actor: c.actor()})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", "/v1/sites/"+c.Site+"/passcode")
+	setSeq(w, res.Seq)
+	// One of the two places the plain text leaves the service (invariant 5).
+	return writeJSON(w, http.StatusCreated, GenerateResponse{
+		Site: c.Site, Passcode: res.Passcode.Plain(), State: StateFromDomain(res.State), Seq: res.Seq,
+	})
+}
+
+func (a *API) revealPasscode(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := a.decodeBody(w, r, &emptyRequest{}, true); err != nil {
+		return err
+	}
+	res, err := a.deps.Commands.RevealPasscode(r.Context(), handlers.RevealPasscode{Site: c.Site, Actor: c.actor()})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	setSeq(w, res.Seq)
+	// The other place the plain text leaves the service (invariant 5).
+	return writeJSON(w, http.StatusOK, RevealResponse{
+		Site: c.Site, Passcode: res.Passcode.Plain(), PasscodeID: res.PasscodeID, Seq: res.Seq,
+	})
+}
+
+func (a *API) disablePasscode(w http.ResponseWriter, r *http.Request, c *call) error {
+	if err := a.decodeBody(w, r, &emptyRequest{}, true); err != nil {
+		return err
+	}
+	res, err := a.deps.Commands.DisablePasscode(r.Context(), handlers.DisablePasscode{
+		Site: c.Site, Actor: c.actor(), Reason: events.DisableManual,
+	})
+	if err != nil {
+		return err
+	}
+	setSeq(w, res.Seq)
+	return writeJSON(w, http.StatusOK, WriteResponse{Site: c.Site, State: StateFromDomain(res.State), Seq: res.Seq})
+}
+
+func (a *API) changeLockoutPolicy(w http.ResponseWriter, r *http.Request, c *call) error {
+	var req LockoutPolicyRequest
+	if err := a.decodeBody(w, r, &req, false); err != nil {
+		return err
+	}
+	if req.MaxFailedAttempts == nil || req.FailureWindow == nil {
+		return badRequest("max_failed_attempts and failure_window are both required")
+	}
+	window, err := time.ParseDuration(*req.FailureWindow)
+	if err != nil {
+		return badRequest("field failure_window must be a duration such as \"1h\" or \"30m\" (\"0\": count every failure since generation)")
+	}
+	// Checked here as well as in the domain, so that a bad value costs no
+	// round trip to the event store.
+	if err := domain.ValidateLockout(*req.MaxFailedAttempts, window); err != nil {
+		return err
+	}
+	res, err := a.deps.Commands.ChangeLockoutPolicy(r.Context(), handlers.ChangeLockoutPolicy{
+		Site: c.Site, Actor: c.actor(), MaxFailedAttempts: *req.MaxFailedAttempts, FailureWindow: window,
+	})
+	if err != nil {
+		return err
+	}
+	setSeq(w, res.Seq)
+	return writeJSON(w, http.StatusOK, WriteResponse{Site: c.Site, State: StateFromDomain(res.State), Seq: res.Seq})
+}

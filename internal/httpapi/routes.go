@@ -1,0 +1,38 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/enrollgate/enrollgate/internal/auth"
+)
+
+// route is one ServeMux pattern and the handler that serves it, already
+// wrapped in its access rule.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// routes lists every route of the API: the one place to add one. A handler is
+// a handlerFunc in the file of its resource; wrap it in its access rule:
+//
+//	public(h)                 no token (health checks)
+//	onSite(perm, h)           a {site} route: token, valid site, scope, role
+//	authenticated(perm, h)    a route without {site}, e.g. GET /v1/sites
+//
+// A read route is e.g. {"GET /v1/sites/{site}/audit", a.onSite(auth.PermRead, a.audit)}.
+func (a *API) routes() []route {
+	return []route{
+		{"GET /healthz", a.public(a.healthz)},
+		{"GET /readyz", a.public(a.readyz)},
+
+		// Writes (passcode.go, policy.go).
+		{"POST /v1/sites/{site}/passcode", a.onSite(auth.PermWrite, a.generatePasscode)},
+		{"POST /v1/sites/{site}/passcode/reveal", a.onSite(auth.PermWrite, a.revealPasscode)},
+		{"POST /v1/sites/{site}/passcode/disable", a.onSite(auth.PermWrite, a.disablePasscode)},
+		{"PUT /v1/sites/{site}/lockout-policy", a.onSite(auth.PermWrite, a.changeLockoutPolicy)},
+
+		// Enrollment (verify.go).
+		{"POST /v1/sites/{site}/enrollments/verify", a.onSite(auth.PermVerify, a.verifyEnrollment)},
+	}
+}

@@ -84,9 +84,9 @@ type outcome struct {
 // execute runs one command on a site: serialised with the site's other
 // commands in this process, decided on the cached aggregate, appended with the
 // aggregate's sequence as the expectation, and decided again after catching up
-// when another replica got there first. A decision that stores nothing is
-// confirmed against the stream's last sequence, so that a replica never
-// answers from a stale cache.
+// when another replica got there first. A decision that stores nothing, or
+// that fails with ErrNotGenerated or ErrNotActive, is confirmed against the
+// stream's last sequence, so that a replica never answers from a stale cache.
 func (s *Service) execute(ctx context.Context, site string, actor events.Actor, decide decideFunc) (outcome, error) {
 	if err := events.ValidateSite(site); err != nil {
 		return outcome{}, fmt.Errorf("%w: %w", domain.ErrInvalid, err)
@@ -109,9 +109,13 @@ func (s *Service) execute(ctx context.Context, site string, actor events.Actor, 
 			return outcome{}, fmt.Errorf("site %s: %w", site, ErrBusy)
 		}
 		now := s.clock.Now()
-		payload, err := decide(p, now)
-		if err != nil {
-			return outcome{}, fmt.Errorf("site %s: %w", site, err)
+		payload, decideErr := decide(p, now)
+		// A refusal that depends on the state (nothing generated, nothing
+		// active) may come from a stale cache just like a decision that
+		// stores nothing: both are confirmed against the stream.
+		stateErr := errors.Is(decideErr, domain.ErrNotGenerated) || errors.Is(decideErr, domain.ErrNotActive)
+		if decideErr != nil && !stateErr {
+			return outcome{}, fmt.Errorf("site %s: %w", site, decideErr)
 		}
 		if payload == nil {
 			last, err := s.store.LastSeq(ctx, site)
@@ -119,6 +123,9 @@ func (s *Service) execute(ctx context.Context, site string, actor events.Actor, 
 				return outcome{}, fmt.Errorf("site %s: check last sequence: %w", site, err)
 			}
 			if last <= p.Seq() {
+				if decideErr != nil {
+					return outcome{}, fmt.Errorf("site %s: %w", site, decideErr)
+				}
 				return outcome{State: p.State(now)}, nil
 			}
 			if err := s.catchUp(ctx, p); err != nil {

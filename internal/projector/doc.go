@@ -1,0 +1,18 @@
+// Package projector feeds the read model (internal/readstore) from the event
+// stream.
+//
+//   - Live: Projector.Register adds the durable consumer "projections" to the
+//     consume router; each event is applied (and its checkpoint written)
+//     before the router acknowledges it. Poison messages are dead-lettered by
+//     the router and never reach the read model.
+//   - Catch-up and rebuild: CatchUp replays the stream with an ordered
+//     consumer from the store's checkpoint to the stream's last sequence, in
+//     large transactions, decoding and applying in two goroutines; Rebuild
+//     does that into a fresh file from sequence 1. Poison messages are
+//     skipped and reported (Report.Poison), never fatal.
+//   - Open: OpenStore opens the durable read model, rebuilds it when it is
+//     corrupt or was left unsynced by an OS crash, and catches it up, so that
+//     after a restart the projections are ready without replaying history.
+//   - Swap: Projector.Swap installs a rebuilt store without losing an event
+//     that the live consumer delivered meanwhile.
+package projector

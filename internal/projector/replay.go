@@ -1,0 +1,282 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/readstore"
+)
+
+// Durable is the name of the live consumer that feeds the projections.
+// WARNING: renaming it creates a new consumer that starts again at sequence 1
+// and leaves the old one on the server.
+const Durable = "projections"
+
+// Config configures replays.
+type Config struct {
+	// Stream is the event stream. Default ENROLLGATE_EVENTS.
+	Stream string
+	// FilterSubject selects the events. Default events.SubjectAll.
+	FilterSubject string
+	// BatchSize is how many records one read-model transaction applies
+	// during a replay. Default 4096.
+	BatchSize int
+	// PullMaxMessages is the ordered consumer's buffer. Default 4096.
+	PullMaxMessages int
+	// IdleTimeout fails a replay when no message arrives for this long
+	// although the stream said more were there. Default 30 s.
+	IdleTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Stream == "" {
+		c.Stream = "ENROLLGATE_EVENTS"
+	}
+	if c.FilterSubject == "" {
+		c.FilterSubject = events.SubjectAll
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 4096
+	}
+	if c.PullMaxMessages == 0 {
+		c.PullMaxMessages = 4096
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 30 * time.Second
+	}
+}
+
+// Validate reports every problem of the configuration (after defaults).
+func (c Config) Validate() error {
+	c.setDefaults()
+	var errs []error
+	if c.BatchSize < 1 {
+		errs = append(errs, fmt.Errorf("projector: batch size must be at least 1, got %d", c.BatchSize))
+	}
+	if c.PullMaxMessages < 1 {
+		errs = append(errs, fmt.Errorf("projector: pull max messages must be at least 1, got %d", c.PullMaxMessages))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("projector: idle timeout must not be negative, got %s", c.IdleTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Poison is a stored message that is not a valid event: skipped by a replay.
+type Poison struct {
+	Seq     uint64
+	Subject string
+	Reason  string
+}
+
+// Report says what a replay did. The caller logs it.
+type Report struct {
+	From, To uint64 // the sequences replayed: From is the first asked for, To the stream's last at the start
+	Applied  uint64 // records handed to the store (it skips those at or below its checkpoint)
+	Poison   []Poison
+	Elapsed  time.Duration
+	// Rebuilt is set by OpenStore when it rebuilt the read model, with the
+	// reason.
+	Rebuilt       bool
+	RebuildReason error
+}
+
+// DecodeMessage turns a stored message into a record, with the same rules
+// as the live router (internal/consume): the payload must decode and its site
+// must match the subject. An error means a poison message.
+func DecodeMessage(subject string, seq uint64, data []byte) (events.Record, error) {
+	e, err := events.Decode(data)
+	if err != nil {
+		return events.Record{}, err
+	}
+	if subject != events.Subject(e.Site) {
+		return events.Record{}, fmt.Errorf("%w: event %s of site %q stored on subject %q", events.ErrMalformed, e.ID, e.Site, subject)
+	}
+	return events.Record{Seq: seq, Event: e}, nil
+}
+
+// CatchUp applies to store every event after its checkpoint up to the
+// stream's last sequence at the time of the call.
+func CatchUp(ctx context.Context, js jetstream.JetStream, store *readstore.Store, cfg Config) (Report, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
+	start := time.Now()
+	from := store.LastApplied() + 1
+	stream, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return Report{}, fmt.Errorf("catch up: stream %s: %w", cfg.Stream, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return Report{}, fmt.Errorf("catch up: stream %s info: %w", cfg.Stream, err)
+	}
+	rep := Report{From: from, To: info.State.LastSeq}
+	if rep.To < from {
+		rep.Elapsed = time.Since(start)
+		return rep, nil
+	}
+	err = replay(ctx, stream, from, rep.To, cfg, func(batch []events.Record) error {
+		rep.Applied += uint64(len(batch))
+		return store.Apply(batch...)
+	}, func(p Poison) { rep.Poison = append(rep.Poison, p) })
+	rep.Elapsed = time.Since(start)
+	if err != nil {
+		return rep, fmt.Errorf("catch up %s from seq %d to %d: %w", store.Path(), from, rep.To, err)
+	}
+	return rep, nil
+}
+
+// Rebuild builds a fresh read model at path (removing any file there) from
+// sequence 1 of the stream, with storeCfg for everything but the path and
+// fsync (off during the bulk load, one sync at the end). The caller swaps it
+// in (Projector.Swap) or closes it.
+func Rebuild(ctx context.Context, js jetstream.JetStream, storeCfg readstore.Config, path string, cfg Config) (*readstore.Store, Report, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, Report{}, fmt.Errorf("rebuild: remove %s: %w", path, err)
+	}
+	bulk := storeCfg
+	bulk.Path, bulk.NoSync = path, true
+	st, err := readstore.Open(bulk)
+	if err != nil {
+		return nil, Report{}, fmt.Errorf("rebuild: %w", err)
+	}
+	rep, err := CatchUp(ctx, js, st, cfg)
+	if err == nil {
+		err = st.Sync()
+	}
+	// Reopen with the caller's fsync setting.
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, rep, fmt.Errorf("rebuild %s: %w", path, err)
+	}
+	live := storeCfg
+	live.Path = path
+	st, err = readstore.Open(live)
+	if err != nil {
+		return nil, rep, fmt.Errorf("rebuild: reopen %s: %w", path, err)
+	}
+	return st, rep, nil
+}
+
+// OpenStore opens the durable read model at storeCfg.Path and catches it up
+// with the stream. A file that is corrupt, or was left unsynced by an OS
+// restart, is moved aside (to <path>.broken-<unix time>) and rebuilt.
+func OpenStore(ctx context.Context, js jetstream.JetStream, storeCfg readstore.Config, cfg Config) (*readstore.Store, Report, error) {
+	st, err := readstore.Open(storeCfg)
+	if err == nil {
+		rep, err := CatchUp(ctx, js, st, cfg)
+		if err != nil {
+			_ = st.Close()
+			return nil, rep, err
+		}
+		return st, rep, nil
+	}
+	if !errors.Is(err, readstore.ErrCorrupt) && !errors.Is(err, readstore.ErrUnclean) {
+		return nil, Report{}, err
+	}
+	reason := err
+	aside := fmt.Sprintf("%s.broken-%d", storeCfg.Path, time.Now().Unix())
+	if rerr := os.Rename(storeCfg.Path, aside); rerr != nil {
+		return nil, Report{}, fmt.Errorf("move broken read model aside (%w): %w", reason, rerr)
+	}
+	st, rep, err := Rebuild(ctx, js, storeCfg, storeCfg.Path, cfg)
+	rep.Rebuilt, rep.RebuildReason = true, reason
+	return st, rep, err
+}
+
+// replay reads [from, to] with an ordered consumer. Reading and decoding run
+// in the calling goroutine, applying in another, so that a batch is applied
+// while the next one is decoded.
+func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg Config,
+	apply func([]events.Record) error, poison func(Poison)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{cfg.FilterSubject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	})
+	if err != nil {
+		return fmt.Errorf("ordered consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.PullMaxMessages))
+	if err != nil {
+		return fmt.Errorf("messages: %w", err)
+	}
+	defer it.Stop()
+
+	batches := make(chan []events.Record, 2)
+	applyErr := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range batches {
+			if err == nil {
+				if err = apply(b); err != nil {
+					cancel() // stop reading; keep draining so the reader never blocks
+				}
+			}
+		}
+		applyErr <- err
+	}()
+
+	readErr := func() error {
+		defer close(batches)
+		batch := make([]events.Record, 0, cfg.BatchSize)
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			select {
+			case batches <- batch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			batch = make([]events.Record, 0, cfg.BatchSize)
+			return nil
+		}
+		for {
+			wait, cancelWait := context.WithTimeout(ctx, cfg.IdleTimeout)
+			msg, err := it.Next(jetstream.NextContext(wait))
+			cancelWait()
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("next message after %d records in this batch: %w", len(batch), err)
+			}
+			md, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("message metadata: %w", err)
+			}
+			seq := md.Sequence.Stream
+			if rec, err := DecodeMessage(msg.Subject(), seq, msg.Data()); err != nil {
+				poison(Poison{Seq: seq, Subject: msg.Subject(), Reason: err.Error()})
+			} else {
+				batch = append(batch, rec)
+			}
+			if seq >= to || md.NumPending == 0 {
+				return flush()
+			}
+			if len(batch) >= cfg.BatchSize {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}()
+	aerr := <-applyErr
+	if aerr != nil {
+		return fmt.Errorf("apply: %w", aerr)
+	}
+	return readErr
+}

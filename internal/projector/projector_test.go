@@ -151,7 +151,6 @@ func TestRebuildEqualsLive(t *testing.T) {
 	defer rebuilt.Close()
 }
 
-
 func compareDumps(t *testing.T, a, b dump) {
 	t.Helper()
 	if a.Last != b.Last || a.Events != b.Events {

@@ -39,6 +39,12 @@ const (
 	DuplicateWindow = time.Hour
 )
 
+// Durable is the name of the alert publisher's durable consumer on the
+// event log. WARNING: never rename it: a new name is a new consumer that
+// starts from the first event again (the check of each site's last alert
+// keeps those old lockouts from being alerted twice, at the cost of a replay).
+const Durable = "alert-publisher"
+
 // Subject returns the subject of an alert of kind about site.
 func Subject(site, kind string) string { return SubjectPrefix + site + "." + kind }
 

@@ -1,0 +1,119 @@
+package verifyapi
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/internal/eventstore"
+	"github.com/enrollgate/enrollgate/internal/natstest"
+	"github.com/enrollgate/enrollgate/internal/secrets"
+)
+
+// TestWithRealService runs the endpoint on handlers.Service, the JetStream
+// event store and the secrets keeper: a verdict is answered after its event
+// is stored, and a malformed request stores nothing.
+func TestWithRealService(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := natstest.StartServer(t)
+	js, err := jetstream.New(natstest.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	esCfg := eventstore.DefaultConfig()
+	stream, err := eventstore.EnsureStream(ctx, js, esCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := eventstore.New(js, stream, esCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keeper, err := secrets.Open(secrets.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := handlers.NewService(handlers.DefaultConfig(), store, keeper, handlers.SystemClock{}, handlers.NewULIDs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ms, err := Start(natstest.Connect(t, s), svc, Config{}, zerolog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ms.Stop() })
+	nc := natstest.Connect(t, s)
+
+	var rep Reply
+	if err := json.Unmarshal(request(t, nc, "enrollgate.verify.acme", `{"passcode":"Abc123def456"}`).Data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep != (Reply{Site: "acme", Reason: "not_generated"}) {
+		t.Fatalf("before generation: %+v", rep)
+	}
+
+	gen, err := svc.GeneratePasscode(ctx, handlers.GeneratePasscode{Site: "acme",
+		Actor: events.Actor{Kind: events.ActorAdmin, ID: "alice@acme.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	passcodeID := gen.State.PasscodeID
+	right := gen.Passcode.Plain()
+
+	m := request(t, nc, "enrollgate.verify.acme", `{"passcode":"`+right+`","attempt_id":"a1","source":{"ip":"192.0.2.1","device_id":"d1","platform":"ios"}}`)
+	if want := `{"ok":true,"site":"acme","passcode_id":"` + passcodeID + `"}`; string(m.Data) != want {
+		t.Fatalf("right passcode:\n got %s\nwant %s", m.Data, want)
+	}
+	afterOK, err := store.LastSeq(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if afterOK <= gen.Seq {
+		t.Fatalf("the success was not stored before the reply (last seq %d, generated at %d)", afterOK, gen.Seq)
+	}
+
+	wrong := strings.ToLower(right[:6]) + "000000"
+	m = request(t, nc, "enrollgate.verify.acme", `{"passcode":"`+wrong+`","source":{"ip":"192.0.2.2"}}`)
+	if want := `{"ok":false,"site":"acme","reason":"wrong_passcode"}`; string(m.Data) != want {
+		t.Fatalf("wrong passcode:\n got %s\nwant %s", m.Data, want)
+	}
+	afterFail, _ := store.LastSeq(ctx, "acme")
+	if afterFail <= afterOK {
+		t.Fatal("the failure was not stored")
+	}
+
+	// Malformed: 400, and nothing stored.
+	for _, body := range []string{`{"passcode":"` + right + `","x":1}`, `{"passcode":` + `1}`, `not json`} {
+		m = request(t, nc, "enrollgate.verify.acme", body)
+		if code := m.Header.Get(micro.ErrorCodeHeader); code != "400" {
+			t.Fatalf("%s: code %q", body, code)
+		}
+	}
+	if last, _ := store.LastSeq(ctx, "acme"); last != afterFail {
+		t.Fatalf("a malformed request stored an event (last seq %d, was %d)", last, afterFail)
+	}
+	// No passcode in any stored event or log line.
+	recs, err := store.Load(ctx, "acme", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		data, _ := events.Encode(r.Event)
+		if strings.Contains(string(data), right) || strings.Contains(string(data), wrong) {
+			t.Fatalf("event %d holds a passcode in plain text", r.Seq)
+		}
+	}
+	if out := logs.String(); strings.Contains(out, right) || strings.Contains(out, wrong) {
+		t.Fatalf("log holds a passcode: %s", out)
+	}
+}

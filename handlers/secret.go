@@ -1,5 +1,11 @@
 package handlers
 
+import (
+	"fmt"
+	"io"
+	"strconv"
+)
+
 // Secret is a passcode in plain text. It formats as "[REDACTED]" with every
 // fmt verb and in JSON, so that a passcode that slips into a log line or an
 // error stays hidden; Plain is the one deliberate way to read it.
@@ -13,6 +19,17 @@ func (s Secret) Plain() string { return string(s) }
 
 // String implements fmt.Stringer.
 func (Secret) String() string { return redacted }
+
+// Format implements fmt.Formatter. Without it a verb that does not fit a
+// string (%d, %t, …) makes fmt print the raw value inside its %!d(…) error
+// text, bypassing String.
+func (Secret) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		_, _ = io.WriteString(f, strconv.Quote(redacted))
+		return
+	}
+	_, _ = io.WriteString(f, redacted)
+}
 
 // GoString implements fmt.GoStringer.
 func (Secret) GoString() string { return redacted }

@@ -444,3 +444,94 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestHandlerTimeoutCancelsAndRedelivers(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.HandlerTimeout = 200 * time.Millisecond
+	e.cfg.AckWait = time.Second
+	s1, s2 := e.publish(t, "acme", 1), e.publish(t, "acme", 2)
+	var mu sync.Mutex
+	calls := 0
+	var done []uint64
+	h := func(ctx context.Context, rec events.Record) error {
+		mu.Lock()
+		first := rec.Seq == s1 && calls == 0
+		if rec.Seq == s1 {
+			calls++
+		}
+		mu.Unlock()
+		if first {
+			<-ctx.Done() // a stuck call: the timeout must end it
+			return ctx.Err()
+		}
+		mu.Lock()
+		done = append(done, rec.Seq)
+		mu.Unlock()
+		return nil
+	}
+	r := e.router(t, zerolog.Nop(), map[string]consume.Handler{"slow": h})
+	waitLen(t, func() []uint64 { mu.Lock(); defer mu.Unlock(); return append([]uint64(nil), done...) }, 2)
+	waitCaughtUp(t, r, "slow")
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(done) != fmt.Sprint([]uint64{s1, s2}) || calls < 2 {
+		t.Fatalf("handled %v after %d calls of the stuck event", done, calls)
+	}
+}
+
+func TestRunReturnsWhenItsContextIsCancelled(t *testing.T) {
+	e := newEnv(t)
+	r, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddHandler("ctx", (&recorder{}).handle); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddHandler("ctx", (&recorder{}).handle); err == nil {
+		t.Fatal("a durable added twice")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	<-r.Running()
+	if err := r.Run(context.Background()); !errors.Is(err, consume.ErrRunning) {
+		t.Errorf("second Run: %v, want ErrRunning", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context was cancelled")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("close after run: %v", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+}
+
+func TestCloseWithoutRun(t *testing.T) {
+	e := newEnv(t)
+	r, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddHandler("idle", (&recorder{}).handle); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close without Run took %s", d)
+	}
+	if err := r.Run(context.Background()); !errors.Is(err, consume.ErrRunning) {
+		t.Fatalf("Run after Close: %v", err)
+	}
+}

@@ -215,7 +215,8 @@ func (r *Router) AddHandler(durable string, h Handler) error {
 	return nil
 }
 
-// Run consumes until ctx is done or Close is called. It blocks.
+// Run consumes until ctx is done or Close is called. It blocks. Call Close
+// after it returns, whatever stopped it, to close the connections.
 func (r *Router) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.state != stateNew {

@@ -7,6 +7,11 @@ import (
 	"github.com/enrollgate/enrollgate/events"
 )
 
+// LockoutSagaDurable is the name of the saga's durable consumer. WARNING: the
+// server keeps the saga's position under this name; renaming it makes a new
+// consumer replay the whole stream.
+const LockoutSagaDurable = "lockout-saga"
+
 // LockoutActor is the identity the lockout saga records on the disables it
 // issues.
 var LockoutActor = events.Actor{Kind: events.ActorSystem, ID: "lockout"}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/internal/natsserver"
+	"github.com/enrollgate/enrollgate/internal/projector"
+	"github.com/enrollgate/enrollgate/internal/readstore"
+)
+
+// addToken creates an API token in the data dir's tokens file and prints it
+// once. The service reads the file at start, so restart it afterwards.
+func addToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tokens add", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := getenv("ENROLLGATE_DATA_DIR")
+	if dataDir == "" {
+		dataDir = "./data"
+	}
+	fs.StringVar(&dataDir, "data-dir", dataDir, "data dir holding tokens.json ($ENROLLGATE_DATA_DIR)")
+	role := fs.String("role", "", "admin, auditor or enrollment")
+	id := fs.String("id", "", "the identity recorded for the token: an administrator's email, or a service name")
+	var sites siteList
+	fs.Var(&sites, "site", "a site the token may see; repeat for several; omit for all sites")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(sites) == 0 {
+		sites = siteList{auth.AllSites}
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	store, err := auth.Open(auth.Config{File: filepath.Join(dataDir, "tokens.json")})
+	if err != nil {
+		return err
+	}
+	token, err := store.Add(auth.Principal{ID: *id, Role: auth.Role(*role), Sites: sites})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s\n", token)
+	fmt.Fprintf(stderr, "token for %s (%s on %s) created; it is shown only this once. Restart the service to load it.\n",
+		*id, *role, strings.Join(sites, ","))
+	return nil
+}
+
+type siteList []string
+
+func (s *siteList) String() string     { return strings.Join(*s, ",") }
+func (s *siteList) Set(v string) error { *s = append(*s, v); return nil }
+
+// rebuildProjections rebuilds the read model from sequence 1 of the stream
+// and swaps the file in. With the embedded server the service must be
+// stopped (the server's store is locked while it runs); with --nats-url the
+// running service should be stopped too, since it holds the read model open.
+func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	log := newLogger(cfg, stderr)
+	url := cfg.NATSURL
+	if url == "" {
+		ncfg := natsserver.Config{Listen: "127.0.0.1:0", StoreDir: filepath.Join(cfg.DataDir, "jetstream")}
+		ns, err := natsserver.Start(ncfg, log)
+		if err != nil {
+			return fmt.Errorf("embedded NATS (is the service still running on %s?): %w", cfg.DataDir, err)
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		url = ns.ClientURL()
+	}
+	nc, err := nats.Connect(url, nats.Name("enrollgate-rebuild"))
+	if err != nil {
+		return fmt.Errorf("connect to NATS: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(cfg.DataDir, readstore.FileName)
+	tmp := path + ".rebuild"
+	storeCfg := readstore.Config{Path: path, Defaults: cfg.Policy, NoSync: true}
+	st, report, err := projector.Rebuild(ctx, js, storeCfg, tmp, projector.Config{})
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("rebuild: %w", err)
+	}
+	logReplay(log, "read model rebuilt", report)
+	if err := st.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return errors.Join(fmt.Errorf("swap in the rebuilt read model: %w", err), os.Remove(tmp))
+	}
+	fmt.Fprintf(stdout, "rebuilt %s: %d events applied up to sequence %d, %d poison messages skipped, in %s\n",
+		path, report.Applied, report.To, len(report.Poison), report.Elapsed.Round(1e6))
+	return nil
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/enrollgate/enrollgate/domain"
+)
+
+// config is everything the service reads from flags and environment. Each
+// flag has an environment variable; the flag wins.
+type config struct {
+	HTTPAddr        string
+	NATSURL         string
+	NATSListen      string
+	DataDir         string
+	Replicas        int
+	SyncAlways      bool
+	Policy          domain.Policy
+	AdminToken      string
+	AdminEmail      string
+	EnrollmentToken string
+	MACKey          string
+	SealKey         string
+	LogLevel        string
+	LogFormat       string
+}
+
+// parseConfig reads args (without the subcommand) and the environment.
+func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var envErrs []error
+	str := func(p *string, flagName, env, def, usage string) {
+		if v := getenv(env); v != "" {
+			def = v
+		}
+		fs.StringVar(p, flagName, def, usage+" ($"+env+")")
+	}
+	num := func(p *int, flagName, env string, def int, usage string) {
+		if v := getenv(env); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("$%s: %q is not a whole number", env, v))
+			}
+			def = n
+		}
+		fs.IntVar(p, flagName, def, usage+" ($"+env+")")
+	}
+	dur := func(p *time.Duration, flagName, env string, def time.Duration, usage string) {
+		if v := getenv(env); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("$%s: %q is not a duration such as 1h or 15m", env, v))
+			}
+			def = d
+		}
+		fs.DurationVar(p, flagName, def, usage+" ($"+env+")")
+	}
+	boolean := func(p *bool, flagName, env string, usage string) {
+		def := false
+		if v := getenv(env); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("$%s: %q is not true or false", env, v))
+			}
+			def = b
+		}
+		fs.BoolVar(p, flagName, def, usage+" ($"+env+")")
+	}
+	defaults := domain.DefaultPolicy()
+	str(&c.HTTPAddr, "http", "ENROLLGATE_HTTP_ADDR", "127.0.0.1:8080", "HTTP listen address")
+	str(&c.NATSURL, "nats-url", "ENROLLGATE_NATS_URL", "", "external NATS servers (comma-separated); empty starts an embedded JetStream server")
+	str(&c.NATSListen, "nats-listen", "ENROLLGATE_NATS_LISTEN", "127.0.0.1:4222", "client address of the embedded NATS server")
+	str(&c.DataDir, "data-dir", "ENROLLGATE_DATA_DIR", "./data", "embedded JetStream store, keys, tokens and read model")
+	num(&c.Replicas, "replicas", "ENROLLGATE_REPLICAS", 1, "replicas of the JetStream streams (1 alone, 3 in a cluster)")
+	boolean(&c.SyncAlways, "nats-sync-always", "ENROLLGATE_NATS_SYNC_ALWAYS", "embedded server: fsync every JetStream write before acknowledging it")
+	num(&c.Policy.MaxFailedAttempts, "max-failed-attempts", "ENROLLGATE_MAX_FAILED_ATTEMPTS", defaults.MaxFailedAttempts, "lockout threshold")
+	dur(&c.Policy.FailureWindow, "failure-window", "ENROLLGATE_FAILURE_WINDOW", defaults.FailureWindow, "failures older than this stop counting; 0 counts all since generation")
+	num(&c.Policy.MaxFailedPerSource, "max-failed-attempts-per-source", "ENROLLGATE_MAX_FAILED_ATTEMPTS_PER_SOURCE", 0, "failures one source (IP or device ID) may make before it is throttled; 0: half the threshold, at least 1")
+	dur(&c.Policy.SourceWindow, "source-window", "ENROLLGATE_SOURCE_WINDOW", defaults.SourceWindow, "window of the per-source count")
+	str(&c.AdminToken, "admin-token", "ENROLLGATE_ADMIN_TOKEN", "", "bootstrap admin token for all sites")
+	str(&c.AdminEmail, "admin-email", "ENROLLGATE_ADMIN_EMAIL", "admin@localhost", "identity recorded for the bootstrap admin token")
+	str(&c.EnrollmentToken, "enrollment-token", "ENROLLGATE_ENROLLMENT_TOKEN", "", "bootstrap token for HTTP verify")
+	str(&c.MACKey, "mac-key", "ENROLLGATE_MAC_KEY", "", "base64 32-byte HMAC key; empty: generated into the data dir")
+	str(&c.SealKey, "seal-key", "ENROLLGATE_SEAL_KEY", "", "base64 32-byte AES-256-GCM key; empty: generated into the data dir")
+	str(&c.LogLevel, "log-level", "ENROLLGATE_LOG_LEVEL", "info", "trace, debug, info, warn or error")
+	str(&c.LogFormat, "log-format", "ENROLLGATE_LOG_FORMAT", "", "console or json; empty: console on a terminal, else json")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if c.Policy.MaxFailedPerSource == 0 {
+		c.Policy.MaxFailedPerSource = domain.DefaultSourceLimit(c.Policy.MaxFailedAttempts)
+	}
+	if err := errors.Join(envErrs...); err != nil {
+		return config{}, err
+	}
+	return c, c.Validate()
+}
+
+// Validate reports every problem of the configuration at once.
+func (c config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("--http %q: %w", c.HTTPAddr, err))
+	}
+	if c.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			errs = append(errs, fmt.Errorf("--nats-listen %q: %w", c.NATSListen, err))
+		}
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir must not be empty"))
+	}
+	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		errs = append(errs, fmt.Errorf("--replicas must be 1, 3 or 5, got %d", c.Replicas))
+	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Policy.MaxFailedAttempts > 1 && c.Policy.MaxFailedPerSource >= c.Policy.MaxFailedAttempts {
+		errs = append(errs, fmt.Errorf("--max-failed-attempts-per-source (%d) must be below --max-failed-attempts (%d), so that one source alone can never lock a site",
+			c.Policy.MaxFailedPerSource, c.Policy.MaxFailedAttempts))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		errs = append(errs, errors.New("--admin-token must be at least 16 characters"))
+	}
+	if c.EnrollmentToken != "" && len(c.EnrollmentToken) < 16 {
+		errs = append(errs, errors.New("--enrollment-token must be at least 16 characters"))
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level must be trace, debug, info, warn or error, got %q", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "", "console", "json":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format must be console or json, got %q", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/eventstore"
+	"github.com/enrollgate/enrollgate/internal/natstest"
+)
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// instance is one run of the binary's run function.
+type instance struct {
+	t        *testing.T
+	stdout   *syncBuffer
+	stderr   *syncBuffer
+	cancel   context.CancelFunc
+	done     chan error
+	httpAddr string
+	natsURL  string
+}
+
+// startInstance runs `enrollgate serve` on random ports with dataDir and
+// waits until it logs that it is ready.
+func startInstance(t *testing.T, dataDir string, extra ...string) *instance {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &instance{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	args := append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--log-format", "json", "--log-level", "debug"}, extra...)
+	go func() { in.done <- run(ctx, args, func(string) string { return "" }, in.stdout, in.stderr) }()
+	natstest.Eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-in.done:
+			t.Fatalf("run returned early: %v\nlogs:\n%s", err, in.stderr.String())
+		default:
+		}
+		for _, line := range strings.Split(in.stderr.String(), "\n") {
+			var rec struct {
+				Message  string `json:"message"`
+				HTTPAddr string `json:"http_addr"`
+				NATSURL  string `json:"nats_url"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Message == "enrollgate ready" {
+				in.httpAddr, in.natsURL = rec.HTTPAddr, rec.NATSURL
+				return nil
+			}
+		}
+		return fmt.Errorf("not ready yet")
+	})
+	t.Cleanup(func() { in.stop() })
+	return in
+}
+
+// stop cancels the run and waits for a clean return.
+func (in *instance) stop() {
+	if in.cancel == nil {
+		return
+	}
+	in.cancel()
+	in.cancel = nil
+	select {
+	case err := <-in.done:
+		if err != nil {
+			in.t.Errorf("run returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		in.t.Error("run did not return within 30s of cancel")
+	}
+}
+
+// do sends an HTTP request with a bearer token and decodes the JSON answer.
+func (in *instance) do(method, path, token string, body any, out any) (int, http.Header) {
+	in.t.Helper()
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://"+in.httpAddr+path, r)
+	if err != nil {
+		in.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		in.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			in.t.Fatalf("%s %s: status %d, body %q: %v", method, path, resp.StatusCode, b, err)
+		}
+	}
+	return resp.StatusCode, resp.Header
+}
+
+type verdict struct {
+	OK         bool   `json:"ok"`
+	Site       string `json:"site"`
+	PasscodeID string `json:"passcode_id"`
+	Reason     string `json:"reason"`
+}
+
+// verifyNATS asks the verify endpoint over NATS, as a frontend would.
+func verifyNATS(t *testing.T, nc *nats.Conn, site string, req map[string]any) verdict {
+	t.Helper()
+	b, _ := json.Marshal(req)
+	msg, err := nc.Request("enrollgate.verify."+site, b, 10*time.Second)
+	if err != nil {
+		t.Fatalf("verify request: %v", err)
+	}
+	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+		t.Fatalf("verify answered error %s: %s", code, msg.Header.Get("Nats-Service-Error"))
+	}
+	var v verdict
+	if err := json.Unmarshal(msg.Data, &v); err != nil {
+		t.Fatalf("verify reply %q: %v", msg.Data, err)
+	}
+	return v
+}
+
+var tokenPattern = regexp.MustCompile(`eg_[A-Za-z0-9_-]+`)
+
+type stateDoc struct {
+	Status         string `json:"status"`
+	PasscodeID     string `json:"passcode_id"`
+	GeneratedBy    string `json:"generated_by"`
+	DisabledReason string `json:"disabled_reason"`
+}
+
+// TestEndToEnd runs the binary's run function: generate over HTTP, a wrong
+// and a right passcode over NATS, reveal, disable, verify again; then a
+// restart on the same data dir finds the same state in the stream. Finally no
+// stored event, log line, or file in the data dir holds the passcode (INV5).
+func TestEndToEnd(t *testing.T) {
+	dataDir := t.TempDir()
+	in := startInstance(t, dataDir)
+
+	token := tokenPattern.FindString(in.stdout.String())
+	if token == "" {
+		t.Fatalf("first run printed no admin token; stdout:\n%s", in.stdout.String())
+	}
+	if strings.Contains(in.stderr.String(), token) {
+		t.Fatal("the admin token was written to the log")
+	}
+
+	var gen struct {
+		Passcode string   `json:"passcode"`
+		State    stateDoc `json:"state"`
+		Seq      uint64   `json:"seq"`
+	}
+	if code, h := in.do("POST", "/v1/sites/acme/passcode", token, nil, &gen); code != http.StatusCreated || h.Get("Enrollgate-Seq") == "" {
+		t.Fatalf("generate: status %d, seq header %q", code, h.Get("Enrollgate-Seq"))
+	}
+	if !regexp.MustCompile(`^[0-9A-Za-z]{12}$`).MatchString(gen.Passcode) {
+		t.Fatalf("generated passcode %q is not 12 characters of [0-9A-Za-z]", gen.Passcode)
+	}
+	if gen.State.Status != "active" || gen.State.GeneratedBy != "admin@localhost" || gen.Seq == 0 {
+		t.Fatalf("generate state: %+v seq %d", gen.State, gen.Seq)
+	}
+	passcode := gen.Passcode
+	wrong := "0" + passcode[1:]
+	if wrong == passcode {
+		wrong = "1" + passcode[1:]
+	}
+
+	nc, err := nats.Connect(in.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	src := map[string]any{"ip": "192.0.2.10", "device_id": "dev-1", "platform": "ios", "user_agent": "e2e"}
+	if v := verifyNATS(t, nc, "acme", map[string]any{"passcode": wrong, "source": src}); v.OK || v.Reason != "wrong_passcode" || v.Site != "acme" {
+		t.Fatalf("wrong passcode: %+v", v)
+	}
+	v := verifyNATS(t, nc, "acme", map[string]any{"passcode": passcode, "attempt_id": "a-1", "source": src})
+	if !v.OK || v.PasscodeID != gen.State.PasscodeID {
+		t.Fatalf("right passcode: %+v, want ok with passcode_id %s", v, gen.State.PasscodeID)
+	}
+
+	var rev struct {
+		Passcode string `json:"passcode"`
+	}
+	if code, _ := in.do("POST", "/v1/sites/acme/passcode/reveal", token, nil, &rev); code != http.StatusOK || rev.Passcode != passcode {
+		t.Fatalf("reveal: status %d, passcode matches: %v", code, rev.Passcode == passcode)
+	}
+	var dis struct {
+		State stateDoc `json:"state"`
+	}
+	if code, _ := in.do("POST", "/v1/sites/acme/passcode/disable", token, nil, &dis); code != http.StatusOK || dis.State.Status != "disabled" || dis.State.DisabledReason != "manual" {
+		t.Fatalf("disable: status %d, state %+v", code, dis.State)
+	}
+	if v := verifyNATS(t, nc, "acme", map[string]any{"passcode": passcode, "source": src}); v.OK || v.Reason != "disabled" {
+		t.Fatalf("verify after disable: %+v", v)
+	}
+	nc.Close()
+	in.stop()
+
+	// A restart on the same data dir: the state comes back from the stream,
+	// the token file still admits the admin, and no new token is printed.
+	in2 := startInstance(t, dataDir)
+	if tokenPattern.MatchString(in2.stdout.String()) {
+		t.Fatal("second run printed another admin token")
+	}
+	nc2, err := nats.Connect(in2.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	if v := verifyNATS(t, nc2, "acme", map[string]any{"passcode": passcode, "source": src}); v.OK || v.Reason != "disabled" {
+		t.Fatalf("verify after restart: %+v, want disabled", v)
+	}
+	if code, _ := in2.do("POST", "/v1/sites/acme/passcode/reveal", token, nil, &rev); code != http.StatusOK || rev.Passcode != passcode {
+		t.Fatalf("reveal after restart: status %d", code)
+	}
+
+	// INV5: the plain text is in no stored event, no log line, no file.
+	stored := readAllEvents(t, nc2)
+	if len(stored) < 6 {
+		t.Fatalf("stream holds %d events, want at least 6", len(stored))
+	}
+	for _, m := range stored {
+		if bytes.Contains(m, []byte(passcode)) {
+			t.Fatalf("a stored event holds the passcode: %s", m)
+		}
+	}
+	nc2.Close()
+	in2.stop()
+	for name, out := range map[string]string{"log 1": in.stderr.String(), "log 2": in2.stderr.String(),
+		"stdout 1": in.stdout.String(), "stdout 2": in2.stdout.String()} {
+		if strings.Contains(out, passcode) {
+			t.Fatalf("%s holds the passcode", name)
+		}
+	}
+	if n := strings.Count(in.stderr.String(), "\n") + strings.Count(in2.stderr.String(), "\n"); n < 20 {
+		t.Fatalf("only %d log lines were scanned; the scan proves little", n)
+	}
+	err = filepath.WalkDir(dataDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(passcode)) {
+			return fmt.Errorf("%s holds the passcode", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readAllEvents returns the payload of every message in the event stream.
+func readAllEvents(t *testing.T, nc *nats.Conn) [][]byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get %d: %v", seq, err)
+		}
+		if _, err := events.Decode(m.Data); err != nil {
+			t.Fatalf("stored message %d does not decode: %v", seq, err)
+		}
+		out = append(out, m.Data)
+	}
+	return out
+}
+

@@ -323,4 +323,3 @@ func readAllEvents(t *testing.T, nc *nats.Conn) [][]byte {
 	}
 	return out
 }
-

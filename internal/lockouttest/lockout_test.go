@@ -1,13 +1,18 @@
 package lockouttest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
@@ -63,6 +68,7 @@ func (h *harness) assertOneLockout(site, passcodeID string) {
 	if ce.ID != dis.Event.ID || ce.Data.PasscodeID != passcodeID || ce.Type != alerts.TypePasscodeLockout {
 		h.tb.Fatalf("alert %+v does not describe disable %s of %s", ce, dis.Event.ID, passcodeID)
 	}
+	validateAlert(h.tb, stored[0].Data)
 	live := h.liveAlerts(2 * time.Second)
 	if len(live) != 1 {
 		h.tb.Fatalf("%d alerts received on the core subscription, want exactly 1", len(live))
@@ -379,5 +385,25 @@ func waitGroup(t *testing.T, wg *sync.WaitGroup, timeout time.Duration, msg stri
 	case <-done:
 	case <-time.After(timeout):
 		t.Fatal(msg)
+	}
+}
+
+// validateAlert checks an alert the whole pipeline produced against the
+// documented schema.
+func validateAlert(tb testing.TB, raw []byte) {
+	tb.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	sch, err := c.Compile(filepath.Join(filepath.Dir(file), "..", "..", "docs", "alerts", "passcode-lockout.schema.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		tb.Fatalf("alert does not match docs/alerts/passcode-lockout.schema.json: %v\n%s", err, raw)
 	}
 }

@@ -1,0 +1,153 @@
+package eventstore_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/internal/eventstore"
+	"github.com/enrollgate/enrollgate/internal/eventstore/storetest"
+	"github.com/enrollgate/enrollgate/internal/natstest"
+)
+
+// startCluster starts a 3-node in-process JetStream cluster and returns its
+// servers once a meta leader is elected. The route ports are chosen before
+// start: a node with a random cluster port and no routes refuses JetStream.
+func startCluster(tb testing.TB) []*server.Server {
+	tb.Helper()
+	const n = 3
+	start := time.Now()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	var routes []*url.URL
+	for _, p := range ports {
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	}
+	servers := make([]*server.Server, n)
+	for i := range servers {
+		o := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: tb.TempDir(), NoSigs: true, NoLog: true,
+			Cluster: server.ClusterOpts{Name: "enrollgate-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+		}
+		s, err := server.NewServer(o)
+		if err != nil {
+			tb.Fatalf("cluster node %d: %v", i+1, err)
+		}
+		go s.Start()
+		servers[i] = s
+		tb.Cleanup(func() {
+			s.Shutdown()
+			s.WaitForShutdown()
+		})
+	}
+	for i, s := range servers {
+		if !s.ReadyForConnections(10 * time.Second) {
+			tb.Fatalf("cluster node %d not ready", i+1)
+		}
+	}
+	natstest.Eventually(tb, 15*time.Second, func() error {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				return nil
+			}
+		}
+		return fmt.Errorf("no JetStream meta leader yet")
+	})
+	tb.Logf("meta leader after %s", time.Since(start))
+	return servers
+}
+
+// connectCluster connects to every node of the cluster.
+func connectCluster(tb testing.TB, servers []*server.Server) *nats.Conn {
+	tb.Helper()
+	url := servers[0].ClientURL()
+	for _, s := range servers[1:] {
+		url += "," + s.ClientURL()
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// tryStore ensures the stream and returns a store on nc, or the error.
+func tryStore(nc *nats.Conn, cfg eventstore.Config) (*eventstore.Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	// Short: a request sent while the cluster is still electing may get no
+	// answer at all, and the caller polls anyway.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	stream, err := eventstore.EnsureStream(ctx, js, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Usable means its leader answers.
+	if _, err := stream.Info(ctx); err != nil {
+		return nil, err
+	}
+	return eventstore.New(js, stream, cfg)
+}
+
+// TestThreeReplicas runs, on one 3-node cluster with an R3 stream, the store
+// contract (where a conflict is mostly 10164) and the lost-answer scenarios
+// (where the re-send of a stored event is answered as a duplicate carrying
+// the stored sequence, and Append succeeds with it).
+func TestThreeReplicas(t *testing.T) {
+	start := time.Now()
+	servers := startCluster(t)
+	cfg := testConfig()
+	cfg.Replicas = 3
+	nc := connectCluster(t, servers)
+	// The meta leader may exist before the stream can be placed: retry the
+	// creation until it succeeds.
+	var st *eventstore.Store
+	natstest.Eventually(t, 15*time.Second, func() error {
+		var err error
+		st, err = tryStore(nc, cfg)
+		return err
+	})
+	t.Logf("cluster and R3 stream ready in %s", time.Since(start))
+
+	t.Run("LostAnswer", func(t *testing.T) {
+		other, err := tryStore(connectCluster(t, servers), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testRetryAfterLostAnswer(t, st, other, func(t *testing.T, second answer) {
+			if second.err != nil || second.ack == nil || !second.ack.Duplicate {
+				t.Fatalf("the server answered the re-send with %+v / %v, want a duplicate", second.ack, second.err)
+			}
+		})
+	})
+	t.Run("Contract", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) handlers.EventStore {
+			st, err := tryStore(nc, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		})
+	})
+}

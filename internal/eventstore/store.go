@@ -1,0 +1,475 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/handlers"
+)
+
+var _ handlers.EventStore = (*Store)(nil)
+
+// ErrOutcomeUnknown is wrapped when Append cannot tell whether the event was
+// stored: the publish went unanswered after all its re-sends, or finding out
+// failed. The caller must reload the site before deciding again.
+var ErrOutcomeUnknown = errors.New("append outcome unknown")
+
+// publishFunc is js.PublishMsg; a test wraps it to lose an answer.
+type publishFunc func(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+
+// Store is the JetStream event store. Safe for concurrent use.
+type Store struct {
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	cfg     Config
+	publish publishFunc
+	// leaderReads: the stream is replicated, and a direct get may be
+	// answered by a replica that has not applied the latest appends yet (it
+	// happens within milliseconds of an append, measured); reads then go to
+	// the stream leader, which has applied everything it acknowledged.
+	leaderReads bool
+	getSubject  string // the leader's message get API
+}
+
+// New returns a Store on the stream that EnsureStream returned. js and
+// stream may share one connection with other users. On a stream with one
+// replica, reads are direct gets; on a replicated one they go to the stream
+// leader (see Config.APIPrefix), so that a read sees every acknowledged
+// append.
+func New(js jetstream.JetStream, stream jetstream.Stream, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("event store config: %w", err)
+	}
+	if js == nil || stream == nil {
+		return nil, errors.New("event store: js and stream are required")
+	}
+	info := stream.CachedInfo()
+	if info == nil {
+		return nil, errors.New("event store: stream has no cached info; pass the stream EnsureStream returned")
+	}
+	return &Store{js: js, stream: stream, cfg: cfg, publish: js.PublishMsg,
+		leaderReads: info.Config.Replicas > 1,
+		getSubject:  cfg.APIPrefix + "STREAM.MSG.GET." + info.Config.Name,
+	}, nil
+}
+
+// Append implements handlers.EventStore.
+func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) (uint64, error) {
+	if err := events.ValidateSite(e.Site); err != nil {
+		return 0, fmt.Errorf("append event %s: %w", e.ID, err)
+	}
+	if e.ID == "" {
+		return 0, fmt.Errorf("append %s to site %s: event has no ID", e.Type(), e.Site)
+	}
+	data, err := events.Encode(e)
+	if err != nil {
+		return 0, fmt.Errorf("append to site %s: %w", e.Site, err)
+	}
+	subj := events.Subject(e.Site)
+	what := fmt.Sprintf("append %s %s to site %s after seq %d", e.Type(), e.ID, e.Site, expectedSeq)
+	uncertain := false // an earlier send of this call may have been stored
+	rechecks := 0
+	var lastErr error
+	for attempt := 0; attempt <= s.cfg.PublishRetries; attempt++ {
+		if attempt > 0 {
+			if err := sleep(ctx, s.cfg.RetryWait); err != nil {
+				return 0, fmt.Errorf("%s: %w: %w", what, ErrOutcomeUnknown, err)
+			}
+		}
+		ack, err := s.publishOnce(ctx, subj, data, e, expectedSeq)
+		if isInFlightConflict(err) && rechecks < s.cfg.ConflictRechecks {
+			// A replicated stream refuses an expectation while another
+			// message of the subject is in flight, and keeps a subject "in
+			// flight" a moment after acknowledging it: a writer that appends
+			// right after its own previous append is refused (measured). Ask
+			// again shortly; a real conflict then comes back as 10071.
+			// (Under load a subject stayed "in flight" for tens of ms.)
+			if err := sleep(ctx, time.Millisecond<<min(rechecks, 4)); err != nil {
+				return 0, fmt.Errorf("%s: %w", what, err)
+			}
+			rechecks++
+			attempt--
+			continue
+		}
+		switch {
+		case err == nil:
+			if ack.Stream != StreamName {
+				return 0, fmt.Errorf("%s: stored in stream %q, not %s", what, ack.Stream, StreamName)
+			}
+			// A duplicate carries the sequence of the stored original
+			// (nats-server answers dde.seq): the event is stored once, there.
+			return ack.Sequence, nil
+		case isConflict(err):
+			seq, found, rerr := s.findStored(ctx, subj, e.ID, expectedSeq, uncertain)
+			if rerr != nil {
+				return 0, fmt.Errorf("%s: %w: after %w: %w", what, ErrOutcomeUnknown, err, rerr)
+			}
+			if found {
+				return seq, nil
+			}
+			return 0, fmt.Errorf("%s: %w: %w", what, handlers.ErrConflict, err)
+		case ctx.Err() != nil:
+			// The caller gave up; the event may or may not be stored.
+			return 0, fmt.Errorf("%s: %w: %w", what, ErrOutcomeUnknown, ctx.Err())
+		case isUnanswered(err):
+			uncertain, lastErr = true, err
+		default:
+			return 0, fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return 0, fmt.Errorf("%s: %w: no answer after %d sends: %w", what, ErrOutcomeUnknown, s.cfg.PublishRetries+1, lastErr)
+}
+
+// publishOnce sends the event once, bounded by PublishTimeout. Every send of
+// one Append is identical: same message ID, same expectation.
+func (s *Store) publishOnce(ctx context.Context, subj string, data []byte, e events.Event, expectedSeq uint64) (*jetstream.PubAck, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
+	msg.Header.Set(events.HeaderEventType, string(e.Type()))
+	return s.publish(ctx, msg,
+		jetstream.WithMsgID(e.ID),
+		jetstream.WithExpectLastSequencePerSubject(expectedSeq),
+		// Append re-sends itself, with its own bound; the client's own
+		// no-responders retry would only stretch one attempt.
+		jetstream.WithRetryAttempts(0))
+}
+
+// isConflict reports a failed expectation: 10071 on one replica, 10164 when
+// a replicated stream refuses a concurrent expectation.
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// isInFlightConflict reports 10164: an expectation refused because a message
+// of the subject is in flight on a replicated stream, not necessarily
+// because the expectation is wrong.
+func isInFlightConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// errCodeDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict:
+// a message with this ID is being replicated right now; asking again gets the
+// duplicate's sequence (or stores it, if that proposal failed).
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// isUnanswered reports a send whose outcome is unknown and that is safe to
+// repeat: a timeout, no responder, or a duplicate still in flight.
+func isUnanswered(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == errCodeDuplicateInProcess
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// findStored looks for the event id on subj after afterSeq, and returns its
+// sequence. The last event of the subject is checked first: a lost answer is
+// almost always for the event just stored. Only when an earlier send of this
+// call is unaccounted for (scan) are the events after afterSeq read, bounded
+// by ResolveScanMax: without a lost answer the event cannot be stored further
+// back, and a stale cache could otherwise make every conflict read a long
+// history.
+func (s *Store) findStored(ctx context.Context, subj, id string, afterSeq uint64, scan bool) (uint64, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LoadTimeout)
+	defer cancel()
+	last, err := s.lastMsg(ctx, subj)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("read last event of %s: %w", subj, err)
+	case last.Sequence <= afterSeq:
+		return 0, false, nil
+	case last.Header.Get(jetstream.MsgIDHeader) == id:
+		return last.Sequence, true, nil
+	case !scan:
+		return 0, false, nil
+	}
+	next := afterSeq + 1
+	for range s.cfg.ResolveScanMax {
+		m, err := s.nextMsg(ctx, subj, next)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return 0, false, nil
+		case err != nil:
+			return 0, false, fmt.Errorf("read %s from seq %d: %w", subj, next, err)
+		case m.Header.Get(jetstream.MsgIDHeader) == id:
+			return m.Sequence, true, nil
+		case m.Sequence >= last.Sequence:
+			return 0, false, nil
+		}
+		next = m.Sequence + 1
+	}
+	return 0, false, fmt.Errorf("event %s not among the first %d events of %s after seq %d", id, s.cfg.ResolveScanMax, subj, afterSeq)
+}
+
+// LastSeq implements handlers.EventStore.
+func (s *Store) LastSeq(ctx context.Context, site string) (uint64, error) {
+	if err := events.ValidateSite(site); err != nil {
+		return 0, fmt.Errorf("last seq: %w", err)
+	}
+	m, err := s.lastMsg(ctx, events.Subject(site))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last seq of site %s: %w", site, err)
+	}
+	return m.Sequence, nil
+}
+
+// Load implements handlers.EventStore. It first reads the site's last event,
+// so that an empty or caught-up site costs one direct get and never a
+// consumer that would wait for messages that do not exist.
+func (s *Store) Load(ctx context.Context, site string, afterSeq uint64) ([]events.Record, error) {
+	if err := events.ValidateSite(site); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LoadTimeout)
+	defer cancel()
+	subj := events.Subject(site)
+	last, err := s.lastMsg(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load site %s: read last event: %w", site, err)
+	}
+	if last.Sequence <= afterSeq {
+		return nil, nil
+	}
+	if last.Sequence-afterSeq <= uint64(s.cfg.DirectReadMax) {
+		recs, complete, err := s.loadDirect(ctx, site, afterSeq, last)
+		if err != nil || complete {
+			return recs, err
+		}
+		// A replica answered from behind the one that gave the last event:
+		// read it all from the stream leader's consumer instead.
+	}
+	return s.loadConsumer(ctx, site, afterSeq, last.Sequence)
+}
+
+// loadDirect reads the events of site after afterSeq up to last with one
+// direct get each. It reports complete=false when a get finds nothing before
+// last.
+func (s *Store) loadDirect(ctx context.Context, site string, afterSeq uint64, last *jetstream.RawStreamMsg) ([]events.Record, bool, error) {
+	subj := events.Subject(site)
+	var recs []events.Record
+	for next := afterSeq + 1; ; {
+		m := last
+		if next < last.Sequence {
+			var err error
+			m, err = s.nextMsg(ctx, subj, next)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return nil, false, nil
+			}
+			if err != nil {
+				return nil, false, fmt.Errorf("load site %s: read from seq %d: %w", site, next, err)
+			}
+		}
+		rec, err := decodeRecord(site, m.Sequence, m.Data)
+		if err != nil {
+			return nil, false, err
+		}
+		recs = append(recs, rec)
+		if m.Sequence >= last.Sequence {
+			return recs, true, nil
+		}
+		next = m.Sequence + 1
+	}
+}
+
+// loadConsumer reads the events of site after afterSeq with ordered
+// consumers, until the server says none is pending and the last event seen
+// before (lastSeq) is read: the consumer may live on a replica that is a few
+// milliseconds behind. On a cluster, the first pull of a consumer just
+// created on another server is sometimes lost (measured: the consumer shows
+// NumPending 2, NumWaiting 0, and nothing arrives until the pull expires), so
+// a consumer that delivers nothing for LoadIdleTimeout is replaced by a new
+// one that starts after the last event read.
+func (s *Store) loadConsumer(ctx context.Context, site string, afterSeq, lastSeq uint64) ([]events.Record, error) {
+	var recs []events.Record
+	next := afterSeq + 1
+	for round := 0; ; round++ {
+		more, err := s.consumeRound(ctx, site, next, lastSeq, &recs)
+		if err != nil || !more {
+			return recs, err
+		}
+		if round >= s.cfg.LoadRestarts {
+			return nil, fmt.Errorf("load site %s after seq %d (read %d): no message for %s, %d times", site, afterSeq, len(recs), s.cfg.LoadIdleTimeout, round+1)
+		}
+		if len(recs) > 0 {
+			next = recs[len(recs)-1].Seq + 1
+		}
+	}
+}
+
+// consumeRound appends to recs the events from seq next with one ordered
+// consumer; more reports that it went idle before the end.
+func (s *Store) consumeRound(ctx context.Context, site string, next, lastSeq uint64, recs *[]events.Record) (more bool, err error) {
+	subj := events.Subject(site)
+	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{subj},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       next,
+		InactiveThreshold: 30 * time.Second,
+	})
+	if err != nil {
+		return false, fmt.Errorf("load site %s: create consumer: %w", site, err)
+	}
+	defer s.deleteConsumer(cons)
+	it, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.LoadBatch))
+	if err != nil {
+		return false, fmt.Errorf("load site %s: consume: %w", site, err)
+	}
+	defer it.Stop()
+	for {
+		idle, cancel := context.WithTimeout(ctx, s.cfg.LoadIdleTimeout)
+		msg, err := it.Next(jetstream.NextContext(idle))
+		cancel()
+		if err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("load site %s from seq %d (read %d): %w", site, next, len(*recs), err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return false, fmt.Errorf("load site %s: message metadata: %w", site, err)
+		}
+		rec, err := decodeRecord(site, md.Sequence.Stream, msg.Data())
+		if err != nil {
+			return false, err
+		}
+		*recs = append(*recs, rec)
+		if md.NumPending == 0 && rec.Seq >= lastSeq {
+			return false, nil
+		}
+	}
+}
+
+// deleteConsumer removes a finished load's consumer now instead of leaving it
+// to the inactivity threshold, so that a burst of cold loads does not leave
+// consumers behind on the server. Best effort: the threshold is the backstop.
+func (s *Store) deleteConsumer(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PublishTimeout)
+	defer cancel()
+	_ = s.stream.DeleteConsumer(ctx, info.Name)
+}
+
+// decodeRecord decodes a stored message. An event that does not decode, or
+// belongs to another site, is an error naming its sequence: skipping it would
+// silently change the state folded from the log.
+func decodeRecord(site string, seq uint64, data []byte) (events.Record, error) {
+	e, err := events.Decode(data)
+	if err != nil {
+		return events.Record{}, fmt.Errorf("load site %s: event at seq %d: %w", site, seq, err)
+	}
+	if e.Site != site {
+		return events.Record{}, fmt.Errorf("load site %s: event at seq %d: %w: it names site %q", site, seq, events.ErrMalformed, e.Site)
+	}
+	return events.Record{Seq: seq, Event: e}, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// lastMsg returns the last message on subj.
+func (s *Store) lastMsg(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
+	if !s.leaderReads {
+		return s.stream.GetLastMsgForSubject(ctx, subj)
+	}
+	return s.leaderGet(ctx, msgGetRequest{LastFor: subj})
+}
+
+// nextMsg returns the first message on subj at or after seq.
+func (s *Store) nextMsg(ctx context.Context, subj string, seq uint64) (*jetstream.RawStreamMsg, error) {
+	if !s.leaderReads {
+		return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+	}
+	return s.leaderGet(ctx, msgGetRequest{Seq: seq, NextFor: subj})
+}
+
+// msgGetRequest and msgGetResponse are the JSON of the JetStream API's
+// STREAM.MSG.GET, which only the stream leader answers. nats.go uses it only
+// when the stream has no AllowDirect, so the store speaks it itself.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
+type msgGetResponse struct {
+	Error   *jetstream.APIError `json:"error,omitempty"`
+	Message *struct {
+		Subject  string    `json:"subject"`
+		Sequence uint64    `json:"seq"`
+		Header   []byte    `json:"hdrs,omitempty"`
+		Data     []byte    `json:"data,omitempty"`
+		Time     time.Time `json:"time"`
+	} `json:"message,omitempty"`
+}
+
+func (s *Store) leaderGet(ctx context.Context, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.PublishTimeout)
+		defer cancel()
+	}
+	reply, err := s.js.Conn().RequestWithContext(ctx, s.getSubject, body)
+	if err != nil {
+		return nil, fmt.Errorf("stream leader get: %w", err)
+	}
+	var resp msgGetResponse
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("stream leader get: decode answer: %w", err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, fmt.Errorf("stream leader get: %w", resp.Error)
+	}
+	if resp.Message == nil {
+		return nil, errors.New("stream leader get: answer without message")
+	}
+	m := resp.Message
+	var hdr nats.Header
+	if len(m.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return nil, fmt.Errorf("stream leader get: headers of seq %d: %w", m.Sequence, err)
+		}
+	}
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: hdr, Data: m.Data, Time: m.Time}, nil
+}

@@ -535,3 +535,22 @@ func TestCloseWithoutRun(t *testing.T) {
 		t.Fatalf("Run after Close: %v", err)
 	}
 }
+
+func TestDeletedConsumerIsCreatedAgain(t *testing.T) {
+	e := newEnv(t)
+	s1 := e.publish(t, "acme", 1)
+	rec := &recorder{}
+	r := e.router(t, zerolog.Nop(), map[string]consume.Handler{"phoenix": rec.handle})
+	waitLen(t, rec.got, 1)
+	waitCaughtUp(t, r, "phoenix")
+	if err := e.js.DeleteConsumer(context.Background(), consume.DefaultStream, "phoenix"); err != nil {
+		t.Fatal(err)
+	}
+	s2 := e.publish(t, "acme", 2)
+	// The new consumer starts from the first event again: handlers are
+	// idempotent, and nothing is skipped.
+	got := waitLen(t, rec.got, 3)
+	if fmt.Sprint(got) != fmt.Sprint([]uint64{s1, s1, s2}) {
+		t.Fatalf("handled %v, want %v", got, []uint64{s1, s1, s2})
+	}
+}

@@ -12,32 +12,51 @@
 // <DeadLetterPrefix>.<durable>, kept in the stream DeadLetterStream, logged
 // once at error level, and acknowledged so that the handler goes on.
 //
-// # Why watermill-nats pkg/jetstream
+// # Why our own subscriber (and watermill-nats pkg/jetstream for publishing)
 //
-// Of watermill-nats v2.1.3's two subscribers, pkg/jetstream (built on nats.go's
-// jetstream package, the API the event store uses too) lets us create the
-// consumer ourselves through SubscriberConfig.ResourceInitializer, so the
-// durable name, FilterSubject, AckWait, MaxDeliver and MaxAckPending are
-// exactly ours and the stream is never derived from the topic. pkg/nats builds
-// on the legacy JetStreamContext push subscriptions (deliver subjects, flow
-// control, a durable derived from a prefix) which we would have to configure
-// through SubOpts with less control. The defaults of pkg/jetstream that do not
-// fit are all replaced here: the ResourceInitializer (it returns the durable
-// consumer created by AddHandler, never deletes it), the Unmarshaler (ours
-// never returns an error: the library dereferences the nil message it would
-// return), the NakDelay (exponential, never Term), and the logger (its "got
-// msg" line per message goes to debug).
+// The Router is watermill's message.Router with its middleware; the
+// dead-letter publisher is watermill-nats v2.1.3 pkg/jetstream's Publisher
+// (it sets Nats-Msg-Id from metadata, which is all a dead letter needs). The
+// subscriber is a small one of our own on nats.go's jetstream package behind
+// watermill's message.Subscriber interface (subscriber.go), because neither
+// watermill-nats subscriber could be made to fit:
+//
+//   - pkg/jetstream (tried first, with our own ResourceInitializer,
+//     Unmarshaler and NakDelay) has a data race on shutdown that -race found
+//     in our tests: its monitor goroutine closes the output channel while the
+//     nats.go callback goroutine may still be sending on it (handleMsg
+//     selects on that send), which can also panic with "send on closed
+//     channel" and crash the process when a message arrives during Close. It
+//     cannot be fixed from outside. It also leaves an in-flight message
+//     unacknowledged on Close, so that with MaxAckPending 1 the next process
+//     waits a whole AckWait for it; and it returns a nil message with any
+//     Unmarshaler error.
+//   - pkg/nats builds on the legacy JetStreamContext push subscriptions
+//     (deliver subjects, flow control, a durable derived from a prefix)
+//     rather than the jetstream API the event store uses, and shares the
+//     client-side ack timeout design.
+//
+// Ours runs one goroutine per subscription that pulls a message, hands it to
+// the router, waits for the router's ack or nack, settles it with the server
+// (DoubleAck, or NakWithDelay growing with the delivery count, never Term),
+// and only then pulls the next; that goroutine alone sends on and closes the
+// output channel. On Close it cancels the in-flight handler and Naks what it
+// did not finish, so another instance gets it at once. A deleted consumer is
+// created again, an interrupted pull is restarted.
 //
 // # Ordering
 //
 // The consumer has MaxAckPending 1: the server has at most one unacknowledged
 // message out for it and delivers the next only after the ack, which the
 // subscriber sends synchronously (DoubleAck, confirmed by the server). A
-// Nak'd message is redelivered before any later one. In addition every
-// delivery of a durable runs under a one-slot semaphore, so that even a
-// handler that outlives its AckWait (and gets redelivered) never runs
-// concurrently with itself. A handler therefore sees a durable's events one at
-// a time in stream order, a redelivery being the same event again.
+// Nak'd message is redelivered before any later one (verified: with a larger
+// MaxAckPending the tests see a retried event come after later ones). The
+// subscriber itself handles one message at a time, and every delivery of a
+// durable runs under a one-slot semaphore, so that even a handler that
+// outlives its AckWait (and gets redelivered) never runs concurrently with
+// itself. A handler therefore sees a durable's events one at a time in stream
+// order, a redelivery being the same event again. Several processes may run
+// the same durable: the server still has one message out at a time.
 //
 // # Middleware order (outermost first)
 //

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -44,7 +43,7 @@ type Router struct {
 
 	mu       sync.Mutex
 	durables map[string]bool
-	subs     []*wmjs.Subscriber
+	subs     []*subscriber
 	state    routerState
 }
 
@@ -171,28 +170,12 @@ func (r *Router) AddHandler(durable string, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("consume: connect subscriber %s: %w", durable, err)
 	}
-	stream := r.cfg.Stream
-	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:           nc,
-		Logger:         newWMLogger(r.log.With().Str("durable", durable).Logger()),
-		AckWaitTimeout: r.cfg.AckWait,
-		// The consumer was created above; the subscriber only binds to it
-		// and never deletes it.
-		ResourceInitializer: func(ctx context.Context, js jetstream.JetStream, _ string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-			c, err := js.Consumer(ctx, stream, durable)
-			return c, nil, err
-		},
-		NakDelay:    nakDelay{cfg: r.cfg},
-		Unmarshaler: unmarshaler{},
-		// A synchronous ack: the next message is delivered only once the
-		// server has recorded this one's ack.
-		AckAsync: false,
-	})
+	sub, err := newSubscriber(nc, r.cfg.Stream, r.cfg.ConsumerConfig(durable), r.cfg, r.log.With().Str("durable", durable).Logger())
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("consume: subscriber %s: %w", durable, err)
 	}
-	// The topic is only handed to our ResourceInitializer: the durable name.
+	// The topic is only a label here: the subscriber is bound to the durable.
 	wh := r.wm.AddConsumerHandler(durable, durable, sub, r.decode(durable, h))
 	// First added runs outermost; Recoverer innermost so that a panic is an
 	// error Retry and the redelivery see.
@@ -276,7 +259,7 @@ func (r *Router) Pending(ctx context.Context, durable string) (uint64, error) {
 }
 
 // nakDelay paces redeliveries: doubling from where the in-process retries
-// stopped, capped at RetryMaxInterval. It never returns TermSignal.
+// stopped, capped at RetryMaxInterval.
 type nakDelay struct{ cfg Config }
 
 func (d nakDelay) WaitTime(numDelivered uint64) time.Duration {

@@ -24,9 +24,10 @@ const (
 )
 
 // unmarshaler turns a JetStream message into a watermill message. It never
-// returns an error: watermill-nats' subscriber dereferences the nil message
-// an error comes with. Whatever is wrong with a message is left to the
-// handler wrapper, which can dead-letter it.
+// fails (its error result only matches watermill-nats' Unmarshaler, whose
+// subscriber dereferences the nil message an error comes with): whatever is
+// wrong with a message is left to the handler wrapper, which can dead-letter
+// it.
 type unmarshaler struct{}
 
 func (unmarshaler) Unmarshal(msg jetstream.Msg) (*message.Message, error) {

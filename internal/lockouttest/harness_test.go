@@ -22,9 +22,8 @@ import (
 	"github.com/enrollgate/enrollgate/internal/secrets"
 )
 
-// sagaDurable is the lockout saga's consumer, as the composition root names
-// it. WARNING: never rename a durable.
-const sagaDurable = "lockout-saga"
+// sagaDurable is the lockout saga's consumer, named as in production.
+const sagaDurable = handlers.LockoutSagaDurable
 
 var admin = events.Actor{Kind: events.ActorAdmin, ID: "alice@acme.example"}
 

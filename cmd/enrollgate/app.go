@@ -29,6 +29,7 @@ import (
 	"github.com/enrollgate/enrollgate/internal/readstore"
 	"github.com/enrollgate/enrollgate/internal/secrets"
 	"github.com/enrollgate/enrollgate/internal/verifyapi"
+	"github.com/enrollgate/enrollgate/projections"
 )
 
 // app is the running service: every component, so that Close can stop them
@@ -218,7 +219,8 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 
 func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) error {
 	hcfg := httpapi.DefaultConfig()
-	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: svc, Auth: tokens, Ready: a.ready}, a.log)
+	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: svc, Auth: tokens, Reads: projectorReads{a.proj},
+		Clock: handlers.SystemClock{}, Ready: a.ready}, a.log)
 	if err != nil {
 		return err
 	}
@@ -300,6 +302,26 @@ func (a *app) Close() error {
 		a.log.Info().Msg("stopped")
 	}
 	return errors.Join(errs...)
+}
+
+// projectorReads serves the HTTP reads from the projector's current store, so
+// that a store swapped in by a rebuild is read at once and a min_seq wait
+// follows the swap.
+type projectorReads struct{ p *projector.Projector }
+
+func (r projectorReads) WaitFor(ctx context.Context, seq uint64) error { return r.p.WaitFor(ctx, seq) }
+func (r projectorReads) LastApplied() uint64                           { return r.p.Store().LastApplied() }
+func (r projectorReads) State(site string, now time.Time) (projections.StateDoc, bool) {
+	return r.p.Store().State(site, now)
+}
+func (r projectorReads) States(now time.Time, keep func(string) bool) []projections.StateDoc {
+	return r.p.Store().States(now, keep)
+}
+func (r projectorReads) Audit(site string, before uint64, limit int) ([]projections.AuditEntry, uint64, error) {
+	return r.p.Store().Audit(site, before, limit)
+}
+func (r projectorReads) Attempts(site string, o projections.Outcome, limit int) ([]projections.AttemptEntry, error) {
+	return r.p.Store().Attempts(site, o, limit)
 }
 
 func logReplay(log zerolog.Logger, msg string, r projector.Report) {

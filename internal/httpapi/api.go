@@ -31,10 +31,15 @@ type Authenticator interface {
 // projections behind), or nil when it is.
 type ReadyFunc func(ctx context.Context) error
 
-// Deps are what the API needs. Read routes add their query dependencies here.
+// Deps are what the API needs.
 type Deps struct {
 	Commands Commands
 	Auth     Authenticator
+	// Reads is the read model the query routes answer from (read.go).
+	Reads ReadModel
+	// Clock dates the state documents of reads (failures are counted in the
+	// window that ends now); nil means the system clock.
+	Clock handlers.Clock
 	// Ready is the readiness check of GET /readyz; nil means always ready.
 	Ready ReadyFunc
 }
@@ -54,8 +59,11 @@ func New(cfg Config, deps Deps, log zerolog.Logger) (*API, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Commands == nil || deps.Auth == nil {
-		return nil, errors.New("httpapi: Commands and Auth are required")
+	if deps.Commands == nil || deps.Auth == nil || deps.Reads == nil {
+		return nil, errors.New("httpapi: Commands, Auth and Reads are required")
+	}
+	if deps.Clock == nil {
+		deps.Clock = handlers.SystemClock{}
 	}
 	a := &API{cfg: cfg, deps: deps, log: log, mux: http.NewServeMux()}
 	for _, rt := range a.routes() {

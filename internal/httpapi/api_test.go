@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/projections"
 )
 
 func TestGenerate(t *testing.T) {
@@ -35,7 +38,7 @@ func TestGenerate(t *testing.T) {
 		st["max_failed_attempts"] != float64(10) || st["failed_attempts"] != float64(0) || st["seq"] != float64(7) {
 		t.Fatalf("state %s", r.body)
 	}
-	for _, absent := range []string{"disabled_at", "disabled_by", "disabled_reason", "last_failed_at", "locked"} {
+	for _, absent := range []string{"disabled_at", "disabled_by", "disabled_reason", "last_failed_at", "throttled_sources"} {
 		if _, ok := st[absent]; ok {
 			t.Errorf("state has empty member %s: %s", absent, r.body)
 		}
@@ -501,13 +504,15 @@ func TestAccessLogHoldsNoSecrets(t *testing.T) {
 	}
 }
 
-func TestStateFromDomainOmitsEmpty(t *testing.T) {
-	doc := StateFromDomain(domain.State{Site: "acme", Status: domain.StatusNone, MaxFailedAttempts: 10, FailureWindow: time.Hour})
+// The write responses carry projections.StateDoc, the read model's document:
+// empty optional members are left out, and the shape is the reads' shape.
+func TestWriteStateDocOmitsEmpty(t *testing.T) {
+	doc := projections.StateDocFromDomain(domain.State{Site: "acme", Status: domain.StatusNone, MaxFailedAttempts: 10, FailureWindow: time.Hour})
 	b, err := json.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"site":"acme","status":"none","failed_attempts":0,"max_failed_attempts":10,"failure_window":"1h0m0s","seq":0}`
+	want := `{"site":"acme","status":"none","failed_attempts":0,"max_failed_attempts":10,"failure_window":"1h0m0s","locked":false,"seq":0}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}
@@ -516,6 +521,16 @@ func TestStateFromDomainOmitsEmpty(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	if _, err := New(Config{MaxBodyBytes: 10}, Deps{Commands: &fakeCommands{}, Auth: nil}, zerolog.Nop()); err == nil {
 		t.Fatal("New accepted a bad config and no authenticator")
+	}
+	store, err := auth.Open(auth.Config{File: filepath.Join(t.TempDir(), "tokens.json"), AdminToken: bootAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{}, Deps{Commands: &fakeCommands{}, Auth: store}, zerolog.Nop()); err == nil {
+		t.Fatal("New accepted no read model")
+	}
+	if _, err := New(Config{MinSeqTimeout: 10 * time.Second, RequestTimeout: 5 * time.Second}, Deps{Commands: &fakeCommands{}, Auth: store, Reads: newFakeReads()}, zerolog.Nop()); err == nil {
+		t.Fatal("New accepted a min_seq timeout above the request timeout")
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)

@@ -16,6 +16,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// ReadyTimeout bounds the readiness check of GET /readyz.
 	ReadyTimeout time.Duration
+	// MinSeqTimeout bounds how long a read given ?min_seq=N waits for the
+	// read model to apply N before it answers 503 not_caught_up. It must be
+	// below RequestTimeout, so that the wait, not the request, times out.
+	MinSeqTimeout time.Duration
 
 	// Server timeouts (see NewServer): they keep slow or idle clients from
 	// holding connections.
@@ -32,6 +36,7 @@ func DefaultConfig() Config {
 		MaxBodyBytes:      16 << 10,
 		RequestTimeout:    10 * time.Second,
 		ReadyTimeout:      2 * time.Second,
+		MinSeqTimeout:     2 * time.Second,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -51,6 +56,10 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = d.ReadyTimeout
+	}
+	if c.MinSeqTimeout == 0 {
+		// Below the request timeout even when only that one was lowered.
+		c.MinSeqTimeout = min(d.MinSeqTimeout, c.RequestTimeout/2)
 	}
 	if c.ReadHeaderTimeout == 0 {
 		c.ReadHeaderTimeout = d.ReadHeaderTimeout
@@ -80,7 +89,7 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{
-		{"request timeout", c.RequestTimeout}, {"ready timeout", c.ReadyTimeout},
+		{"request timeout", c.RequestTimeout}, {"ready timeout", c.ReadyTimeout}, {"min_seq timeout", c.MinSeqTimeout},
 		{"read header timeout", c.ReadHeaderTimeout}, {"read timeout", c.ReadTimeout},
 		{"write timeout", c.WriteTimeout}, {"idle timeout", c.IdleTimeout},
 	} {
@@ -91,6 +100,11 @@ func (c Config) Validate() error {
 	if c.WriteTimeout > 0 && c.RequestTimeout >= c.WriteTimeout {
 		// Otherwise the connection is cut before the handler can answer 504.
 		errs = append(errs, fmt.Errorf("httpapi: request timeout (%s) must be below write timeout (%s)", c.RequestTimeout, c.WriteTimeout))
+	}
+	if c.MinSeqTimeout > 0 && c.RequestTimeout > 0 && c.MinSeqTimeout >= c.RequestTimeout {
+		// Otherwise a lagging read model answers 504 timeout, not 503
+		// not_caught_up with its Retry-After.
+		errs = append(errs, fmt.Errorf("httpapi: min_seq timeout (%s) must be below request timeout (%s)", c.MinSeqTimeout, c.RequestTimeout))
 	}
 	if c.MaxHeaderBytes < 4<<10 {
 		errs = append(errs, fmt.Errorf("httpapi: max header bytes must be at least 4 KiB, got %d", c.MaxHeaderBytes))

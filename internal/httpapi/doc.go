@@ -14,6 +14,15 @@
 //     and an access log that records method, path, status, duration, request
 //     ID and principal, never a body, a header value or a passcode.
 //
+// Reads (queries.go, read.go) answer from a ReadModel (the projector's
+// read store): GET /v1/sites, and a site's passcode state, audit trail
+// (cursor-paged, newest first) and recent attempts. The state document is
+// projections.StateDoc in reads and in write responses alike. Every read
+// accepts ?min_seq=N and waits, at most Config.MinSeqTimeout, until the read
+// model has applied the stream sequence N that a write answered with
+// (read-your-writes); then 503 not_caught_up with Retry-After. Audit cursors
+// are opaque: base64url of a version byte and a stream sequence.
+//
 // The plain-text passcode leaves the service only in the generate and reveal
 // responses (handlers.Secret.Plain is called there and nowhere else), with
 // Cache-Control: no-store. Malformed requests are refused before any command

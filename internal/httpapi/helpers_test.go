@@ -144,7 +144,11 @@ func (b *syncBuffer) String() string {
 type env struct {
 	srv  *httptest.Server
 	cmds Commands
-	logs *syncBuffer
+	// reads is the fake read model the env was built with (unused when an
+	// option replaced Deps.Reads).
+	reads  *fakeReads
+	tokens *auth.Store
+	logs   *syncBuffer
 	// tokens
 	admin, adminAcme, auditor, enroll string
 }
@@ -167,7 +171,8 @@ func newEnv(t *testing.T, cmds Commands, opts ...envOption) *env {
 		t.Fatal(err)
 	}
 	cfg := Config{}
-	deps := Deps{Commands: cmds, Auth: store}
+	reads := newFakeReads()
+	deps := Deps{Commands: cmds, Auth: store, Reads: reads, Clock: fixedClock{readNow}}
 	for _, o := range opts {
 		o(&cfg, &deps)
 	}
@@ -178,7 +183,8 @@ func newEnv(t *testing.T, cmds Commands, opts ...envOption) *env {
 	}
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, cmds: cmds, logs: logs, admin: bootAdmin, adminAcme: adminAcme, auditor: auditor, enroll: bootEnroll}
+	return &env{srv: srv, cmds: cmds, reads: reads, logs: logs, admin: bootAdmin, adminAcme: adminAcme, auditor: auditor,
+		enroll: bootEnroll, tokens: store}
 }
 
 type response struct {

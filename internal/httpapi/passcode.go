@@ -7,6 +7,7 @@ import (
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/projections"
 )
 
 // emptyRequest is the body of generate, reveal and disable: nothing, or {}.
@@ -14,10 +15,10 @@ type emptyRequest struct{}
 
 // GenerateResponse answers POST /v1/sites/{site}/passcode.
 type GenerateResponse struct {
-	Site     string   `json:"site"`
-	Passcode string   `json:"passcode"`
-	State    StateDoc `json:"state"`
-	Seq      uint64   `json:"seq"`
+	Site     string               `json:"site"`
+	Passcode string               `json:"passcode"`
+	State    projections.StateDoc `json:"state"`
+	Seq      uint64               `json:"seq"`
 }
 
 // RevealResponse answers POST /v1/sites/{site}/passcode/reveal.
@@ -31,9 +32,9 @@ type RevealResponse struct {
 // WriteResponse answers the writes that return the state: disable and the
 // lockout policy.
 type WriteResponse struct {
-	Site  string   `json:"site"`
-	State StateDoc `json:"state"`
-	Seq   uint64   `json:"seq"`
+	Site  string               `json:"site"`
+	State projections.StateDoc `json:"state"`
+	Seq   uint64               `json:"seq"`
 }
 
 // LockoutPolicyRequest is the body of PUT /v1/sites/{site}/lockout-policy.
@@ -56,7 +57,7 @@ func (a *API) generatePasscode(w http.ResponseWriter, r *http.Request, c *call) 
 	setSeq(w, res.Seq)
 	// One of the two places the plain text leaves the service (invariant 5).
 	return writeJSON(w, http.StatusCreated, GenerateResponse{
-		Site: c.Site, Passcode: res.Passcode.Plain(), State: StateFromDomain(res.State), Seq: res.Seq,
+		Site: c.Site, Passcode: res.Passcode.Plain(), State: projections.StateDocFromDomain(res.State), Seq: res.Seq,
 	})
 }
 
@@ -87,7 +88,7 @@ func (a *API) disablePasscode(w http.ResponseWriter, r *http.Request, c *call) e
 		return err
 	}
 	setSeq(w, res.Seq)
-	return writeJSON(w, http.StatusOK, WriteResponse{Site: c.Site, State: StateFromDomain(res.State), Seq: res.Seq})
+	return writeJSON(w, http.StatusOK, WriteResponse{Site: c.Site, State: projections.StateDocFromDomain(res.State), Seq: res.Seq})
 }
 
 func (a *API) changeLockoutPolicy(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -114,5 +115,5 @@ func (a *API) changeLockoutPolicy(w http.ResponseWriter, r *http.Request, c *cal
 		return err
 	}
 	setSeq(w, res.Seq)
-	return writeJSON(w, http.StatusOK, WriteResponse{Site: c.Site, State: StateFromDomain(res.State), Seq: res.Seq})
+	return writeJSON(w, http.StatusOK, WriteResponse{Site: c.Site, State: projections.StateDocFromDomain(res.State), Seq: res.Seq})
 }

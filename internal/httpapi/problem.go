@@ -26,6 +26,7 @@ const (
 	CodeTimeout          = "timeout"
 	CodeUnavailable      = "unavailable"
 	CodeNotReady         = "not_ready"
+	CodeNotCaughtUp      = "not_caught_up"
 	CodeInternal         = "internal"
 )
 
@@ -135,7 +136,7 @@ func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="enrollgate"`)
 	case http.StatusServiceUnavailable:
-		if p.Code == CodeBusy {
+		if p.Code == CodeBusy || p.Code == CodeNotCaughtUp {
 			w.Header().Set("Retry-After", "1")
 		}
 	}

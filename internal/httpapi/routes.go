@@ -26,7 +26,13 @@ func (a *API) routes() []route {
 		{"GET /healthz", a.public(a.healthz)},
 		{"GET /readyz", a.public(a.readyz)},
 
-		// Writes (passcode.go, policy.go).
+		// Reads (queries.go): every one accepts ?min_seq=N (read.go).
+		{"GET /v1/sites", a.authenticated(auth.PermRead, a.listSites)},
+		{"GET /v1/sites/{site}/passcode", a.onSite(auth.PermRead, a.getPasscode)},
+		{"GET /v1/sites/{site}/audit", a.onSite(auth.PermRead, a.getAudit)},
+		{"GET /v1/sites/{site}/attempts", a.onSite(auth.PermRead, a.getAttempts)},
+
+		// Writes (passcode.go).
 		{"POST /v1/sites/{site}/passcode", a.onSite(auth.PermWrite, a.generatePasscode)},
 		{"POST /v1/sites/{site}/passcode/reveal", a.onSite(auth.PermWrite, a.revealPasscode)},
 		{"POST /v1/sites/{site}/passcode/disable", a.onSite(auth.PermWrite, a.disablePasscode)},

@@ -1,0 +1,40 @@
+package projections
+
+import (
+	"time"
+
+	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// StateDocFromDomain returns the state document of a domain state, as a write
+// answers it right after its command: the same type and JSON shape as the
+// read model's documents, so that a client sees one document whichever route
+// it reads. Times are in UTC; zero times are left out. domain.State does not
+// list throttled sources, so the document has none.
+func StateDocFromDomain(s domain.State) StateDoc {
+	return StateDoc{
+		Site:              s.Site,
+		Status:            s.Status,
+		PasscodeID:        s.PasscodeID,
+		GeneratedAt:       utcPtr(s.GeneratedAt),
+		GeneratedBy:       s.GeneratedBy,
+		FailedAttempts:    s.FailedAttempts,
+		MaxFailedAttempts: s.MaxFailedAttempts,
+		FailureWindow:     events.Duration(s.FailureWindow),
+		Locked:            s.Locked,
+		LastFailedAt:      utcPtr(s.LastFailedAt),
+		DisabledAt:        utcPtr(s.DisabledAt),
+		DisabledBy:        s.DisabledBy,
+		DisabledReason:    s.DisabledReason,
+		Seq:               s.Seq,
+	}
+}
+
+func utcPtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}

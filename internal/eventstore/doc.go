@@ -12,9 +12,11 @@
 // out whether the first send was stored and then reports success with its
 // sequence, so that a timeout never turns into a second event.
 //
-// Load reads a site's events after a sequence: a few direct gets for a short
-// gap (the common catch-up after a conflict), an ordered consumer for a long
-// one (a cold cache). EnsureStream creates or updates the stream; it is what
+// Load reads a site's events after a sequence: a few single-message gets for
+// a short gap (the common catch-up after a conflict), an ordered consumer for
+// a long one (a cold cache). Gets are direct gets on one replica and go to
+// the stream leader on a replicated stream, whose followers answer direct
+// gets a few milliseconds behind. EnsureStream creates or updates the stream; it is what
 // the composition root calls at start-up.
 //
 // The package storetest holds the contract test suite of handlers.EventStore.

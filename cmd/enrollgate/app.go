@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,7 @@ type app struct {
 	httpErr  chan error
 	httpAddr net.Addr
 	natsURL  string
+	natsAuth nats.Option // how the service's connections log in
 }
 
 // start wires and starts the service. On error, whatever was started is
@@ -130,14 +133,16 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 // connects the service's main connection.
 func (a *app) connectNATS(cfg config) error {
 	a.natsURL = cfg.NATSURL
+	a.natsAuth = func(*nats.Options) error { return nil }
+	if cfg.NATSCreds != "" {
+		a.natsAuth = nats.UserCredentials(cfg.NATSCreds)
+	}
 	if a.natsURL == "" {
-		ns, err := natsserver.Start(natsserver.Config{Listen: cfg.NATSListen,
-			StoreDir: filepath.Join(cfg.DataDir, "jetstream"), SyncAlways: cfg.SyncAlways}, a.log)
+		ns, auth, err := startEmbedded(cfg, cfg.NATSListen, a.log)
 		if err != nil {
-			return fmt.Errorf("embedded NATS: %w", err)
+			return err
 		}
-		a.ns = ns
-		a.natsURL = ns.ClientURL()
+		a.ns, a.natsURL, a.natsAuth = ns, ns.ClientURL(), auth
 	}
 	nc, err := a.connect("enrollgate")
 	if err != nil {
@@ -148,10 +153,32 @@ func (a *app) connectNATS(cfg config) error {
 	return err
 }
 
+// startEmbedded starts the embedded JetStream server on the data dir with
+// access control: the service logs in with the configured password, or one
+// made for this run;
+// clients without credentials may only verify, discover the service and read
+// alerts, so that nobody else can write the event log.
+func startEmbedded(cfg config, listen string, log zerolog.Logger) (*server.Server, nats.Option, error) {
+	password := cfg.NATSServicePassword
+	if password == "" {
+		pw := make([]byte, 24)
+		if _, err := rand.Read(pw); err != nil {
+			return nil, nil, fmt.Errorf("service password: %w", err)
+		}
+		password = base64.RawURLEncoding.EncodeToString(pw)
+	}
+	ns, err := natsserver.Start(natsserver.Config{Listen: listen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
+		SyncAlways: cfg.SyncAlways, ServicePassword: password}, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	return ns, nats.UserInfo(natsserver.ServiceUser, password), nil
+}
+
 // connect opens a connection that reconnects forever and logs its changes.
 func (a *app) connect(name string) (*nats.Conn, error) {
 	log := a.log.With().Str("conn", name).Logger()
-	nc, err := nats.Connect(a.natsURL, nats.Name(name), nats.MaxReconnects(-1),
+	nc, err := nats.Connect(a.natsURL, nats.Name(name), a.natsAuth, nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			if !c.IsClosed() { // a Close is no news; a lost connection is
 				log.Warn().Err(err).Msg("NATS disconnected")

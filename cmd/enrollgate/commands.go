@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/internal/auth"
-	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/projector"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 )
@@ -68,16 +67,19 @@ func (s *siteList) Set(v string) error { *s = append(*s, v); return nil }
 func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	url := cfg.NATSURL
+	auth := func(*nats.Options) error { return nil }
+	if cfg.NATSCreds != "" {
+		auth = nats.UserCredentials(cfg.NATSCreds)
+	}
 	if url == "" {
-		ncfg := natsserver.Config{Listen: "127.0.0.1:0", StoreDir: filepath.Join(cfg.DataDir, "jetstream")}
-		ns, err := natsserver.Start(ncfg, log)
+		ns, embeddedAuth, err := startEmbedded(cfg, "127.0.0.1:0", log)
 		if err != nil {
-			return fmt.Errorf("embedded NATS (is the service still running on %s?): %w", cfg.DataDir, err)
+			return fmt.Errorf("%w (is the service still running on %s?)", err, cfg.DataDir)
 		}
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-		url = ns.ClientURL()
+		url, auth = ns.ClientURL(), embeddedAuth
 	}
-	nc, err := nats.Connect(url, nats.Name("enrollgate-rebuild"))
+	nc, err := nats.Connect(url, nats.Name("enrollgate-rebuild"), auth)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}

@@ -16,20 +16,24 @@ import (
 // config is everything the service reads from flags and environment. Each
 // flag has an environment variable; the flag wins.
 type config struct {
-	HTTPAddr        string
-	NATSURL         string
-	NATSListen      string
-	DataDir         string
-	Replicas        int
-	SyncAlways      bool
-	Policy          domain.Policy
-	AdminToken      string
-	AdminEmail      string
-	EnrollmentToken string
-	MACKey          string
-	SealKey         string
-	LogLevel        string
-	LogFormat       string
+	HTTPAddr   string
+	NATSURL    string
+	NATSListen string
+	NATSCreds  string
+	// NATSServicePassword is the embedded server's password for the service
+	// user; empty: a random one per run.
+	NATSServicePassword string
+	DataDir             string
+	Replicas            int
+	SyncAlways          bool
+	Policy              domain.Policy
+	AdminToken          string
+	AdminEmail          string
+	EnrollmentToken     string
+	MACKey              string
+	SealKey             string
+	LogLevel            string
+	LogFormat           string
 }
 
 // parseConfig reads args (without the subcommand) and the environment.
@@ -78,6 +82,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	defaults := domain.DefaultPolicy()
 	str(&c.HTTPAddr, "http", "ENROLLGATE_HTTP_ADDR", "127.0.0.1:8080", "HTTP listen address")
 	str(&c.NATSURL, "nats-url", "ENROLLGATE_NATS_URL", "", "external NATS servers (comma-separated); empty starts an embedded JetStream server")
+	str(&c.NATSCreds, "nats-creds", "ENROLLGATE_NATS_CREDS", "", "credentials file for --nats-url (NATS decentralised auth)")
+	str(&c.NATSServicePassword, "nats-service-password", "ENROLLGATE_NATS_SERVICE_PASSWORD", "", "embedded server: password of the user \"enrollgate\" that may write and read every stream (for operators' tools); empty: random per run")
 	str(&c.NATSListen, "nats-listen", "ENROLLGATE_NATS_LISTEN", "127.0.0.1:4222", "client address of the embedded NATS server")
 	str(&c.DataDir, "data-dir", "ENROLLGATE_DATA_DIR", "./data", "embedded JetStream store, keys, tokens and read model")
 	num(&c.Replicas, "replicas", "ENROLLGATE_REPLICAS", 1, "replicas of the JetStream streams (1 alone, 3 in a cluster)")
@@ -131,6 +137,9 @@ func (c config) Validate() error {
 	if c.Policy.MaxFailedAttempts > 1 && c.Policy.MaxFailedPerSource >= c.Policy.MaxFailedAttempts {
 		errs = append(errs, fmt.Errorf("--max-failed-attempts-per-source (%d) must be below --max-failed-attempts (%d), so that one source alone can never lock a site",
 			c.Policy.MaxFailedPerSource, c.Policy.MaxFailedAttempts))
+	}
+	if c.NATSServicePassword != "" && len(c.NATSServicePassword) < 16 {
+		errs = append(errs, errors.New("--nats-service-password must be at least 16 characters"))
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		errs = append(errs, errors.New("--admin-token must be at least 16 characters"))

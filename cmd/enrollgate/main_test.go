@@ -21,6 +21,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
+	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
@@ -60,7 +61,7 @@ func startInstance(t *testing.T, dataDir string, extra ...string) *instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args := append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--log-format", "json", "--log-level", "debug"}, extra...)
+		"--nats-service-password", testServicePassword, "--log-format", "json", "--log-level", "debug"}, extra...)
 	go func() { in.done <- run(ctx, args, func(string) string { return "" }, in.stdout, in.stderr) }()
 	natstest.Eventually(t, 30*time.Second, func() error {
 		select {
@@ -159,6 +160,22 @@ func verifyNATS(t *testing.T, nc *nats.Conn, site string, req map[string]any) ve
 	return v
 }
 
+// testServicePassword lets a test log in to the embedded server as the
+// service, to read the event log or put a poison message into it; frontends
+// connect without credentials.
+const testServicePassword = "test-service-password-0123"
+
+// connectService connects to the embedded server as the service user.
+func connectService(t *testing.T, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.UserInfo(natsserver.ServiceUser, testServicePassword))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
 var tokenPattern = regexp.MustCompile(`eg_[A-Za-z0-9_-]+`)
 
 type stateDoc struct {
@@ -254,8 +271,15 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("reveal after restart: status %d", code)
 	}
 
+	// Only the service writes the event log: a client without credentials
+	// (a frontend) cannot forge an event.
+	if err := nc2.Publish("enrollgate.events.acme", []byte(`{"forged":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	nc2.Flush()
+
 	// INV5: the plain text is in no stored event, no log line, no file.
-	stored := readAllEvents(t, nc2)
+	stored := readAllEvents(t, connectService(t, in2.natsURL))
 	if len(stored) < 6 {
 		t.Fatalf("stream holds %d events, want at least 6", len(stored))
 	}

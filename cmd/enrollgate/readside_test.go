@@ -130,11 +130,7 @@ type readState struct {
 // site, oldest first.
 func siteEvents(t *testing.T, natsURL, site string) (seqs []uint64, ids []string) {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := connectService(t, natsURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	js, err := jetstream.New(nc)
@@ -390,11 +386,9 @@ func TestReadSidePoisonMessage(t *testing.T) {
 	if code, _ := in.do("POST", "/v1/sites/acme/passcode", admin, nil, &first); code != http.StatusCreated {
 		t.Fatalf("generate: %d", code)
 	}
-	nc, err := nats.Connect(in.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	// Only the service user may write the event log; the test logs in as it
+	// to put the poison in, as a buggy or compromised writer would.
+	nc := connectService(t, in.natsURL)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

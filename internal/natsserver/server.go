@@ -35,6 +35,10 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the server to accept clients. Zero:
 	// DefaultReady.
 	ReadyTimeout time.Duration
+	// ServicePassword, when set, turns on access control: connections that
+	// log in as ServiceUser with it may do anything; connections without
+	// credentials may only verify, discover the service and read alerts.
+	ServicePassword string
 }
 
 // WithDefaults returns c with its empty fields set to the defaults.
@@ -103,6 +107,9 @@ func Start(cfg Config, log zerolog.Logger) (*server.Server, error) {
 		SyncAlways: cfg.SyncAlways,
 		// The process handles its own signals (cmd cancels a context).
 		NoSigs: true,
+	}
+	if cfg.ServicePassword != "" {
+		accessControl(opts, cfg.ServicePassword)
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

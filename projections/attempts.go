@@ -1,6 +1,8 @@
 package projections
 
 import (
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
@@ -50,4 +52,38 @@ func ParseOutcome(s string) (Outcome, bool) {
 		return o, true
 	}
 	return "", false
+}
+
+// attemptDetails is the part of an attempt's audit details that an
+// AttemptEntry shows.
+type attemptDetails struct {
+	PasscodeID     string        `json:"passcode_id"`
+	AttemptID      string        `json:"attempt_id"`
+	Source         events.Source `json:"source"`
+	FailedAttempts int           `json:"failed_attempts"`
+}
+
+// AttemptFromAudit returns the attempt entry of an attempt's audit entry, so
+// that a read model can keep attempts as an index into the audit trail
+// instead of a second copy. It equals NewAttemptEntry of the same record.
+func AttemptFromAudit(a AuditEntry) (AttemptEntry, error) {
+	var outcome Outcome
+	switch a.Type {
+	case events.TypeEnrollmentAttemptFailed:
+		outcome = OutcomeFailed
+	case events.TypeEnrollmentAttemptSucceeded:
+		outcome = OutcomeSucceeded
+	default:
+		return AttemptEntry{}, fmt.Errorf("audit entry %d is a %s, not an attempt", a.Seq, a.Type)
+	}
+	var d attemptDetails
+	if err := json.Unmarshal(a.Details, &d); err != nil {
+		return AttemptEntry{}, fmt.Errorf("details of attempt %d: %w", a.Seq, err)
+	}
+	e := AttemptEntry{Seq: a.Seq, At: a.At, Outcome: outcome, PasscodeID: d.PasscodeID, AttemptID: d.AttemptID,
+		Source: d.Source}
+	if outcome == OutcomeFailed {
+		e.FailedAttempts = d.FailedAttempts
+	}
+	return e, nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -81,6 +83,9 @@ type Report struct {
 	Applied  uint64 // records handed to the store (it skips those at or below its checkpoint)
 	Poison   []Poison
 	Elapsed  time.Duration
+	// ApplyTime is the part of Elapsed spent in the store's transactions
+	// (the rest is reading and decoding, overlapped with it).
+	ApplyTime time.Duration
 	// Rebuilt is set by OpenStore when it rebuilt the read model, with the
 	// reason.
 	Rebuilt       bool
@@ -125,7 +130,10 @@ func CatchUp(ctx context.Context, js jetstream.JetStream, store *readstore.Store
 	}
 	err = replay(ctx, stream, from, rep.To, cfg, func(batch []events.Record) error {
 		rep.Applied += uint64(len(batch))
-		return store.Apply(batch...)
+		t := time.Now()
+		err := store.Apply(batch...)
+		rep.ApplyTime += time.Since(t)
+		return err
 	}, func(p Poison) { rep.Poison = append(rep.Poison, p) })
 	rep.Elapsed = time.Since(start)
 	if err != nil {
@@ -194,9 +202,42 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, storeCfg readstore.C
 	return st, rep, err
 }
 
-// replay reads [from, to] with an ordered consumer. Reading and decoding run
-// in the calling goroutine, applying in another, so that a batch is applied
-// while the next one is decoded.
+// chunk is a run of consecutive messages decoded by one worker.
+type chunk struct {
+	msgs   []rawMsg
+	recs   []events.Record
+	poison []Poison
+	done   chan struct{}
+}
+
+type rawMsg struct {
+	subject string
+	seq     uint64
+	data    []byte
+}
+
+func (c *chunk) decode() {
+	c.recs = make([]events.Record, 0, len(c.msgs))
+	for _, m := range c.msgs {
+		rec, err := DecodeMessage(m.subject, m.seq, m.data)
+		if err != nil {
+			c.poison = append(c.poison, Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error()})
+			continue
+		}
+		c.recs = append(c.recs, rec)
+	}
+	c.msgs = nil
+	close(c.done)
+}
+
+// chunkSize is how many messages one decode job holds: large enough to make
+// the hand-off cheap, small enough to keep every worker busy.
+const chunkSize = 256
+
+// replay reads [from, to] with an ordered consumer. Three stages run at once:
+// the calling goroutine reads messages and cuts them into chunks, workers
+// (one per CPU) decode chunks, and a collector takes the decoded chunks in
+// stream order and applies them in batches of cfg.BatchSize.
 func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg Config,
 	apply func([]events.Record) error, poison func(Poison)) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -215,33 +256,82 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 	}
 	defer it.Stop()
 
-	batches := make(chan []events.Record, 2)
+	workers := max(runtime.GOMAXPROCS(0), 1)
+	jobs := make(chan *chunk, workers)
+	ordered := make(chan *chunk, 2*workers+2)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range jobs {
+				c.decode()
+			}
+		}()
+	}
+	// The collector hands full batches to the applier, so that decoding
+	// goes on while a transaction runs.
+	batches := make(chan []events.Record, 1)
 	applyErr := make(chan error, 1)
 	go func() {
 		var err error
 		for b := range batches {
-			if err == nil {
-				if err = apply(b); err != nil {
-					cancel() // stop reading; keep draining so the reader never blocks
-				}
+			if err != nil {
+				continue // drain
+			}
+			if err = apply(b); err != nil {
+				cancel()
 			}
 		}
 		applyErr <- err
 	}()
-
-	readErr := func() error {
+	go func() {
 		defer close(batches)
 		batch := make([]events.Record, 0, cfg.BatchSize)
-		flush := func() error {
-			if len(batch) == 0 {
+		for c := range ordered {
+			<-c.done
+			if ctx.Err() != nil {
+				continue // drain so that the reader never blocks
+			}
+			for _, p := range c.poison {
+				poison(p)
+			}
+			batch = append(batch, c.recs...)
+			if len(batch) >= cfg.BatchSize {
+				batches <- batch
+				batch = make([]events.Record, 0, cfg.BatchSize)
+			}
+		}
+		if ctx.Err() == nil && len(batch) > 0 {
+			batches <- batch
+		}
+	}()
+
+	readErr := func() error {
+		defer func() {
+			close(jobs)
+			wg.Wait()
+			close(ordered)
+		}()
+		cur := &chunk{done: make(chan struct{})}
+		send := func() error {
+			if len(cur.msgs) == 0 {
 				return nil
 			}
+			// ordered first: the collector waits on done, which a worker
+			// closes after it has taken the job.
 			select {
-			case batches <- batch:
+			case ordered <- cur:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			batch = make([]events.Record, 0, cfg.BatchSize)
+			select {
+			case jobs <- cur:
+			case <-ctx.Done():
+				close(cur.done) // never decoded; the collector is draining
+				return ctx.Err()
+			}
+			cur = &chunk{done: make(chan struct{})}
 			return nil
 		}
 		for {
@@ -252,23 +342,19 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				return fmt.Errorf("next message after %d records in this batch: %w", len(batch), err)
+				return fmt.Errorf("next message: %w", err)
 			}
 			md, err := msg.Metadata()
 			if err != nil {
 				return fmt.Errorf("message metadata: %w", err)
 			}
 			seq := md.Sequence.Stream
-			if rec, err := DecodeMessage(msg.Subject(), seq, msg.Data()); err != nil {
-				poison(Poison{Seq: seq, Subject: msg.Subject(), Reason: err.Error()})
-			} else {
-				batch = append(batch, rec)
-			}
+			cur.msgs = append(cur.msgs, rawMsg{subject: msg.Subject(), seq: seq, data: msg.Data()})
 			if seq >= to || md.NumPending == 0 {
-				return flush()
+				return send()
 			}
-			if len(batch) >= cfg.BatchSize {
-				if err := flush(); err != nil {
+			if len(cur.msgs) >= chunkSize {
+				if err := send(); err != nil {
 					return err
 				}
 			}

@@ -4,11 +4,16 @@
 // HTTP API.
 //
 // Layout (buckets):
-//   - meta:     last_applied (the last stream sequence applied), format, open marker
-//   - sites:    site -> attempt count (4 bytes) + projections.SiteState encoding
-//   - audit:    site 0x00 seq(8, big-endian) -> JSON projections.AuditEntry, never pruned
-//   - attempts: site 0x00 seq(8, big-endian) -> JSON projections.AttemptEntry, the last
-//     Config.MaxAttemptsPerSite per site
+//   - meta:         last_applied (the last stream sequence applied), format, open marker
+//   - sites:        site -> projections.SiteState encoding
+//   - log:          seq (8 bytes, big-endian) -> JSON projections.AuditEntry of every event,
+//     appended in sequence order (dense pages, no write amplification), never pruned
+//   - site_idx:     site 0x00 seq -> 'f' (failed attempt), 's' (succeeded attempt) or 'e'
+//     (other): the site's audit trail, newest first by a reverse cursor. Attempts
+//     are read through it (an attempt entry is derived from its audit entry by
+//     projections.AttemptFromAudit), so nothing is stored twice; an attempts
+//     query looks through at most Config.AttemptsScanLimit of a site's newest
+//     events.
 //
 // The checkpoint is written in the same transaction as the data, so Apply is
 // idempotent: records at or below the checkpoint are skipped. Because the

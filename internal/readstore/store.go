@@ -39,15 +39,15 @@ var (
 var (
 	bucketMeta     = []byte("meta")
 	bucketSites    = []byte("sites")
-	bucketAudit    = []byte("audit")
-	bucketAttempts = []byte("attempts")
+	bucketLog      = []byte("log")
+	bucketIndex    = []byte("site_idx")
 
 	keyLastApplied = []byte("last_applied")
 	keyFormat      = []byte("format")
 	keyOpenBoot    = []byte("open_boot_id")
 )
 
-const formatVersion = "1"
+const formatVersion = "3"
 
 // Config configures a Store.
 type Config struct {
@@ -57,9 +57,10 @@ type Config struct {
 	// limit and window); a site's LockoutPolicyChanged overrides threshold and
 	// window.
 	Defaults domain.Policy
-	// MaxAttemptsPerSite bounds the attempts kept per site; older ones are
-	// pruned (the audit trail keeps them all). Default 1000.
-	MaxAttemptsPerSite int
+	// AttemptsScanLimit bounds how many of a site's newest audit entries an
+	// attempts query looks through for attempts, so that its cost stays
+	// bounded whatever the history. Default 10,000.
+	AttemptsScanLimit int
 	// NoSync skips fsync on commit. A process crash loses nothing (the writes
 	// are in the OS page cache and bbolt's meta page switch is atomic); an OS
 	// crash or power loss can lose or corrupt the file. Open detects that case
@@ -75,8 +76,8 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.MaxAttemptsPerSite == 0 {
-		c.MaxAttemptsPerSite = 1000
+	if c.AttemptsScanLimit == 0 {
+		c.AttemptsScanLimit = 10_000
 	}
 	if c.BootID == nil {
 		c.BootID = linuxBootID
@@ -89,8 +90,8 @@ func (c Config) Validate() error {
 	if c.Path == "" {
 		errs = append(errs, errors.New("readstore: path is empty"))
 	}
-	if c.MaxAttemptsPerSite < 1 {
-		errs = append(errs, fmt.Errorf("readstore: max attempts per site must be at least 1, got %d", c.MaxAttemptsPerSite))
+	if c.AttemptsScanLimit < 1 {
+		errs = append(errs, fmt.Errorf("readstore: attempts scan limit must be at least 1, got %d", c.AttemptsScanLimit))
 	}
 	if err := c.Defaults.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("readstore: defaults: %w", err))
@@ -106,14 +107,6 @@ func linuxBootID() string {
 	return strings.TrimSpace(string(b))
 }
 
-// siteEntry is the cached state of a site. Entries are never mutated once
-// installed in the cache: Apply works on clones and swaps them in after the
-// commit, so readers need the lock only to fetch the pointer.
-type siteEntry struct {
-	state     *projections.SiteState
-	nAttempts uint32
-}
-
 // Store is the read model. Its methods are safe for concurrent use; Apply
 // calls are serialised.
 type Store struct {
@@ -122,8 +115,11 @@ type Store struct {
 
 	applyMu sync.Mutex // one writer at a time
 
-	mu      sync.RWMutex
-	sites   map[string]*siteEntry
+	mu sync.RWMutex
+	// sites caches every site's state. A cached state is never mutated:
+	// Apply works on clones and swaps them in after the commit, so readers
+	// need the lock only to fetch the pointer.
+	sites   map[string]*projections.SiteState
 	last    uint64
 	changed chan struct{} // closed and replaced after every commit
 	closed  bool
@@ -140,7 +136,7 @@ func Open(cfg Config) (st *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open read model %s: %w: %w", cfg.Path, ErrCorrupt, err)
 	}
-	s := &Store{cfg: cfg, db: db, sites: make(map[string]*siteEntry), changed: make(chan struct{})}
+	s := &Store{cfg: cfg, db: db, sites: make(map[string]*projections.SiteState), changed: make(chan struct{})}
 	defer func() {
 		// bbolt panics on some corrupt pages; an unreadable read model is to
 		// be rebuilt, not a crash.
@@ -166,7 +162,7 @@ func Open(cfg Config) (st *Store, err error) {
 func (s *Store) init() error {
 	boot := s.cfg.BootID()
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketSites, bucketAudit, bucketAttempts} {
+		for _, b := range [][]byte{bucketMeta, bucketSites, bucketLog, bucketIndex} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
@@ -208,35 +204,14 @@ func (s *Store) load() error {
 			s.last = binary.BigEndian.Uint64(v)
 		}
 		return tx.Bucket(bucketSites).ForEach(func(k, v []byte) error {
-			e, err := s.decodeSite(v)
+			st, err := projections.DecodeSiteState(v, s.cfg.Defaults)
 			if err != nil {
 				return fmt.Errorf("%w: site %q: %w", ErrCorrupt, k, err)
 			}
-			s.sites[string(k)] = e
+			s.sites[string(k)] = st
 			return nil
 		})
 	})
-}
-
-func (s *Store) decodeSite(v []byte) (*siteEntry, error) {
-	if len(v) < 4 {
-		return nil, errors.New("short site record")
-	}
-	st, err := projections.DecodeSiteState(v[4:], s.cfg.Defaults)
-	if err != nil {
-		return nil, err
-	}
-	return &siteEntry{state: st, nAttempts: binary.BigEndian.Uint32(v[:4])}, nil
-}
-
-func encodeSite(e *siteEntry) ([]byte, error) {
-	b, err := e.state.MarshalBinary()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 4, 4+len(b))
-	binary.BigEndian.PutUint32(out, e.nAttempts)
-	return append(out, b...), nil
 }
 
 // Close syncs and closes the file and removes the open marker. Waiters get
@@ -279,9 +254,12 @@ func (s *Store) Path() string { return s.cfg.Path }
 // key returns site 0x00 seq: the site's entries are contiguous and ordered by
 // sequence, and no site's prefix is a prefix of another's (0x00 is not a
 // site character).
-func key(site string, seq uint64) []byte {
-	k := make([]byte, len(site)+9)
+func key(site string, seq uint64) []byte { return putKey(make([]byte, len(site)+9), site, seq) }
+
+// putKey writes the key into k, which has len(site)+9 bytes.
+func putKey(k []byte, site string, seq uint64) []byte {
 	copy(k, site)
+	k[len(site)] = 0
 	binary.BigEndian.PutUint64(k[len(site)+1:], seq)
 	return k
 }
@@ -305,9 +283,22 @@ func (s *Store) Apply(recs ...events.Record) error {
 		return ErrClosed
 	}
 	start := last
-	dirty := make(map[string]*siteEntry)
+	dirty := make(map[string]*projections.SiteState)
+	// One arena for the batch's keys and values: bbolt needs them to stay
+	// valid until the commit, and one allocation beats thousands.
+	arena := make([]byte, 0, 64*1024)
+	take := func(n int) []byte {
+		if cap(arena)-len(arena) < n {
+			arena = make([]byte, 0, max(64*1024, n))
+		}
+		start := len(arena)
+		arena = arena[:start+n]
+		return arena[start : start+n : start+n]
+	}
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		audit, attempts := tx.Bucket(bucketAudit), tx.Bucket(bucketAttempts)
+		log, index := tx.Bucket(bucketLog), tx.Bucket(bucketIndex)
+		// The log is appended to in sequence order: full pages waste no space.
+		log.FillPercent = 1.0
 		for _, r := range recs {
 			if r.Seq <= last {
 				continue
@@ -319,36 +310,48 @@ func (s *Store) Apply(recs ...events.Record) error {
 			if err := events.ValidateSite(site); err != nil {
 				return fmt.Errorf("record %d: %w", r.Seq, err)
 			}
-			e := dirty[site]
-			if e == nil {
+			st := dirty[site]
+			if st == nil {
 				// s.sites is only written by Apply, which holds applyMu.
 				if cur := s.sites[site]; cur != nil {
-					e = &siteEntry{state: cur.state.Clone(), nAttempts: cur.nAttempts}
+					st = cur.Clone()
 				} else {
-					e = &siteEntry{state: projections.NewSiteState(site, s.cfg.Defaults)}
+					st = projections.NewSiteState(site, s.cfg.Defaults)
 				}
-				dirty[site] = e
+				dirty[site] = st
 			}
-			e.state.Apply(r)
-			ab, err := json.Marshal(projections.NewAuditEntry(r))
-			if err != nil {
-				return fmt.Errorf("encode audit entry %d: %w", r.Seq, err)
+			st.Apply(r)
+			entry := projections.NewAuditEntry(r)
+			v := entry.AppendJSON(arena[len(arena):])
+			if cap(v) > cap(arena)-len(arena) { // AppendJSON outgrew the arena: v has its own array
+				arena = arena[:0:0]
+			} else {
+				arena = arena[:len(arena)+len(v)]
+				v = v[:len(v):len(v)]
 			}
-			if err := audit.Put(key(site, r.Seq), ab); err != nil {
+			seqKey := take(8)
+			binary.BigEndian.PutUint64(seqKey, r.Seq)
+			if err := log.Put(seqKey, v); err != nil {
 				return fmt.Errorf("put audit entry %d: %w", r.Seq, err)
 			}
-			if a, ok := projections.NewAttemptEntry(r); ok {
-				if err := s.putAttempt(attempts, e, site, a); err != nil {
-					return err
-				}
+			k := putKey(take(len(site)+9), site, r.Seq)
+			kind := kindOther
+			switch entry.Type {
+			case events.TypeEnrollmentAttemptFailed:
+				kind = kindFailed
+			case events.TypeEnrollmentAttemptSucceeded:
+				kind = kindSucceeded
+			}
+			if err := index.Put(k, kind); err != nil {
+				return fmt.Errorf("index audit entry %d: %w", r.Seq, err)
 			}
 			last = r.Seq
 		}
 		if last == start {
 			return nil
 		}
-		for site, e := range dirty {
-			v, err := encodeSite(e)
+		for site, st := range dirty {
+			v, err := st.MarshalBinary()
 			if err != nil {
 				return err
 			}
@@ -367,8 +370,8 @@ func (s *Store) Apply(recs ...events.Record) error {
 		return nil
 	}
 	s.mu.Lock()
-	for site, e := range dirty {
-		s.sites[site] = e
+	for site, st := range dirty {
+		s.sites[site] = st
 	}
 	s.last = last
 	close(s.changed)
@@ -377,25 +380,13 @@ func (s *Store) Apply(recs ...events.Record) error {
 	return nil
 }
 
-func (s *Store) putAttempt(b *bbolt.Bucket, e *siteEntry, site string, a projections.AttemptEntry) error {
-	v, err := json.Marshal(a)
-	if err != nil {
-		return fmt.Errorf("encode attempt %d: %w", a.Seq, err)
-	}
-	if err := b.Put(key(site, a.Seq), v); err != nil {
-		return fmt.Errorf("put attempt %d: %w", a.Seq, err)
-	}
-	e.nAttempts++
-	p := prefix(site)
-	c := b.Cursor()
-	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p) && int(e.nAttempts) > s.cfg.MaxAttemptsPerSite; k, _ = c.Seek(p) {
-		if err := c.Delete(); err != nil {
-			return fmt.Errorf("prune attempts of %s: %w", site, err)
-		}
-		e.nAttempts--
-	}
-	return nil
-}
+// Index values: what kind of event an entry is, so that an attempts query
+// skips the others without reading their audit entries.
+var (
+	kindOther     = []byte{'e'}
+	kindFailed    = []byte{'f'}
+	kindSucceeded = []byte{'s'}
+)
 
 // LastApplied returns the last stream sequence applied.
 func (s *Store) LastApplied() uint64 {
@@ -429,12 +420,12 @@ func (s *Store) WaitFor(ctx context.Context, seq uint64) error {
 // has no events (the document then says status none under the defaults).
 func (s *Store) State(site string, now time.Time) (projections.StateDoc, bool) {
 	s.mu.RLock()
-	e := s.sites[site]
+	st := s.sites[site]
 	s.mu.RUnlock()
-	if e == nil {
+	if st == nil {
 		return projections.NewSiteState(site, s.cfg.Defaults).Doc(now), false
 	}
-	return e.state.Doc(now), true
+	return st.Doc(now), true
 }
 
 // Sites returns the IDs of the sites that have events, sorted.
@@ -469,11 +460,7 @@ func (s *Store) States(now time.Time, keep func(site string) bool) []projections
 // (0 when there is none). It reads O(limit) entries.
 func (s *Store) Audit(site string, before uint64, limit int) ([]projections.AuditEntry, uint64, error) {
 	var out []projections.AuditEntry
-	next, err := s.scan(bucketAudit, site, before, limit, func(v []byte) (bool, error) {
-		var a projections.AuditEntry
-		if err := json.Unmarshal(v, &a); err != nil {
-			return false, err
-		}
+	next, err := s.scan(site, before, limit, 0, nil, func(a projections.AuditEntry) (bool, error) {
 		out = append(out, a)
 		return true, nil
 	})
@@ -484,18 +471,28 @@ func (s *Store) Audit(site string, before uint64, limit int) ([]projections.Audi
 }
 
 // Attempts returns up to limit recent attempts of site, newest first, only
-// those with the given outcome unless it is empty.
+// those with the given outcome unless it is empty. It looks through at most
+// Config.AttemptsScanLimit of the site's newest events.
 func (s *Store) Attempts(site string, outcome projections.Outcome, limit int) ([]projections.AttemptEntry, error) {
+	var want []byte
+	switch outcome {
+	case projections.OutcomeFailed:
+		want = kindFailed
+	case projections.OutcomeSucceeded:
+		want = kindSucceeded
+	}
 	var out []projections.AttemptEntry
-	_, err := s.scan(bucketAttempts, site, 0, limit, func(v []byte) (bool, error) {
-		var a projections.AttemptEntry
-		if err := json.Unmarshal(v, &a); err != nil {
+	_, err := s.scan(site, 0, limit, s.cfg.AttemptsScanLimit, func(v []byte) bool {
+		if want == nil {
+			return !bytes.Equal(v, kindOther)
+		}
+		return bytes.Equal(v, want)
+	}, func(a projections.AuditEntry) (bool, error) {
+		e, err := projections.AttemptFromAudit(a)
+		if err != nil {
 			return false, err
 		}
-		if outcome != "" && a.Outcome != outcome {
-			return false, nil
-		}
-		out = append(out, a)
+		out = append(out, e)
 		return true, nil
 	})
 	if err != nil {
@@ -504,10 +501,14 @@ func (s *Store) Attempts(site string, outcome projections.Outcome, limit int) ([
 	return out, nil
 }
 
-// scan walks site's entries in bucket newest first from below before, calling
-// take until it has accepted limit of them; it returns the sequence of the
-// last accepted entry when older entries remain, else 0.
-func (s *Store) scan(bucket []byte, site string, before uint64, limit int, take func(v []byte) (bool, error)) (uint64, error) {
+// scan walks site's index entries newest first from below before (0: the
+// newest), looking at most at maxScan of them (0: no bound). For each whose
+// index value match accepts (nil: all), it reads the audit entry from the log
+// and passes it to take, until take has accepted limit entries. It returns
+// the sequence of the last accepted entry when older index entries remain,
+// else 0.
+func (s *Store) scan(site string, before uint64, limit, maxScan int, match func(v []byte) bool,
+	take func(a projections.AuditEntry) (bool, error)) (uint64, error) {
 	if limit <= 0 {
 		return 0, nil
 	}
@@ -523,26 +524,42 @@ func (s *Store) scan(bucket []byte, site string, before uint64, limit int, take 
 	p := prefix(site)
 	var next uint64
 	err := s.db.View(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bucket).Cursor()
+		log := tx.Bucket(bucketLog)
+		c := tx.Bucket(bucketIndex).Cursor()
 		k, v := c.Seek(key(site, before))
 		if k == nil {
 			k, v = c.Last()
 		} else {
 			k, v = c.Prev()
 		}
-		n := 0
+		n, scanned := 0, 0
 		for ; k != nil && bytes.HasPrefix(k, p); k, v = c.Prev() {
 			if n == limit {
-				// One more exists: the page has a successor.
+				return nil // one more exists: the page has a successor
+			}
+			if scanned++; maxScan > 0 && scanned > maxScan {
+				next = 0
 				return nil
 			}
-			ok, err := take(v)
+			if match != nil && !match(v) {
+				continue
+			}
+			seq := k[len(p):]
+			raw := log.Get(seq)
+			if raw == nil {
+				return fmt.Errorf("%w: index entry %x has no audit entry", ErrCorrupt, k)
+			}
+			var a projections.AuditEntry
+			if err := json.Unmarshal(raw, &a); err != nil {
+				return fmt.Errorf("%w: audit entry %x: %w", ErrCorrupt, seq, err)
+			}
+			ok, err := take(a)
 			if err != nil {
-				return fmt.Errorf("decode entry %x: %w", k, err)
+				return err
 			}
 			if ok {
 				n++
-				next = binary.BigEndian.Uint64(k[len(p):])
+				next = binary.BigEndian.Uint64(seq)
 			}
 		}
 		next = 0

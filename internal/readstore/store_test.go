@@ -65,7 +65,7 @@ func open(t testing.TB, path string, mod ...func(*Config)) *Store {
 }
 
 func TestApplyThenQuery(t *testing.T) {
-	s := open(t, filepath.Join(t.TempDir(), FileName), func(c *Config) { c.MaxAttemptsPerSite = 3 })
+	s := open(t, filepath.Join(t.TempDir(), FileName))
 	defer s.Close()
 	var h history
 	scenario(&h, "acme", t0, 3)
@@ -110,24 +110,45 @@ func TestApplyThenQuery(t *testing.T) {
 		t.Errorf("summary %q", entries[3].Summary)
 	}
 
-	// Only the last 3 attempts of acme are kept: the success and failures 3 and 2.
 	all, err := s.Attempts("acme", "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) != 3 || all[0].Outcome != projections.OutcomeSucceeded || all[0].Source.Platform != "ios" ||
-		all[1].Source.IP != "10.0.0.3" || all[2].Source.IP != "10.0.0.2" {
+	if len(all) != 4 || all[0].Outcome != projections.OutcomeSucceeded || all[0].Source.Platform != "ios" ||
+		all[1].Source.IP != "10.0.0.3" || all[3].Source.IP != "10.0.0.1" || all[1].Seq != 4 {
 		t.Fatalf("attempts %+v", all)
 	}
-	failed, err := s.Attempts("acme", projections.OutcomeFailed, 1)
+	failed, err := s.Attempts("acme", projections.OutcomeFailed, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(failed) != 1 || failed[0].Outcome != projections.OutcomeFailed || failed[0].FailedAttempts != 3 {
+	if len(failed) != 2 || failed[0].Outcome != projections.OutcomeFailed || failed[0].FailedAttempts != 3 ||
+		failed[1].FailedAttempts != 2 {
 		t.Fatalf("failed attempts %+v", failed)
+	}
+	if ok, _ := s.Attempts("acme", projections.OutcomeSucceeded, 100); len(ok) != 1 || ok[0].Seq != 5 {
+		t.Fatalf("succeeded attempts %+v", ok)
 	}
 	if beta, _ := s.Attempts("beta", "", 100); len(beta) != 2 {
 		t.Fatalf("beta attempts %+v", beta)
+	}
+}
+
+func TestAttemptsLookThroughABoundedTail(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), FileName), func(c *Config) { c.AttemptsScanLimit = 4 })
+	defer s.Close()
+	var h history
+	scenario(&h, "acme", t0, 3)
+	if err := s.Apply(h.recs...); err != nil {
+		t.Fatal(err)
+	}
+	// The 4 newest events: disable, reveal, success, failure 3.
+	got, err := s.Attempts("acme", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Outcome != projections.OutcomeSucceeded || got[1].FailedAttempts != 3 {
+		t.Fatalf("attempts %+v", got)
 	}
 }
 
@@ -387,11 +408,11 @@ func TestWaitFor(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	err := Config{MaxAttemptsPerSite: -1}.Validate()
+	err := Config{AttemptsScanLimit: -1}.Validate()
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"path", "max attempts", "defaults"} {
+	for _, want := range []string{"path", "attempts scan limit", "defaults"} {
 		if !contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

@@ -37,10 +37,10 @@ var (
 )
 
 var (
-	bucketMeta     = []byte("meta")
-	bucketSites    = []byte("sites")
-	bucketLog      = []byte("log")
-	bucketIndex    = []byte("site_idx")
+	bucketMeta  = []byte("meta")
+	bucketSites = []byte("sites")
+	bucketLog   = []byte("log")
+	bucketIndex = []byte("site_idx")
 
 	keyLastApplied = []byte("last_applied")
 	keyFormat      = []byte("format")

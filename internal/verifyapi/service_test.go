@@ -81,8 +81,14 @@ func setup(t *testing.T, v Verifier, cfg Config) (*nats.Conn, micro.Service, *sy
 	t.Helper()
 	s := natstest.StartServer(t)
 	logs := &syncBuffer{}
-	svc, err := Start(natstest.Connect(t, s), v, cfg, zerolog.New(logs))
+	svcConn := natstest.Connect(t, s)
+	svc, err := Start(svcConn, v, cfg, zerolog.New(logs))
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Make sure the server has the endpoint's subscription before a test
+	// sends requests from another connection (else: no responders, under load).
+	if err := svcConn.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })

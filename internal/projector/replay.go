@@ -128,10 +128,10 @@ func CatchUp(ctx context.Context, js jetstream.JetStream, store *readstore.Store
 		rep.Elapsed = time.Since(start)
 		return rep, nil
 	}
-	err = replay(ctx, stream, from, rep.To, cfg, func(batch []events.Record) error {
+	err = replay(ctx, stream, from, rep.To, cfg, func(batch []readstore.Prepared) error {
 		rep.Applied += uint64(len(batch))
 		t := time.Now()
-		err := store.Apply(batch...)
+		err := store.ApplyPrepared(batch...)
 		rep.ApplyTime += time.Since(t)
 		return err
 	}, func(p Poison) { rep.Poison = append(rep.Poison, p) })
@@ -205,7 +205,7 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, storeCfg readstore.C
 // chunk is a run of consecutive messages decoded by one worker.
 type chunk struct {
 	msgs   []rawMsg
-	recs   []events.Record
+	recs   []readstore.Prepared
 	poison []Poison
 	done   chan struct{}
 }
@@ -217,14 +217,16 @@ type rawMsg struct {
 }
 
 func (c *chunk) decode() {
-	c.recs = make([]events.Record, 0, len(c.msgs))
+	c.recs = make([]readstore.Prepared, 0, len(c.msgs))
 	for _, m := range c.msgs {
 		rec, err := DecodeMessage(m.subject, m.seq, m.data)
 		if err != nil {
 			c.poison = append(c.poison, Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error()})
 			continue
 		}
-		c.recs = append(c.recs, rec)
+		// Encoding the audit entry here takes it off the single applying
+		// goroutine.
+		c.recs = append(c.recs, readstore.Prepare(rec))
 	}
 	c.msgs = nil
 	close(c.done)
@@ -234,12 +236,13 @@ func (c *chunk) decode() {
 // the hand-off cheap, small enough to keep every worker busy.
 const chunkSize = 256
 
-// replay reads [from, to] with an ordered consumer. Three stages run at once:
+// replay reads [from, to] with an ordered consumer. Four stages run at once:
 // the calling goroutine reads messages and cuts them into chunks, workers
-// (one per CPU) decode chunks, and a collector takes the decoded chunks in
-// stream order and applies them in batches of cfg.BatchSize.
+// (one per CPU) decode and prepare chunks, a collector takes the prepared
+// chunks in stream order and cuts batches of cfg.BatchSize, and an applier
+// applies each batch in one transaction.
 func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg Config,
-	apply func([]events.Record) error, poison func(Poison)) error {
+	apply func([]readstore.Prepared) error, poison func(Poison)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
@@ -271,7 +274,7 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 	}
 	// The collector hands full batches to the applier, so that decoding
 	// goes on while a transaction runs.
-	batches := make(chan []events.Record, 1)
+	batches := make(chan []readstore.Prepared, 1)
 	applyErr := make(chan error, 1)
 	go func() {
 		var err error
@@ -287,7 +290,7 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 	}()
 	go func() {
 		defer close(batches)
-		batch := make([]events.Record, 0, cfg.BatchSize)
+		batch := make([]readstore.Prepared, 0, cfg.BatchSize)
 		for c := range ordered {
 			<-c.done
 			if ctx.Err() != nil {
@@ -299,7 +302,7 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 			batch = append(batch, c.recs...)
 			if len(batch) >= cfg.BatchSize {
 				batches <- batch
-				batch = make([]events.Record, 0, cfg.BatchSize)
+				batch = make([]readstore.Prepared, 0, cfg.BatchSize)
 			}
 		}
 		if ctx.Err() == nil && len(batch) > 0 {

@@ -270,10 +270,49 @@ func prefix(site string) []byte {
 	return p
 }
 
+// Prepared is a record with its audit entry encoded: the part of applying
+// that needs no order, so that a replay can prepare records on several
+// goroutines and apply them in one.
+type Prepared struct {
+	Rec   events.Record
+	audit []byte
+	kind  []byte
+	err   error
+}
+
+// Prepare checks a record and encodes its audit entry. It is safe for
+// concurrent use.
+func Prepare(r events.Record) Prepared {
+	if r.Event.Data == nil {
+		return Prepared{Rec: r, err: fmt.Errorf("record %d (%s): no payload", r.Seq, r.Event.ID)}
+	}
+	if err := events.ValidateSite(r.Event.Site); err != nil {
+		return Prepared{Rec: r, err: fmt.Errorf("record %d: %w", r.Seq, err)}
+	}
+	entry := projections.NewAuditEntry(r)
+	kind := kindOther
+	switch entry.Type {
+	case events.TypeEnrollmentAttemptFailed:
+		kind = kindFailed
+	case events.TypeEnrollmentAttemptSucceeded:
+		kind = kindSucceeded
+	}
+	return Prepared{Rec: r, audit: entry.AppendJSON(make([]byte, 0, 512)), kind: kind}
+}
+
 // Apply applies records in stream order in one transaction, with the
 // checkpoint. Records at or below LastApplied are skipped, so re-applying is
 // harmless. On error nothing of the batch is applied.
 func (s *Store) Apply(recs ...events.Record) error {
+	ps := make([]Prepared, len(recs))
+	for i, r := range recs {
+		ps[i] = Prepare(r)
+	}
+	return s.ApplyPrepared(ps...)
+}
+
+// ApplyPrepared is Apply for prepared records.
+func (s *Store) ApplyPrepared(recs ...Prepared) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.RLock()
@@ -284,8 +323,8 @@ func (s *Store) Apply(recs ...events.Record) error {
 	}
 	start := last
 	dirty := make(map[string]*projections.SiteState)
-	// One arena for the batch's keys and values: bbolt needs them to stay
-	// valid until the commit, and one allocation beats thousands.
+	// One arena for the batch's keys: bbolt needs them to stay valid until
+	// the commit, and one allocation beats thousands.
 	arena := make([]byte, 0, 64*1024)
 	take := func(n int) []byte {
 		if cap(arena)-len(arena) < n {
@@ -299,20 +338,18 @@ func (s *Store) Apply(recs ...events.Record) error {
 		log, index := tx.Bucket(bucketLog), tx.Bucket(bucketIndex)
 		// The log is appended to in sequence order: full pages waste no space.
 		log.FillPercent = 1.0
-		for _, r := range recs {
+		for _, p := range recs {
+			r := p.Rec
 			if r.Seq <= last {
 				continue
 			}
-			if r.Event.Data == nil {
-				return fmt.Errorf("record %d (%s): no payload", r.Seq, r.Event.ID)
+			if p.err != nil {
+				return p.err
 			}
 			site := r.Event.Site
-			if err := events.ValidateSite(site); err != nil {
-				return fmt.Errorf("record %d: %w", r.Seq, err)
-			}
 			st := dirty[site]
 			if st == nil {
-				// s.sites is only written by Apply, which holds applyMu.
+				// s.sites is only written here, under applyMu.
 				if cur := s.sites[site]; cur != nil {
 					st = cur.Clone()
 				} else {
@@ -321,28 +358,12 @@ func (s *Store) Apply(recs ...events.Record) error {
 				dirty[site] = st
 			}
 			st.Apply(r)
-			entry := projections.NewAuditEntry(r)
-			v := entry.AppendJSON(arena[len(arena):])
-			if cap(v) > cap(arena)-len(arena) { // AppendJSON outgrew the arena: v has its own array
-				arena = arena[:0:0]
-			} else {
-				arena = arena[:len(arena)+len(v)]
-				v = v[:len(v):len(v)]
-			}
 			seqKey := take(8)
 			binary.BigEndian.PutUint64(seqKey, r.Seq)
-			if err := log.Put(seqKey, v); err != nil {
+			if err := log.Put(seqKey, p.audit); err != nil {
 				return fmt.Errorf("put audit entry %d: %w", r.Seq, err)
 			}
-			k := putKey(take(len(site)+9), site, r.Seq)
-			kind := kindOther
-			switch entry.Type {
-			case events.TypeEnrollmentAttemptFailed:
-				kind = kindFailed
-			case events.TypeEnrollmentAttemptSucceeded:
-				kind = kindSucceeded
-			}
-			if err := index.Put(k, kind); err != nil {
+			if err := index.Put(putKey(take(len(site)+9), site, r.Seq), p.kind); err != nil {
 				return fmt.Errorf("index audit entry %d: %w", r.Seq, err)
 			}
 			last = r.Seq

@@ -33,7 +33,7 @@ func (p *Passcode) apply(e events.Event) {
 	case events.EnrollmentAttemptFailed:
 		if p.gen != nil && p.gen.id == d.PasscodeID {
 			g := p.gen
-			g.failures = append(g.failures, failure{at: e.OccurredAt, source: d.Source})
+			g.failures = append(g.failures, failure{at: e.OccurredAt, source: d.Source, keys: SourceKeys(d.Source)})
 			// Keep only what can still count: failures in the window, and never
 			// more than the largest threshold a policy may set.
 			if w := p.Policy().FailureWindow; w > 0 {
@@ -71,10 +71,7 @@ func (p *Passcode) apply(e events.Event) {
 // addSourceFailure counts a failure against the source's keys and drops the
 // ones that have aged out of the source window.
 func (p *Passcode) addSourceFailure(at time.Time, s events.Source) {
-	keys := sourceKeys(s)
-	if len(keys) == 0 {
-		return
-	}
+	keys := SourceKeys(s)
 	if p.sources == nil {
 		p.sources = make(map[string][]time.Time)
 	}

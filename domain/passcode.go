@@ -79,6 +79,7 @@ type disableInfo struct {
 type failure struct {
 	at     time.Time
 	source events.Source
+	keys   []string // SourceKeys(source), kept to count per source cheaply
 }
 
 // New returns the aggregate of a site with no history, under the given default

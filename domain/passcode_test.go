@@ -314,8 +314,11 @@ func TestSourceLimit(t *testing.T) {
 }
 
 func TestThrottling(t *testing.T) {
-	// Threshold 10, 3 failures per source in 15 minutes.
-	pol := policy(10, time.Hour, 3, 15*time.Minute)
+	// Threshold 10 in 15 minutes, 3 failures per source in 15 minutes: with
+	// equal windows the rate limit and the per-generation cap agree (see
+	// TestOneSourceNeverLocksASite for a failure window longer than the
+	// source window).
+	pol := policy(10, 15*time.Minute, 3, 15*time.Minute)
 	attacker := src("203.0.113.66", "dev-evil")
 	setup := func(t *testing.T) *domain.Passcode {
 		p := given(pol, generated(t0, "g1"))
@@ -444,4 +447,109 @@ func TestThrottling(t *testing.T) {
 			t.Errorf("IP equal to a throttled device ID: %+v, want admitted", v)
 		}
 	})
+}
+
+// TestOneSourceNeverLocksASite: a single source that spreads its guesses so
+// that each burst stays within the source window still contributes at most
+// the source limit to the failures that count against the generation, so it
+// can never lock the site alone, however long it keeps trying.
+func TestOneSourceNeverLocksASite(t *testing.T) {
+	pol := domain.DefaultPolicy() // 10 in 1h; 5 per source in 15m
+	attacker := src("203.0.113.66", "dev-evil")
+	p := given(pol, generated(t0, "g1"))
+	recorded := 0
+	for i := range 48 * 6 { // one guess every 10 minutes for two days
+		now := at(time.Duration(i) * 10 * time.Minute)
+		v, payload := p.Verify(now, domain.Attempt{Source: attacker, CandidateMAC: wrong})
+		if payload != nil {
+			recorded++
+			store(t, p, now, events.Actor{Kind: events.ActorDevice}, payload)
+		} else if v.Reason != domain.ReasonThrottled || v.RetryAfter <= 0 {
+			t.Fatalf("guess %d: %+v, want recorded or throttled with a retry time", i, v)
+		}
+		if s := p.State(now); s.Locked || s.FailedAttempts > pol.SourceLimit() {
+			t.Fatalf("guess %d: one source brought the site to %d counted failures (locked %v)", i, s.FailedAttempts, s.Locked)
+		}
+	}
+	if recorded < 2*pol.SourceLimit() {
+		t.Fatalf("only %d guesses recorded in two days: the throttle should let the source try again as its failures age out", recorded)
+	}
+	// A second source can still reach the threshold: lockout needs two.
+	other := src("198.51.100.7", "dev-2")
+	now := at(48 * time.Hour)
+	for range pol.SourceLimit() {
+		_, payload := p.Verify(now, domain.Attempt{Source: other, CandidateMAC: wrong})
+		if payload == nil {
+			t.Fatal("a second source was refused before its own limit")
+		}
+		store(t, p, now, events.Actor{Kind: events.ActorDevice}, payload)
+	}
+	if s := p.State(now); s.FailedAttempts < pol.SourceLimit()+1 {
+		t.Fatalf("counted %d failures from two sources, want more than one source's limit", s.FailedAttempts)
+	}
+}
+
+func TestThrottleWithoutWindowLastsUntilRegeneration(t *testing.T) {
+	pol := policy(10, 0, 3, 15*time.Minute)
+	p := given(pol, generated(t0, "g1"))
+	attacker := src("203.0.113.66", "")
+	for i := range 3 {
+		now := at(time.Duration(i) * time.Minute)
+		_, payload := p.Verify(now, domain.Attempt{Source: attacker, CandidateMAC: wrong})
+		store(t, p, now, events.Actor{Kind: events.ActorDevice}, payload)
+	}
+	v, payload := p.Verify(at(10*24*time.Hour), domain.Attempt{Source: attacker, CandidateMAC: right("g1")})
+	if v.Reason != domain.ReasonThrottled || payload != nil || v.RetryAfter != pol.SourceWindow {
+		t.Fatalf("ten days later: %+v, want throttled (failures never age out with window 0), retry hint = source window", v)
+	}
+	if ts := p.ThrottledSources(at(10 * 24 * time.Hour)); len(ts) != 1 || ts[0].Key != "ip:203.0.113.66" || !ts[0].Until.IsZero() {
+		t.Fatalf("ThrottledSources = %+v, want the IP until regeneration (zero Until)", ts)
+	}
+	gen, _ := p.Generate(domain.NewGeneration{PasscodeID: "g2", Hash: right("g2"), HashKeyID: "k", Sealed: []byte("s"), SealKeyID: "k"})
+	store(t, p, at(10*24*time.Hour), alice, gen)
+	if v, _ := p.Verify(at(10*24*time.Hour), domain.Attempt{Source: attacker, CandidateMAC: right("g2")}); !v.OK {
+		t.Fatalf("after regeneration: %+v, want OK", v)
+	}
+}
+
+func TestSourceKeys(t *testing.T) {
+	cases := []struct {
+		src  events.Source
+		want []string
+	}{
+		{events.Source{}, []string{domain.AnonymousSource}},
+		{events.Source{Platform: "ios", UserAgent: "x"}, []string{domain.AnonymousSource}},
+		{events.Source{IP: "203.0.113.7"}, []string{"ip:203.0.113.7"}},
+		{events.Source{IP: "::ffff:203.0.113.7"}, []string{"ip:203.0.113.7"}},
+		{events.Source{IP: " 203.0.113.7 "}, []string{"ip:203.0.113.7"}},
+		{events.Source{IP: "2001:db8:1:2:aaaa::1"}, []string{"ip:2001:db8:1:2::/64"}},
+		{events.Source{IP: "2001:DB8:1:2:bbbb::9%eth0"}, []string{"ip:2001:db8:1:2::/64"}},
+		{events.Source{IP: "not-an-ip"}, []string{"ip:not-an-ip"}},
+		{events.Source{IP: "203.0.113.7", DeviceID: "D1"}, []string{"ip:203.0.113.7", "device:D1"}},
+		{events.Source{DeviceID: "D1"}, []string{"device:D1"}},
+	}
+	for _, c := range cases {
+		if got := domain.SourceKeys(c.src); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("SourceKeys(%+v) = %v, want %v", c.src, got, c.want)
+		}
+	}
+}
+
+// Attempts that name no source share one key: they are throttled together,
+// and so can never lock a site on their own either.
+func TestAnonymousAttemptsShareOneLimit(t *testing.T) {
+	pol := policy(4, time.Hour, 100, 15*time.Minute) // source limit 3
+	p := given(pol, generated(t0, "g1"))
+	recorded := 0
+	for i := range 10 {
+		now := at(time.Duration(i) * time.Second)
+		_, payload := p.Verify(now, domain.Attempt{CandidateMAC: wrong})
+		if payload != nil {
+			recorded++
+			store(t, p, now, events.Actor{Kind: events.ActorDevice}, payload)
+		}
+	}
+	if recorded != 3 || p.State(at(time.Minute)).Locked {
+		t.Fatalf("anonymous attempts recorded %d failures (locked %v), want 3 and not locked", recorded, p.State(at(time.Minute)).Locked)
+	}
 }

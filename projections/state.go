@@ -31,10 +31,12 @@ type StateDoc struct {
 	ThrottledSources  []ThrottledSource    `json:"throttled_sources,omitempty"`
 }
 
-// ThrottledSource is a source that may not try again before Until.
+// ThrottledSource is a source that may not try again before Until; without
+// Until it is throttled until the passcode is regenerated (a failure window
+// of 0 never lets its failures age out).
 type ThrottledSource struct {
-	Key   string    `json:"key"` // "ip:<addr>" or "device:<id>"
-	Until time.Time `json:"until"`
+	Key   string     `json:"key"` // domain.SourceKeys: "ip:<addr or /64>", "device:<id>" or "anonymous"
+	Until *time.Time `json:"until,omitempty"`
 }
 
 // SiteState is the compact fold of one site's events for the state document.
@@ -70,6 +72,9 @@ type generation struct {
 	// Failures are the times (unix ns, oldest first) that may still count,
 	// pruned exactly as domain prunes them.
 	Failures []int64 `json:"failures,omitempty"`
+	// BySource holds the same failures per source key, for the per-source
+	// cap on the failures that count against this generation.
+	BySource map[string][]int64 `json:"by_source,omitempty"`
 }
 
 type disableInfo struct {
@@ -131,12 +136,20 @@ func (s *SiteState) apply(e events.Event) {
 		}
 	case events.EnrollmentAttemptFailed:
 		if g := s.gen; g != nil && g.ID == d.PasscodeID {
-			g.Failures = append(g.Failures, at)
-			if w := s.policy().FailureWindow; w > 0 {
-				g.Failures = inWindow(g.Failures, at, w)
+			w := s.policy().FailureWindow
+			g.Failures = prune(append(g.Failures, at), at, w)
+			if g.BySource == nil {
+				g.BySource = make(map[string][]int64)
 			}
-			if n := len(g.Failures); n > domain.MaxMaxFailedAttempts {
-				g.Failures = g.Failures[n-domain.MaxMaxFailedAttempts:]
+			for _, k := range domain.SourceKeys(d.Source) {
+				g.BySource[k] = append(g.BySource[k], at)
+			}
+			for k, times := range g.BySource {
+				if times = prune(times, at, w); len(times) == 0 {
+					delete(g.BySource, k)
+				} else {
+					g.BySource[k] = times
+				}
 			}
 			if d.ReachesThreshold() {
 				g.Locked = true
@@ -153,11 +166,20 @@ func (s *SiteState) apply(e events.Event) {
 	}
 }
 
-func (s *SiteState) addSourceFailure(at int64, src events.Source) {
-	keys := sourceKeys(src)
-	if len(keys) == 0 {
-		return
+// prune keeps what domain keeps of a generation's failures: those in the
+// window (0: all), at most domain.MaxMaxFailedAttempts.
+func prune(times []int64, at int64, window time.Duration) []int64 {
+	if window > 0 {
+		times = inWindow(times, at, window)
 	}
+	if n := len(times); n > domain.MaxMaxFailedAttempts {
+		times = times[n-domain.MaxMaxFailedAttempts:]
+	}
+	return times
+}
+
+func (s *SiteState) addSourceFailure(at int64, src events.Source) {
+	keys := domain.SourceKeys(src)
 	if s.sources == nil {
 		s.sources = make(map[string][]int64)
 	}
@@ -176,18 +198,6 @@ func (s *SiteState) addSourceFailure(at int64, src events.Source) {
 			delete(s.sources, k)
 		}
 	}
-}
-
-// sourceKeys is domain's: IP and device ID, each when given.
-func sourceKeys(src events.Source) []string {
-	keys := make([]string, 0, 2)
-	if src.IP != "" {
-		keys = append(keys, "ip:"+src.IP)
-	}
-	if src.DeviceID != "" {
-		keys = append(keys, "device:"+src.DeviceID)
-	}
-	return keys
 }
 
 // inWindow returns the times after at-window (same rule as domain: from the
@@ -234,18 +244,46 @@ func (s *SiteState) Doc(now time.Time) StateDoc {
 	return d
 }
 
-// throttledSources lists the sources throttled at now, sorted by key.
+// throttledSources lists the sources throttled at now, sorted by key, by
+// domain's rule (Policy.SourceThrottle).
 func (s *SiteState) throttledSources(now time.Time, pol domain.Policy) []ThrottledSource {
-	limit := pol.SourceLimit()
+	var counted map[string][]int64
+	if s.gen != nil {
+		counted = s.gen.BySource
+	}
+	keys := make(map[string]bool, len(s.sources)+len(counted))
+	for k := range s.sources {
+		keys[k] = true
+	}
+	for k := range counted {
+		keys[k] = true
+	}
 	var out []ThrottledSource
-	for k, times := range s.sources {
-		times = inWindow(times, now.UnixNano(), pol.SourceWindow)
-		if len(times) >= limit {
-			until := time.Unix(0, times[len(times)-limit]).Add(pol.SourceWindow).UTC()
-			out = append(out, ThrottledSource{Key: k, Until: until})
+	for k := range keys {
+		c := counted[k]
+		if pol.FailureWindow > 0 {
+			c = inWindow(c, now.UnixNano(), pol.FailureWindow)
 		}
+		until, forever, ok := pol.SourceThrottle(now, toTimes(s.sources[k]), toTimes(c))
+		if !ok {
+			continue
+		}
+		ts := ThrottledSource{Key: k}
+		if !forever {
+			u := until.UTC()
+			ts.Until = &u
+		}
+		out = append(out, ts)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+func toTimes(ns []int64) []time.Time {
+	out := make([]time.Time, len(ns))
+	for i, n := range ns {
+		out[i] = time.Unix(0, n)
+	}
 	return out
 }
 
@@ -259,6 +297,12 @@ func (s *SiteState) Clone() *SiteState {
 	if s.gen != nil {
 		g := *s.gen
 		g.Failures = append([]int64(nil), s.gen.Failures...)
+		if s.gen.BySource != nil {
+			g.BySource = make(map[string][]int64, len(s.gen.BySource))
+			for k, v := range s.gen.BySource {
+				g.BySource[k] = append([]int64(nil), v...)
+			}
+		}
 		if s.gen.Disabled != nil {
 			dis := *s.gen.Disabled
 			g.Disabled = &dis
@@ -285,7 +329,8 @@ type wireState struct {
 	Sources  map[string][]int64 `json:"sources,omitempty"`
 }
 
-const wireVersion = 1
+// wireVersion 2 added generation.BySource.
+const wireVersion = 2
 
 // MarshalBinary encodes the state for a durable read model.
 func (s *SiteState) MarshalBinary() ([]byte, error) {

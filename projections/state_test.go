@@ -53,7 +53,12 @@ func docFromDomain(p *domain.Passcode, now time.Time) StateDoc {
 	}
 	d.GeneratedAt, d.LastFailedAt, d.DisabledAt = opt(st.GeneratedAt), opt(st.LastFailedAt), opt(st.DisabledAt)
 	for _, ts := range p.ThrottledSources(now) {
-		d.ThrottledSources = append(d.ThrottledSources, ThrottledSource{Key: ts.Key, Until: ts.Until.UTC()})
+		w := ThrottledSource{Key: ts.Key}
+		if !ts.Until.IsZero() {
+			u := ts.Until.UTC()
+			w.Until = &u
+		}
+		d.ThrottledSources = append(d.ThrottledSources, w)
 	}
 	sort.Slice(d.ThrottledSources, func(i, j int) bool { return d.ThrottledSources[i].Key < d.ThrottledSources[j].Key })
 	return d
@@ -137,7 +142,11 @@ func TestSiteStateScenarios(t *testing.T) {
 			rec(5, t0.Add(4*time.Minute), dev, fail("p1", 4, "10.0.0.7")),
 			rec(6, t0.Add(5*time.Minute), dev, fail("p1", 5, "10.0.0.7")),
 		}, t0.Add(6 * time.Minute), func(t *testing.T, d StateDoc) {
-			want := []ThrottledSource{{Key: "ip:10.0.0.7", Until: t0.Add(16 * time.Minute)}}
+			// Its 5 failures count against the generation for the failure
+			// window (1h) from the first: until then it stays throttled, so
+			// that one source can never lock the site.
+			until := t0.Add(61 * time.Minute)
+			want := []ThrottledSource{{Key: "ip:10.0.0.7", Until: &until}}
 			if !reflect.DeepEqual(d.ThrottledSources, want) {
 				t.Errorf("throttled %+v, want %+v", d.ThrottledSources, want)
 			}

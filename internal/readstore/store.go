@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
@@ -134,7 +135,14 @@ func Open(cfg Config) (st *Store, err error) {
 	}
 	db, err := bbolt.Open(cfg.Path, 0o600, &bbolt.Options{Timeout: 2 * time.Second, NoSync: cfg.NoSync})
 	if err != nil {
-		return nil, fmt.Errorf("open read model %s: %w: %w", cfg.Path, ErrCorrupt, err)
+		// Only a file bbolt cannot read is corrupt; a lock held by another
+		// process (timeout) or a permission problem must not make the caller
+		// move the file aside.
+		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrVersionMismatch) ||
+			errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrInvalidMapping) {
+			return nil, fmt.Errorf("open read model %s: %w: %w", cfg.Path, ErrCorrupt, err)
+		}
+		return nil, fmt.Errorf("open read model %s: %w", cfg.Path, err)
 	}
 	s := &Store{cfg: cfg, db: db, sites: make(map[string]*projections.SiteState), changed: make(chan struct{})}
 	defer func() {
@@ -176,12 +184,21 @@ func (s *Store) init() error {
 		case string(f) != formatVersion:
 			return fmt.Errorf("%w: format %q, want %q", ErrCorrupt, f, formatVersion)
 		}
-		if prev := meta.Get(keyOpenBoot); prev != nil && s.cfg.NoSync && (boot == "" || string(prev) != boot) {
-			return ErrUnclean
+		// The marker says which boot has the file open and whether without
+		// fsync; Close removes it. Left by an unsynced opener of another
+		// boot, it means the OS went down with writes maybe not on disk,
+		// whatever this opener's mode.
+		if prev := meta.Get(keyOpenBoot); prev != nil {
+			prevBoot, mode, _ := strings.Cut(string(prev), "|")
+			if mode == "nosync" && (boot == "" || prevBoot != boot) {
+				return ErrUnclean
+			}
 		}
-		// The marker is written even without NoSync so that a later NoSync
-		// open knows the file's history; it is removed by Close.
-		return meta.Put(keyOpenBoot, []byte(boot))
+		mode := "sync"
+		if s.cfg.NoSync {
+			mode = "nosync"
+		}
+		return meta.Put(keyOpenBoot, []byte(boot+"|"+mode))
 	})
 	if err != nil {
 		return fmt.Errorf("open read model %s: %w", s.cfg.Path, err)

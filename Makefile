@@ -3,6 +3,7 @@
 GO        ?= go
 FUZZTIME  ?= 5s
 PKGS      := ./...
+BENCHFLAGS ?=
 
 .PHONY: run build test lint fmt-check vet fuzz bench clean
 
@@ -31,8 +32,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./events/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./internal/verifyapi/
 
+# Service against raw JetStream in one run; e.g. make bench BENCHFLAGS=-quick.
+# Writes bench-results.json; see docs/benchmarks.md.
 bench:
-	$(GO) run ./cmd/enrollgate-bench
+	$(GO) run ./cmd/enrollgate-bench $(BENCHFLAGS)
 
 clean:
 	rm -rf bin

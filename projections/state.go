@@ -43,9 +43,12 @@ type ThrottledSource struct {
 // It is not safe for concurrent mutation; Clone gives a copy that a writer can
 // change while readers keep using the original.
 //
-// Memory: a few hundred bytes per site plus 8 bytes per failure still in the
-// window (at most domain.MaxMaxFailedAttempts) and, per source that failed in
-// the source window, its key and at most MaxFailedPerSource times.
+// Memory (measured by readstore's TestMemoryPerSite): ~0.3 KB for a site
+// with only a generation, ~1.3 KB for a typical one; beyond that, per failure
+// of the current generation still in the window (at most
+// domain.MaxMaxFailedAttempts) 8 bytes plus 8 under each of its source keys,
+// and per source key that failed in the source window its key and at most
+// MaxFailedPerSource times.
 type SiteState struct {
 	site     string
 	seq      uint64

@@ -21,6 +21,9 @@ const (
 	// DefaultDeadLetterStream keeps the dead letters, so that a poison message
 	// moved aside is never lost even when nobody listens.
 	DefaultDeadLetterStream = "ENROLLGATE_DEADLETTER"
+	// PriorityGroup is the one priority group of every durable consumer: its
+	// pinned client is the one process that receives the durable's messages.
+	PriorityGroup = "enrollgate"
 )
 
 // Config tunes the Router.
@@ -41,21 +44,31 @@ type Config struct {
 	DeadLetterReplicas int
 	// DeadLetterMaxAge bounds how long dead letters are kept; 0 keeps them.
 	DeadLetterMaxAge time.Duration
-	// AckWait is the consumer's AckWait: a message not acknowledged in this
-	// time is redelivered. It must exceed HandlerTimeout.
+	// AckWait is the consumer's AckWait: a message not acknowledged (nor
+	// reported in progress, which the subscriber does every AckWait/4 for
+	// what it holds) in this time is redelivered. It is also the PinnedTTL:
+	// how long a process that stopped pulling keeps the durable. It must
+	// exceed HandlerTimeout.
 	AckWait time.Duration
-	// HandlerTimeout bounds one delivery: the handler and its in-process
-	// retries. The handler's context is cancelled when it passes.
+	// HandlerTimeout bounds one call of a handler: its context is cancelled
+	// when it passes, and the call counts as failed.
 	HandlerTimeout time.Duration
 	// RetryInitialInterval is the first delay after a handler error; each
-	// further failure doubles it, up to RetryMaxInterval. It applies to the
-	// in-process retries and to the NakWithDelay redeliveries after them.
+	// further failure of the same event doubles it, up to RetryMaxInterval.
 	RetryInitialInterval time.Duration
 	// RetryMaxInterval caps the delay between two tries of one event.
 	RetryMaxInterval time.Duration
-	// InProcessRetries is how many times a failed handler is tried again
-	// within one delivery before the message is Nak'd with a delay.
+	// InProcessRetries is how many failures of one event are logged at warn
+	// level before the later ones are logged at error level. Retries
+	// themselves are unbounded: an event is never skipped.
 	InProcessRetries int
+	// MaxAckPending is the consumer's MaxAckPending: how many messages the
+	// server sends ahead of the acks. 1 makes every event wait for the ack of
+	// the one before (a round trip per event); order is kept either way.
+	MaxAckPending int
+	// MaxBatch is how many consecutive events at most a BatchHandler gets in
+	// one call (no more than MaxAckPending can be there).
+	MaxBatch int
 	// CloseTimeout bounds how long Close waits for running handlers.
 	CloseTimeout time.Duration
 }
@@ -74,6 +87,8 @@ func DefaultConfig() Config {
 		RetryInitialInterval: 100 * time.Millisecond,
 		RetryMaxInterval:     30 * time.Second,
 		InProcessRetries:     3,
+		MaxAckPending:        256,
+		MaxBatch:             128,
 		CloseTimeout:         10 * time.Second,
 	}
 }
@@ -117,6 +132,12 @@ func (c Config) Validate() error {
 	}
 	if c.InProcessRetries < 0 {
 		errs = append(errs, fmt.Errorf("in-process retries must not be negative, got %d", c.InProcessRetries))
+	}
+	if c.MaxAckPending < 1 || c.MaxAckPending > 10000 {
+		errs = append(errs, fmt.Errorf("max ack pending must be 1 to 10000, got %d", c.MaxAckPending))
+	}
+	if c.MaxBatch < 1 {
+		errs = append(errs, fmt.Errorf("max batch must be at least 1, got %d", c.MaxBatch))
 	}
 	if c.CloseTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("close timeout must be positive, got %s", c.CloseTimeout))

@@ -28,7 +28,7 @@ type env struct {
 	cfg consume.Config
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	s := natstest.StartServer(t)
 	js, err := jetstream.New(natstest.Connect(t, s))
@@ -417,7 +417,7 @@ func TestConsumerConfig(t *testing.T) {
 	}
 	ci := c.CachedInfo().Config
 	if ci.Durable != "cfg" || ci.FilterSubject != events.SubjectAll || ci.DeliverPolicy != jetstream.DeliverAllPolicy ||
-		ci.AckPolicy != jetstream.AckExplicitPolicy || ci.MaxDeliver != -1 || ci.MaxAckPending != 1 ||
+		ci.AckPolicy != jetstream.AckExplicitPolicy || ci.MaxDeliver != -1 || ci.MaxAckPending != e.cfg.MaxAckPending || ci.PriorityPolicy != jetstream.PriorityPolicyPinned ||
 		ci.AckWait != e.cfg.AckWait || ci.AckWait <= e.cfg.HandlerTimeout {
 		t.Fatalf("consumer config %+v", ci)
 	}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"slices"
 	"sync"
 	"time"
 
 	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -19,9 +17,17 @@ import (
 )
 
 // Handler processes one stored event. nil acknowledges it; an error has it
-// tried again later (in-process retries, then NakWithDelay), never skipped.
+// tried again later, with the events after it held back, never skipped.
 // Handlers must be idempotent: an event can be delivered more than once.
 type Handler func(ctx context.Context, rec events.Record) error
+
+// BatchHandler processes consecutive stored events of one durable at once,
+// in stream order: those that had arrived when the previous call returned,
+// up to the batch size. nil acknowledges all of them; an error must mean that
+// none of them took effect (one transaction), and the router then hands them
+// over again one at a time, so that the failing one is found and those before
+// it are acknowledged. Like a Handler it must be idempotent.
+type BatchHandler func(ctx context.Context, recs []events.Record) error
 
 // ErrRunning is returned by AddHandler once the router runs, and by Run when
 // it runs already or was closed.
@@ -39,12 +45,14 @@ type Router struct {
 	admin *nats.Conn // consumer management and Pending
 	js    jetstream.JetStream
 	dlPub *wmjs.Publisher // dead letters, on its own connection
-	wm    *message.Router
 
 	mu       sync.Mutex
 	durables map[string]bool
 	subs     []*subscriber
 	state    routerState
+	stop     chan struct{} // closed by Close or when Run's context ends
+	running  chan struct{} // closed once every subscriber has bound
+	wg       sync.WaitGroup
 }
 
 type routerState int
@@ -96,14 +104,8 @@ func NewRouter(cfg Config, connect func() (*nats.Conn, error), log zerolog.Logge
 		admin.Close()
 		return nil, fmt.Errorf("consume: dead-letter publisher: %w", err)
 	}
-	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
-	if err != nil {
-		_ = dlPub.Close()
-		admin.Close()
-		return nil, fmt.Errorf("consume: watermill router: %w", err)
-	}
-	return &Router{cfg: cfg, log: log, connect: connect, admin: admin, js: js, dlPub: dlPub, wm: wm,
-		durables: make(map[string]bool)}, nil
+	return &Router{cfg: cfg, log: log, connect: connect, admin: admin, js: js, dlPub: dlPub,
+		durables: make(map[string]bool), stop: make(chan struct{}), running: make(chan struct{})}, nil
 }
 
 // EnsureDeadLetterStream creates cfg.DeadLetterStream on
@@ -135,11 +137,16 @@ func (c Config) ConsumerConfig(durable string) jetstream.ConsumerConfig {
 		// Unbounded: an exhausted MaxDeliver makes the server skip the
 		// message silently. Redelivery is paced with NakWithDelay instead.
 		MaxDeliver: -1,
-		// One message in flight: the handler sees events in stream order,
-		// and a Nak'd one comes back before any later one.
-		MaxAckPending: 1,
+		// Several messages in flight so that the next ones are on their way
+		// while one is handled; the subscriber keeps their order (doc.go).
+		MaxAckPending: c.MaxAckPending,
 		FilterSubject: c.FilterSubject,
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+		// One process at a time receives a durable's messages: the pinned
+		// one, until it stops pulling for PinnedTTL or gives the pin up.
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{PriorityGroup},
+		PinnedTTL:      c.AckWait,
 	}
 }
 
@@ -147,11 +154,31 @@ func (c Config) ConsumerConfig(durable string) jetstream.ConsumerConfig {
 // the consumer now. Call it before Run. Durable names are constants of the
 // callers: a renamed durable starts again from the first event.
 func (r *Router) AddHandler(durable string, h Handler) error {
-	if err := ValidateDurable(durable); err != nil {
-		return fmt.Errorf("consume: %w", err)
-	}
 	if h == nil {
 		return errors.New("consume: handler is required")
+	}
+	return r.add(durable, func(ctx context.Context, recs []events.Record) error {
+		for _, rec := range recs { // always one: batch size 1
+			if err := h(ctx, rec); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, 1)
+}
+
+// AddBatchHandler is AddHandler for a handler that applies several events at
+// once (up to Config.MaxBatch), for example in one transaction.
+func (r *Router) AddBatchHandler(durable string, h BatchHandler) error {
+	if h == nil {
+		return errors.New("consume: handler is required")
+	}
+	return r.add(durable, h, r.cfg.MaxBatch)
+}
+
+func (r *Router) add(durable string, h BatchHandler, batch int) error {
+	if err := ValidateDurable(durable); err != nil {
+		return fmt.Errorf("consume: %w", err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -170,29 +197,11 @@ func (r *Router) AddHandler(durable string, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("consume: connect subscriber %s: %w", durable, err)
 	}
-	sub, err := newSubscriber(nc, r.cfg.Stream, r.cfg.ConsumerConfig(durable), r.cfg, r.log.With().Str("durable", durable).Logger())
+	sub, err := newSubscriber(durable, nc, r.cfg, h, batch, r.deadLetter(durable), r.log.With().Str("durable", durable).Logger())
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("consume: subscriber %s: %w", durable, err)
 	}
-	// The topic is only a label here: the subscriber is bound to the durable.
-	wh := r.wm.AddConsumerHandler(durable, durable, sub, r.decode(durable, h))
-	// First added runs outermost; Recoverer innermost so that a panic is an
-	// error Retry and the redelivery see.
-	wh.AddMiddleware(
-		deliveryScope(r.cfg.HandlerTimeout),
-		r.deadLetter(durable),
-		middleware.Retry{
-			MaxRetries:          r.cfg.InProcessRetries,
-			InitialInterval:     r.cfg.RetryInitialInterval,
-			MaxInterval:         r.cfg.RetryMaxInterval,
-			Multiplier:          2,
-			RandomizationFactor: 0.2,
-			MaxElapsedTime:      r.cfg.HandlerTimeout,
-			ShouldRetry:         func(p middleware.RetryParams) bool { return !isPoison(p.Err) },
-		}.Middleware,
-		middleware.Recoverer,
-	)
 	r.durables[durable] = true
 	r.subs = append(r.subs, sub)
 	return nil
@@ -207,19 +216,43 @@ func (r *Router) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	r.state = stateRunning
+	subs := slices.Clone(r.subs)
+	r.wg.Add(len(subs))
 	r.mu.Unlock()
-	if err := r.wm.Run(ctx); err != nil {
-		return fmt.Errorf("consume: run: %w", err)
+	var bound sync.WaitGroup
+	bound.Add(len(subs))
+	for _, s := range subs {
+		go func() {
+			defer r.wg.Done()
+			s.run(r.stop, bound.Done)
+		}()
+	}
+	go func() { bound.Wait(); close(r.running) }()
+	select {
+	case <-ctx.Done():
+		r.halt()
+	case <-r.stop:
 	}
 	return nil
 }
 
+// halt stops the subscribers once.
+func (r *Router) halt() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+	}
+}
+
 // Running is closed once every handler has subscribed.
-func (r *Router) Running() <-chan struct{} { return r.wm.Running() }
+func (r *Router) Running() <-chan struct{} { return r.running }
 
 // Close stops the handlers (waiting up to CloseTimeout for running ones) and
-// closes every connection. An event being handled and not yet acknowledged is
-// redelivered to the next process.
+// closes every connection. Events held and not yet acknowledged are given
+// back at once, in order, to the next process.
 func (r *Router) Close() error {
 	r.mu.Lock()
 	prev := r.state
@@ -228,16 +261,21 @@ func (r *Router) Close() error {
 	if prev == stateClosed {
 		return nil
 	}
+	r.halt()
 	var errs []error
-	if prev == stateRunning {
-		// watermill's Close waits for handlers that only exist once it ran.
-		if err := r.wm.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("consume: close router: %w", err))
-		}
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(r.cfg.CloseTimeout):
+		errs = append(errs, fmt.Errorf("consume: handlers still running after %s", r.cfg.CloseTimeout))
 	}
 	for _, s := range r.subs {
-		if err := s.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("consume: close subscriber: %w", err))
+		s.nc.Close()
+	}
+	if prev == stateRunning {
+		for _, s := range r.subs {
+			s.unpin(r.js)
 		}
 	}
 	if err := r.dlPub.Close(); err != nil {
@@ -256,69 +294,4 @@ func (r *Router) Pending(ctx context.Context, durable string) (uint64, error) {
 	}
 	info := c.CachedInfo()
 	return info.NumPending + uint64(info.NumAckPending), nil
-}
-
-// nakDelay paces redeliveries: doubling from where the in-process retries
-// stopped, capped at RetryMaxInterval.
-type nakDelay struct{ cfg Config }
-
-func (d nakDelay) WaitTime(numDelivered uint64) time.Duration {
-	n := max(numDelivered, 1) * uint64(d.cfg.InProcessRetries+1)
-	return retryDelay(n, d.cfg.RetryInitialInterval, d.cfg.RetryMaxInterval)
-}
-
-// deliveryScope bounds one delivery by timeout and serialises the deliveries
-// of one durable: should a handler outlive its AckWait, its redelivery waits
-// here instead of running beside it.
-func deliveryScope(timeout time.Duration) message.HandlerMiddleware {
-	slot := make(chan struct{}, 1)
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		return func(msg *message.Message) ([]*message.Message, error) {
-			ctx, cancel := context.WithTimeout(msg.Context(), timeout)
-			defer cancel()
-			select {
-			case slot <- struct{}{}:
-			case <-ctx.Done():
-				return nil, fmt.Errorf("wait for the previous delivery to finish: %w", ctx.Err())
-			}
-			defer func() { <-slot }()
-			msg.SetContext(ctx)
-			return h(msg)
-		}
-	}
-}
-
-// poisonError marks a message that no retry can make decodable.
-type poisonError struct{ reason string }
-
-func (e *poisonError) Error() string { return "poison message: " + e.reason }
-
-func isPoison(err error) bool {
-	var pe *poisonError
-	return errors.As(err, &pe)
-}
-
-// decode turns the watermill message into an events.Record and calls h. A
-// message that cannot be a record of this stream is a poisonError.
-func (r *Router) decode(durable string, h Handler) message.NoPublishHandlerFunc {
-	return func(msg *message.Message) error {
-		if e := msg.Metadata.Get(MetaError); e != "" {
-			return &poisonError{reason: "no JetStream metadata: " + e}
-		}
-		seq, err := strconv.ParseUint(msg.Metadata.Get(MetaStreamSeq), 10, 64)
-		if err != nil || seq == 0 {
-			return &poisonError{reason: "no stream sequence"}
-		}
-		ev, err := events.Decode(msg.Payload)
-		if err != nil {
-			return &poisonError{reason: err.Error()}
-		}
-		if subj := msg.Metadata.Get(MetaSubject); subj != events.Subject(ev.Site) {
-			return &poisonError{reason: fmt.Sprintf("event %s of site %q stored on subject %q", ev.ID, ev.Site, subj)}
-		}
-		if err := h(msg.Context(), events.Record{Seq: seq, Event: ev}); err != nil {
-			return fmt.Errorf("%s: event %s (seq %d, %s): %w", durable, ev.ID, seq, ev.Type(), err)
-		}
-		return nil
-	}
 }

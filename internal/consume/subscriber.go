@@ -4,235 +4,562 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/enrollgate/enrollgate/events"
 )
 
-// subscriber is a watermill message.Subscriber on one durable JetStream pull
-// consumer, with its own connection. It replaces watermill-nats'
-// pkg/jetstream subscriber (see doc.go for why): one goroutine per
-// subscription fetches a message, hands it to the router, waits until the
-// router acks or nacks it, settles it with the server, and only then fetches
-// the next, so the output channel is sent on and closed by that goroutine
-// alone.
-type subscriber struct {
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	stream   string
-	consumer jetstream.ConsumerConfig
-	ackWait  time.Duration
-	nakDelay nakDelay
-	log      zerolog.Logger
+// errLostLease means that held messages may have been redelivered elsewhere.
+var errLostLease = errors.New("lease of the held events lost")
 
-	mu      sync.Mutex
-	closed  bool
-	closing chan struct{}
-	wg      sync.WaitGroup
-	timeout time.Duration // how long Close waits for the in-flight message
+// pinHeader is the header the server sets on a message delivered to the
+// pinned client of a priority group.
+const pinHeader = "Nats-Pin-Id"
+
+// held is a message delivered to this process and not settled yet.
+type held struct {
+	jm    jetstream.Msg
+	seq   uint64    // stream sequence; 0 when the metadata could not be read
+	n     uint64    // delivery count
+	lease time.Time // until when the server surely leaves it to this process
 }
 
-var _ message.Subscriber = (*subscriber)(nil)
+// subscriber runs one durable consumer: it pulls with a request always
+// outstanding, keeps what arrived in stream order, hands it to the handler
+// (several records at once to a BatchHandler), acknowledges each message
+// after its handler succeeded, and retries a failed one in-process, holding
+// the later ones, until it succeeds. See doc.go for the guarantees.
+type subscriber struct {
+	durable string
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     Config
+	cons    jetstream.ConsumerConfig
+	handle  BatchHandler
+	batch   int // records handed to handle at once
+	dl      func(ctx context.Context, h held, reason string) error
+	log     zerolog.Logger
 
-func newSubscriber(nc *nats.Conn, stream string, consumer jetstream.ConsumerConfig, cfg Config, log zerolog.Logger) (*subscriber, error) {
+	in   chan jetstream.Msg // from nats.go's callback; capacity above MaxAckPending
+	quit chan struct{}      // closed when run returns: the callback stops waiting on in
+
+	mu   sync.Mutex // guards hold (read by the keep-alive ticker)
+	hold []held     // delivered, not settled, in stream order
+
+	lastDone uint64 // highest stream sequence handled and acked this session
+	pinID    string // pin of the last message received
+}
+
+func newSubscriber(durable string, nc *nats.Conn, cfg Config, h BatchHandler, batch int,
+	dl func(ctx context.Context, h held, reason string) error, log zerolog.Logger) (*subscriber, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &subscriber{nc: nc, js: js, stream: stream, consumer: consumer, ackWait: cfg.AckWait,
-		nakDelay: nakDelay{cfg: cfg}, log: log, closing: make(chan struct{}), timeout: cfg.CloseTimeout}, nil
+	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, cons: cfg.ConsumerConfig(durable), handle: h,
+		batch: batch, dl: dl, log: log, in: make(chan jetstream.Msg, 2*pullMax(cfg)+16), quit: make(chan struct{})}, nil
 }
 
-// Subscribe starts delivering the durable consumer's messages. The topic is
-// ignored: the subscriber is bound to its consumer.
-func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
+func pullMax(cfg Config) int { return max(cfg.MaxAckPending, 128) }
+
+// run consumes until stop is closed, then gives back what it holds.
+func (s *subscriber) run(stop <-chan struct{}, started func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	defer close(s.quit)
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	go s.keepAlive(ctx)
+	backoff := 100 * time.Millisecond
+	first := true
+	for ctx.Err() == nil {
+		cc, err := s.start(ctx)
+		if first {
+			started()
+			first = false
+		}
+		if err != nil {
+			s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("consumer not available; binding again")
+			if !sleep(ctx, backoff) {
+				break
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		s.session(ctx, cc)
+		if ctx.Err() != nil {
+			s.stopPulling(cc)
+			break
+		}
+		cc.Stop()
+	}
+	s.release()
+}
+
+// stopPulling ends the subscription so that the server sends nothing more
+// here (not even what release gives back), keeping what was on its way.
+func (s *subscriber) stopPulling(cc jetstream.ConsumeContext) {
+	closed := cc.Closed()
+	cc.Drain()
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case m := <-s.in:
+			s.add(m)
+		case <-closed:
+			return
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// start binds to the consumer, creating it again should it have been
+// deleted, and starts pulling into s.in.
+func (s *subscriber) start(ctx context.Context) (jetstream.ConsumeContext, error) {
+	actx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	c, err := s.js.Consumer(actx, s.cfg.Stream, s.durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		c, err = s.js.CreateOrUpdateConsumer(actx, s.cfg.Stream, s.cons)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s on %s: %w", s.durable, s.cfg.Stream, err)
+	}
+	// A pull request stays outstanding for as many messages as the server
+	// may have unacknowledged: the next message is on its way as soon as an
+	// ack frees a slot. Requests expire well within PinnedTTL, so that a
+	// live process keeps its pin.
+	expiry := max(time.Second, min(30*time.Second, s.cfg.AckWait/4))
+	opts := []jetstream.PullConsumeOpt{
+		// Above MaxAckPending, so that nats.go need not send a new request
+		// for every message when MaxAckPending is small; the server sends no
+		// more than MaxAckPending anyway.
+		jetstream.PullMaxMessages(pullMax(s.cfg)),
+		jetstream.PullExpiry(expiry),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.log.Debug().Err(err).Msg("pull consumer")
+		}),
+	}
+	if len(c.CachedInfo().Config.PriorityGroups) > 0 {
+		opts = append(opts, jetstream.PullPriorityGroup(PriorityGroup))
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		select {
+		case s.in <- m:
+		case <-s.quit: // not acked: the server redelivers it
+		}
+	}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: start pulling: %w", s.durable, err)
+	}
+	return cc, nil
+}
+
+// session handles messages until ctx is done or the pull stops. It starts
+// in recovery when the server has messages of this durable unacknowledged
+// (a previous process died or gave them back, or another holds them): then
+// nothing is handled until every one of them is in this process's hands, so
+// that they are handled before anything later.
+func (s *subscriber) session(ctx context.Context, cc jetstream.ConsumeContext) {
+	s.lastDone = 0
+	recovering := true
+	var tick <-chan time.Time
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if recovering {
+			ok, err := s.allPendingHeld(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("consumer info")
+			}
+			if ok {
+				recovering = false
+				tick = nil
+				s.mu.Lock()
+				slices.SortFunc(s.hold, func(a, b held) int { return cmpSeq(a.seq, b.seq) })
+				s.mu.Unlock()
+			} else {
+				tick = t.C
+			}
+		}
+		if !recovering && s.holding() > 0 {
+			s.drain()
+			if s.step(ctx) {
+				continue
+			}
+			// Closing, or the held events were abandoned: bind again, and
+			// recover first.
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-cc.Closed():
+			return
+		case m := <-s.in:
+			if s.add(m) {
+				recovering = true
+			}
+		case <-tick:
+		}
+	}
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// add keeps a received message; it reports whether the message shows that
+// others were delivered before it which this process does not hold (a
+// redelivery of something not handled here), which calls for recovery.
+func (s *subscriber) add(jm jetstream.Msg) bool {
+	h := held{jm: jm, n: 1, lease: time.Now().Add(s.leaseFor())}
+	if md, err := jm.Metadata(); err == nil {
+		h.seq, h.n = md.Sequence.Stream, md.NumDelivered
+	}
+	if p := jm.Headers().Get(pinHeader); p != "" {
+		s.pinID = p
+	}
+	if h.seq != 0 && h.seq <= s.lastDone {
+		// Handled and acked here already: the ack was lost or came late.
+		s.ack(h)
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errors.New("subscriber closed")
+	for i := range s.hold {
+		if s.hold[i].seq == h.seq && h.seq != 0 {
+			s.hold[i] = h // the same event again; keep the latest delivery
+			return false
+		}
 	}
-	it, err := s.messages(ctx)
+	s.hold = append(s.hold, h)
+	return h.n > 1
+}
+
+// drain takes what has arrived without waiting.
+func (s *subscriber) drain() {
+	for {
+		select {
+		case m := <-s.in:
+			if s.add(m) {
+				// Out of order: sort; the server delivers in order, so a
+				// redelivery not held here is older than what is.
+				s.mu.Lock()
+				slices.SortFunc(s.hold, func(a, b held) int { return cmpSeq(a.seq, b.seq) })
+				s.mu.Unlock()
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (s *subscriber) holding() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.hold)
+}
+
+// allPendingHeld reports whether every message the server has delivered
+// and not seen acknowledged for this durable is held here.
+func (s *subscriber) allPendingHeld(ctx context.Context) (bool, error) {
+	actx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	c, err := s.js.Consumer(actx, s.cfg.Stream, s.durable)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	out := make(chan *message.Message)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer close(out)
-		s.run(ctx, it, out)
+	ci := c.CachedInfo()
+	s.mu.Lock()
+	n := len(s.hold)
+	s.mu.Unlock()
+	return ci.NumAckPending <= n, nil
+}
+
+// step handles what comes first: a poison message, or a run of decodable
+// ones (up to the batch size). It returns true when it made progress.
+func (s *subscriber) step(ctx context.Context) bool {
+	s.mu.Lock()
+	n := min(len(s.hold), s.batch)
+	run := slices.Clone(s.hold[:n])
+	s.mu.Unlock()
+	recs := make([]events.Record, 0, n)
+	for _, h := range run {
+		rec, reason := decode(h)
+		if reason != "" {
+			if len(recs) > 0 {
+				break // handle the good ones before it first
+			}
+			return s.retry(ctx, 1, func(ctx context.Context) error { return s.dl(ctx, h, reason) })
+		}
+		recs = append(recs, rec)
+	}
+	if len(recs) > 1 {
+		if err := s.call(ctx, recs); err == nil {
+			s.done(len(recs))
+			return true
+		} else if ctx.Err() != nil {
+			return false
+		} else if errors.Is(err, errLostLease) {
+			s.abandon()
+			return false
+		} else {
+			// One of them failed and the batch was not applied: go on one
+			// at a time, so that those before the failing one are applied
+			// and acknowledged.
+			s.log.Debug().Err(err).Int("batch", len(recs)).Msg("batch failed; handling its events one by one")
+		}
+	}
+	return s.retry(ctx, 1, func(ctx context.Context) error { return s.call(ctx, recs[:1]) })
+}
+
+// retry runs f until it succeeds, waiting longer after each failure (up to
+// RetryMaxInterval), then settles the first n held messages. It returns
+// false when ctx ended first; the messages stay held.
+func (s *subscriber) retry(ctx context.Context, n int, f func(context.Context) error) bool {
+	for attempt := uint64(1); ; attempt++ {
+		err := f(ctx)
+		if err == nil {
+			s.done(n)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if errors.Is(err, errLostLease) {
+			s.abandon()
+			return false
+		}
+		d := retryDelay(attempt, s.cfg.RetryInitialInterval, s.cfg.RetryMaxInterval)
+		ev := s.log.Warn()
+		if attempt > uint64(s.cfg.InProcessRetries) {
+			ev = s.log.Error()
+		}
+		ev.Err(err).Uint64("attempt", attempt).Dur("retry_in", d).Msg("handler failed; retrying, later events wait")
+		if !sleep(ctx, d) {
+			return false
+		}
+	}
+}
+
+// call runs the handler under HandlerTimeout, turning a panic into an error.
+func (s *subscriber) call(ctx context.Context, recs []events.Record) (err error) {
+	if !s.owned(len(recs)) {
+		return errLostLease
+	}
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandlerTimeout)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s: panic in handler: %v", s.durable, p)
+		}
 	}()
-	return out, nil
+	if err := s.handle(hctx, recs); err != nil {
+		r := recs[0]
+		if len(recs) == 1 {
+			return fmt.Errorf("%s: event %s (seq %d, %s): %w", s.durable, r.Event.ID, r.Seq, r.Event.Type(), err)
+		}
+		return fmt.Errorf("%s: %d events from seq %d: %w", s.durable, len(recs), r.Seq, err)
+	}
+	return nil
 }
 
-// messages binds to the consumer, creating it again should it have been
-// deleted, and starts a pull iterator (the server sends one message at a time: MaxAckPending 1).
-func (s *subscriber) messages(ctx context.Context) (jetstream.MessagesContext, error) {
-	c, err := s.js.Consumer(ctx, s.stream, s.consumer.Durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		c, err = s.js.CreateOrUpdateConsumer(ctx, s.stream, s.consumer)
+// done acknowledges the first n held messages, in order, and forgets them.
+// The acks are not confirmed (a lost one only redelivers an event, which
+// the handlers absorb); they leave on the connection in order.
+func (s *subscriber) done(n int) {
+	s.mu.Lock()
+	acked := slices.Clone(s.hold[:n])
+	s.hold = slices.Delete(s.hold, 0, n)
+	s.mu.Unlock()
+	for _, h := range acked {
+		s.ack(h)
+		s.lastDone = max(s.lastDone, h.seq)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s on %s: %w", s.consumer.Durable, s.stream, err)
-	}
-	it, err := c.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s: start pulling: %w", s.consumer.Durable, err)
-	}
-	return it, nil
 }
 
-func (s *subscriber) stopping(ctx context.Context) bool {
+func (s *subscriber) ack(h held) {
+	if err := h.jm.Ack(); err != nil {
+		s.log.Warn().Err(err).Uint64("seq", h.seq).Msg("ack failed; the event may be delivered again")
+	}
+}
+
+// keepAlive tells the server that held messages are still being worked on,
+// so that none is redelivered (and reordered) while an earlier one is
+// retried or a long handler runs.
+func (s *subscriber) keepAlive(ctx context.Context) {
+	t := time.NewTicker(max(s.cfg.AckWait/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_ = s.touch()
+	}
+}
+
+// leaseFor is how long after a delivery or a confirmed InProgress a held
+// message is surely still this process's: AckWait less a margin for the
+// time the message or the InProgress spent on the way.
+func (s *subscriber) leaseFor() time.Duration { return s.cfg.AckWait - s.cfg.AckWait/8 }
+
+// touch reports every held message in progress and, once the server has
+// confirmed receiving that (a flush), extends their leases.
+func (s *subscriber) touch() error {
+	sent := time.Now()
+	s.mu.Lock()
+	hs := slices.Clone(s.hold)
+	s.mu.Unlock()
+	if len(hs) == 0 {
+		return nil
+	}
+	for _, h := range hs {
+		if err := h.jm.InProgress(); err != nil {
+			return err
+		}
+	}
+	if err := s.nc.FlushTimeout(max(s.cfg.AckWait/8, 100*time.Millisecond)); err != nil {
+		return err
+	}
+	lease := sent.Add(s.leaseFor())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.hold {
+		for _, h := range hs {
+			if s.hold[i].jm == h.jm && s.hold[i].lease.Before(lease) {
+				s.hold[i].lease = lease
+			}
+		}
+	}
+	return nil
+}
+
+// owned makes sure that the first n held messages stay this process's for a
+// whole HandlerTimeout, renewing their leases if needed. false means that
+// the server may have given them to another process already (this one was
+// cut off): they must not be handled here.
+func (s *subscriber) owned(n int) bool {
+	need := time.Now().Add(s.cfg.HandlerTimeout)
+	ok := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, h := range s.hold[:min(n, len(s.hold))] {
+			if h.lease.Before(need) {
+				return false
+			}
+		}
+		return true
+	}
+	if ok() {
+		return true
+	}
+	if err := s.touch(); err != nil {
+		s.log.Warn().Err(err).Msg("cannot renew the lease of held events")
+	}
+	return ok()
+}
+
+// abandon forgets every held message without settling it: the server
+// redelivers them, perhaps to another process, after AckWait.
+func (s *subscriber) abandon() {
+	s.mu.Lock()
+	n := len(s.hold)
+	s.hold = nil
+	s.mu.Unlock()
+	s.log.Warn().Int("events", n).Msg("held events may belong to another process by now; leaving them to the server")
+}
+
+// release gives every held message back, in stream order and at once, so
+// that the next process gets them (first) without waiting for AckWait.
+func (s *subscriber) release() {
+	for {
+		select {
+		case m := <-s.in:
+			s.add(m)
+			continue
+		default:
+		}
+		break
+	}
+	s.mu.Lock()
+	hs := s.hold
+	s.hold = nil
+	s.mu.Unlock()
+	slices.SortFunc(hs, func(a, b held) int { return cmpSeq(a.seq, b.seq) })
+	for _, h := range hs {
+		if err := h.jm.Nak(); err != nil && !s.nc.IsClosed() {
+			s.log.Debug().Err(err).Uint64("seq", h.seq).Msg("give back failed; the event is redelivered after AckWait")
+		}
+	}
+	if err := s.nc.FlushTimeout(2 * time.Second); err != nil && !s.nc.IsClosed() {
+		s.log.Debug().Err(err).Msg("flush acks")
+	}
+}
+
+// unpin gives up the pin, on another connection once this subscriber's is
+// closed: while it is open, the server could pin its last pull request again.
+// Only a process that was pinned unpins; were the pin another's by now, that
+// one would merely have to recover what it holds.
+func (s *subscriber) unpin(js jetstream.JetStream) {
+	if s.pinID == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, s.cfg.Stream)
+	if err == nil {
+		err = st.UnpinConsumer(ctx, s.durable, PriorityGroup)
+	}
+	if err != nil {
+		s.log.Debug().Err(err).Msg("unpin")
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
+	case <-t.C:
+		return true
 	case <-ctx.Done():
-		return true
-	case <-s.closing:
-		return true
-	default:
 		return false
 	}
 }
 
-func (s *subscriber) run(ctx context.Context, it jetstream.MessagesContext, out chan<- *message.Message) {
-	var itMu sync.Mutex // it is replaced after an error; the stopper stops the current one
-	stopped := make(chan struct{})
-	defer close(stopped)
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-s.closing:
-		case <-stopped:
-		}
-		itMu.Lock()
-		it.Stop()
-		itMu.Unlock()
-	}()
-	backoff := 100 * time.Millisecond
-	for {
-		itMu.Lock()
-		cur := it
-		itMu.Unlock()
-		jm, err := cur.Next()
-		if err != nil {
-			if s.stopping(ctx) || s.nc.IsClosed() {
-				return
-			}
-			// A missed heartbeat, a deleted consumer, a server restart: bind
-			// again after a pause rather than stop consuming.
-			s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("consumer interrupted; pulling again")
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return
-			case <-s.closing:
-				return
-			}
-			backoff = min(backoff*2, 5*time.Second)
-			next, err := s.messages(ctx)
-			if err != nil {
-				s.log.Warn().Err(err).Msg("consumer not available yet")
-				continue
-			}
-			itMu.Lock()
-			cur.Stop()
-			it = next
-			itMu.Unlock()
-			if s.stopping(ctx) {
-				next.Stop()
-				return
-			}
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		s.deliver(ctx, jm, out)
+// decode turns a held message into a record, or says why it is poison.
+func decode(h held) (events.Record, string) {
+	if h.seq == 0 {
+		return events.Record{}, "no JetStream metadata"
 	}
-}
-
-// deliver hands one message to the router and settles it with the server
-// once the router has acked or nacked it.
-func (s *subscriber) deliver(ctx context.Context, jm jetstream.Msg, out chan<- *message.Message) {
-	m, _ := unmarshaler{}.Unmarshal(jm) // never fails
-	mctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	m.SetContext(mctx)
-	// Closing cancels the handler, which then fails and has the event
-	// redelivered, so that Close does not wait for HandlerTimeout.
-	go func() {
-		select {
-		case <-s.closing:
-			cancel()
-		case <-mctx.Done():
-		}
-	}()
-	select {
-	case out <- m:
-	case <-ctx.Done():
-		s.release(jm)
-		return
-	case <-s.closing:
-		s.release(jm)
-		return
+	ev, err := events.Decode(h.jm.Data())
+	if err != nil {
+		return events.Record{}, err.Error()
 	}
-	timer := time.NewTimer(s.ackWait)
-	defer timer.Stop()
-	// A closing subscriber still waits for the in-flight message to be
-	// settled: its handler's context was cancelled above.
-	select {
-	case <-m.Acked():
-		// Synchronous: the next message is fetched only once the server has
-		// recorded this ack.
-		actx, acancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer acancel()
-		if err := jm.DoubleAck(actx); err != nil {
-			s.log.Warn().Err(err).Str("msg", m.UUID).Msg("ack not confirmed; the event may be delivered again")
-		}
-	case <-m.Nacked():
-		n := uint64(1)
-		if meta, err := jm.Metadata(); err == nil {
-			n = meta.NumDelivered
-		}
-		if err := jm.NakWithDelay(s.nakDelay.WaitTime(n)); err != nil {
-			s.log.Warn().Err(err).Str("msg", m.UUID).Msg("nak failed; the event is redelivered after AckWait")
-		}
-	case <-timer.C:
-		s.log.Warn().Str("msg", m.UUID).Dur("ack_wait", s.ackWait).
-			Msg("event not settled within AckWait; the server redelivers it")
-	case <-ctx.Done():
-		s.release(jm)
+	if subj := h.jm.Subject(); subj != events.Subject(ev.Site) {
+		return events.Record{}, fmt.Sprintf("event %s of site %q stored on subject %q", ev.ID, ev.Site, subj)
 	}
-}
-
-// release gives a message back at once, so that the next consumer instance
-// need not wait for AckWait to get it.
-func (s *subscriber) release(jm jetstream.Msg) {
-	if err := jm.Nak(); err != nil && !s.nc.IsClosed() {
-		s.log.Debug().Err(err).Msg("release of an undelivered event failed; it is redelivered after AckWait")
-	}
-}
-
-// Close stops the subscriptions, waits up to CloseTimeout for the message in
-// flight to be settled, and closes the connection.
-func (s *subscriber) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	close(s.closing)
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-time.After(s.timeout):
-		err = fmt.Errorf("consumer %s: in-flight event not settled within %s", s.consumer.Durable, s.timeout)
-	}
-	s.nc.Close()
-	return err
+	return events.Record{Seq: h.seq, Event: ev}, ""
 }

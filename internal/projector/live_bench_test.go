@@ -1,0 +1,70 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/enrollgate/enrollgate/internal/consume"
+	"github.com/enrollgate/enrollgate/internal/readstore"
+)
+
+// BenchmarkLive measures the live path: N workload events (ENROLLGATE_BENCH_EVENTS,
+// default 20,000 here) stored before the router starts, then the time until
+// the projector's durable has applied all of them to a fresh read store.
+// Each iteration runs every mode on a fresh durable and store, so that the
+// modes compare in the same run: maxackpending=1/batch=1 is the shape of the
+// former path (one event in flight, one transaction per event).
+func BenchmarkLive(b *testing.B) {
+	n := 20_000
+	if testing.Short() {
+		n = 2_000
+	}
+	e := newEnv(b)
+	e.publishBulk(b, newWorkload(7, 1000), n)
+	last := uint64(n)
+	modes := []struct{ pending, batch int }{{1, 1}, {256, 1}, {256, 128}}
+	for _, m := range modes {
+		b.Run(fmt.Sprintf("maxackpending=%d/batch=%d", m.pending, m.batch), func(b *testing.B) {
+			for i := range b.N {
+				cfg := consume.DefaultConfig()
+				cfg.MaxAckPending, cfg.MaxBatch = m.pending, m.batch
+				st, err := readstore.Open(storeConfig(filepath.Join(b.TempDir(), fmt.Sprintf("live-%d.db", i))))
+				if err != nil {
+					b.Fatal(err)
+				}
+				p := New(st)
+				// A fresh durable each time: the projector's constant would
+				// start where the previous iteration stopped.
+				r, err := consume.NewRouter(cfg, func() (*nats.Conn, error) { return nats.Connect(e.url) }, zerolog.Nop())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := r.AddBatchHandler(fmt.Sprintf("bench-%d-%d-%d", m.pending, m.batch, time.Now().UnixNano()), p.HandleBatch); err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				done := make(chan error, 1)
+				go func() { done <- r.Run(context.Background()) }()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				err = p.WaitFor(ctx, last)
+				cancel()
+				d := time.Since(start)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := r.Close(); err != nil {
+					b.Fatal(err)
+				}
+				<-done
+				_ = st.Close()
+				b.ReportMetric(float64(n)/d.Seconds(), "events/s")
+			}
+		})
+	}
+}

@@ -110,10 +110,11 @@ func tryStore(nc *nats.Conn, cfg eventstore.Config) (*eventstore.Store, error) {
 	return eventstore.New(js, stream, cfg)
 }
 
-// TestThreeReplicas runs, on one 3-node cluster with an R3 stream, the store
-// contract (where a conflict is mostly 10164) and the lost-answer scenarios
-// (where the re-send of a stored event is answered as a duplicate carrying
-// the stored sequence, and Append succeeds with it).
+// TestThreeReplicas runs, on one 3-node cluster with an R3 stream and in
+// both publish modes, the store contract (where a conflict is mostly 10164)
+// and the lost-answer scenarios (where the re-send of a stored event is
+// answered as a duplicate carrying the stored sequence, and Append succeeds
+// with it).
 func TestThreeReplicas(t *testing.T) {
 	start := time.Now()
 	servers := startCluster(t)
@@ -122,32 +123,38 @@ func TestThreeReplicas(t *testing.T) {
 	nc := connectCluster(t, servers)
 	// The meta leader may exist before the stream can be placed: retry the
 	// creation until it succeeds.
-	var st *eventstore.Store
 	natstest.Eventually(t, 15*time.Second, func() error {
-		var err error
-		st, err = tryStore(nc, cfg)
+		_, err := tryStore(nc, cfg)
 		return err
 	})
 	t.Logf("cluster and R3 stream ready in %s", time.Since(start))
 
-	t.Run("LostAnswer", func(t *testing.T) {
-		other, err := tryStore(connectCluster(t, servers), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		testRetryAfterLostAnswer(t, st, other, func(t *testing.T, second answer) {
-			if second.err != nil || second.ack == nil || !second.ack.Duplicate {
-				t.Fatalf("the server answered the re-send with %+v / %v, want a duplicate", second.ack, second.err)
-			}
-		})
-	})
-	t.Run("Contract", func(t *testing.T) {
-		storetest.Run(t, func(t *testing.T) handlers.EventStore {
-			st, err := tryStore(nc, cfg)
+	for _, mode := range publishModes {
+		mcfg := cfg
+		mcfg.AsyncPublish = mode.async
+		t.Run("LostAnswer/"+mode.name, func(t *testing.T) {
+			st, err := tryStore(nc, mcfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return st
+			other, err := tryStore(connectCluster(t, servers), mcfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testRetryAfterLostAnswer(t, "lost-answer-"+mode.name, st, other, func(t *testing.T, second answer) {
+				if second.err != nil || second.ack == nil || !second.ack.Duplicate {
+					t.Fatalf("the server answered the re-send with %+v / %v, want a duplicate", second.ack, second.err)
+				}
+			})
 		})
-	})
+		t.Run("Contract/"+mode.name, func(t *testing.T) {
+			storetest.RunPrefixed(t, mode.name+"-", func(t *testing.T) handlers.EventStore {
+				st, err := tryStore(nc, mcfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			})
+		})
+	}
 }

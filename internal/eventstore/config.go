@@ -55,6 +55,22 @@ type Config struct {
 	// afterSeq) is at most this is read with direct gets, one per event,
 	// instead of creating a consumer; 0 always uses a consumer.
 	DirectReadMax int
+	// AsyncPublish sends each append with PublishMsgAsync and waits for that
+	// append's own PubAckFuture, instead of a request/reply (js.PublishMsg).
+	// Both keep every guarantee of Append, and both have the appends of
+	// different sites in flight together on the connection (each command
+	// runs on its own goroutine, and concurrent requests share the
+	// connection). Measured (BenchmarkAppend, BenchmarkVerifyParallel and
+	// cmd/enrollgate-bench S1/S2), async is not faster here, so sync is the
+	// default. One difference: async fails the appends pending at a
+	// disconnect at once (nats.ErrDisconnected) and re-sends them after the
+	// reconnect, where sync waits for PublishTimeout first.
+	AsyncPublish bool
+	// MaxPendingAppends is the async publish window (AsyncPublish only):
+	// how many appends may await their acks at once. An append beyond it
+	// waits for a free slot, at most until its send times out
+	// (PublishTimeout).
+	MaxPendingAppends int
 }
 
 // DefaultConfig returns the defaults for a single server.
@@ -72,6 +88,9 @@ func DefaultConfig() Config {
 		LoadRestarts:    5,
 		DirectReadMax:   16,
 		APIPrefix:       jetstream.DefaultAPIPrefix,
+		// Appends in flight are bounded by the commands running at once
+		// (one per site at a time); this only stops a runaway.
+		MaxPendingAppends: 4096,
 	}
 }
 
@@ -115,6 +134,9 @@ func (c Config) Validate() error {
 	}
 	if !strings.HasSuffix(c.APIPrefix, ".") {
 		errs = append(errs, fmt.Errorf("API prefix must end with '.', got %q", c.APIPrefix))
+	}
+	if c.MaxPendingAppends < 1 && c.AsyncPublish {
+		errs = append(errs, fmt.Errorf("max pending appends must be at least 1, got %d", c.MaxPendingAppends))
 	}
 	if c.DirectReadMax < 0 {
 		errs = append(errs, fmt.Errorf("direct read max must not be negative, got %d", c.DirectReadMax))

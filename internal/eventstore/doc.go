@@ -10,7 +10,11 @@
 // whose answer was lost is sent again, identical; when that second answer is
 // a conflict (one replica) or a duplicate (three replicas), the store finds
 // out whether the first send was stored and then reports success with its
-// sequence, so that a timeout never turns into a second event.
+// sequence, so that a timeout never turns into a second event. A send is a
+// request/reply by default, or, with Config.AsyncPublish, PublishMsgAsync
+// and a wait for that send's own ack; either way the appends of different
+// sites run concurrently on the one connection, and a site's appends stay in
+// order because the handlers serialise its commands.
 //
 // Load reads a site's events after a sequence: a few single-message gets for
 // a short gap (the common catch-up after a conflict), an ordered consumer for

@@ -382,6 +382,7 @@ func benchService(b *testing.B, history int) (*handlers.Service, string, handler
 func benchVerify(b *testing.B, history int) {
 	svc, site, p := benchService(b, history)
 	src := events.Source{IP: "198.51.100.7", DeviceID: "bench"}
+	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		res, err := svc.VerifyPasscode(context.Background(), handlers.VerifyPasscode{Site: site, Passcode: p,

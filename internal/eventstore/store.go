@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,15 +22,23 @@ var _ handlers.EventStore = (*Store)(nil)
 // failed. The caller must reload the site before deciding again.
 var ErrOutcomeUnknown = errors.New("append outcome unknown")
 
-// publishFunc is js.PublishMsg; a test wraps it to lose an answer.
+// publishFunc sends one message and waits for its answer: js.PublishMsg
+// or Store.publishAsync (Config.AsyncPublish). A test wraps it to lose an
+// answer.
 type publishFunc func(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 
 // Store is the JetStream event store. Safe for concurrent use.
 type Store struct {
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	cfg     Config
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	cfg    Config
+	// pub is the store's own JetStream context on js's connection, for async
+	// publishes: its window and ack timeout follow the store's Config, and
+	// its pending acks are the store's alone (the caller's js may publish
+	// async too and wait for PublishAsyncComplete).
+	pub     jetstream.JetStream
 	publish publishFunc
+	noRetry jetstream.PublishOpt // WithRetryAttempts(0), made once
 	// leaderReads: the stream is replicated, and a direct get may be
 	// answered by a replica that has not applied the latest appends yet (it
 	// happens within milliseconds of an append, measured); reads then go to
@@ -54,10 +63,24 @@ func New(js jetstream.JetStream, stream jetstream.Stream, cfg Config) (*Store, e
 	if info == nil {
 		return nil, errors.New("event store: stream has no cached info; pass the stream EnsureStream returned")
 	}
-	return &Store{js: js, stream: stream, cfg: cfg, publish: js.PublishMsg,
+	s := &Store{js: js, stream: stream, cfg: cfg, publish: js.PublishMsg, noRetry: jetstream.WithRetryAttempts(0),
 		leaderReads: info.Config.Replicas > 1,
 		getSubject:  cfg.APIPrefix + "STREAM.MSG.GET." + info.Config.Name,
-	}, nil
+	}
+	if cfg.AsyncPublish {
+		// The ack timeout only reclaims the slot of a send that Append
+		// stopped waiting for (its caller gave up, or its own timeout fired
+		// first): without it an ack that never comes, e.g. after the
+		// connection is closed, would hold a slot of the window for good.
+		pub, err := jetstream.New(js.Conn(),
+			jetstream.WithPublishAsyncMaxPending(cfg.MaxPendingAppends),
+			jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
+		if err != nil {
+			return nil, fmt.Errorf("event store: async publisher: %w", err)
+		}
+		s.pub, s.publish = pub, s.publishAsync
+	}
+	return s, nil
 }
 
 // Append implements handlers.EventStore.
@@ -73,17 +96,22 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 		return 0, fmt.Errorf("append to site %s: %w", e.Site, err)
 	}
 	subj := events.Subject(e.Site)
-	what := fmt.Sprintf("append %s %s to site %s after seq %d", e.Type(), e.ID, e.Site, expectedSeq)
+	// Formatted only for an error: an append that succeeds allocates
+	// nothing for it.
+	what := func() string {
+		return fmt.Sprintf("append %s %s to site %s after seq %d", e.Type(), e.ID, e.Site, expectedSeq)
+	}
+	expected := strconv.FormatUint(expectedSeq, 10)
 	uncertain := false // an earlier send of this call may have been stored
 	rechecks := 0
 	var lastErr error
 	for attempt := 0; attempt <= s.cfg.PublishRetries; attempt++ {
 		if attempt > 0 {
 			if err := sleep(ctx, s.cfg.RetryWait); err != nil {
-				return 0, fmt.Errorf("%s: %w: %w", what, ErrOutcomeUnknown, err)
+				return 0, fmt.Errorf("%s: %w: %w", what(), ErrOutcomeUnknown, err)
 			}
 		}
-		ack, err := s.publishOnce(ctx, subj, data, e, expectedSeq)
+		ack, err := s.publishOnce(ctx, subj, data, e, expected)
 		if isInFlightConflict(err) && rechecks < s.cfg.ConflictRechecks {
 			// A replicated stream refuses an expectation while another
 			// message of the subject is in flight, and keeps a subject "in
@@ -92,7 +120,7 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 			// again shortly; a real conflict then comes back as 10071.
 			// (Under load a subject stayed "in flight" for tens of ms.)
 			if err := sleep(ctx, time.Millisecond<<min(rechecks, 4)); err != nil {
-				return 0, fmt.Errorf("%s: %w", what, err)
+				return 0, fmt.Errorf("%s: %w", what(), err)
 			}
 			rechecks++
 			attempt--
@@ -101,7 +129,7 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 		switch {
 		case err == nil:
 			if ack.Stream != StreamName {
-				return 0, fmt.Errorf("%s: stored in stream %q, not %s", what, ack.Stream, StreamName)
+				return 0, fmt.Errorf("%s: stored in stream %q, not %s", what(), ack.Stream, StreamName)
 			}
 			// A duplicate carries the sequence of the stored original
 			// (nats-server answers dde.seq): the event is stored once, there.
@@ -109,37 +137,73 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 		case isConflict(err):
 			seq, found, rerr := s.findStored(ctx, subj, e.ID, expectedSeq, uncertain)
 			if rerr != nil {
-				return 0, fmt.Errorf("%s: %w: after %w: %w", what, ErrOutcomeUnknown, err, rerr)
+				return 0, fmt.Errorf("%s: %w: after %w: %w", what(), ErrOutcomeUnknown, err, rerr)
 			}
 			if found {
 				return seq, nil
 			}
-			return 0, fmt.Errorf("%s: %w: %w", what, handlers.ErrConflict, err)
+			return 0, fmt.Errorf("%s: %w: %w", what(), handlers.ErrConflict, err)
 		case ctx.Err() != nil:
 			// The caller gave up; the event may or may not be stored.
-			return 0, fmt.Errorf("%s: %w: %w", what, ErrOutcomeUnknown, ctx.Err())
+			return 0, fmt.Errorf("%s: %w: %w", what(), ErrOutcomeUnknown, ctx.Err())
 		case isUnanswered(err):
 			uncertain, lastErr = true, err
 		default:
-			return 0, fmt.Errorf("%s: %w", what, err)
+			return 0, fmt.Errorf("%s: %w", what(), err)
 		}
 	}
-	return 0, fmt.Errorf("%s: %w: no answer after %d sends: %w", what, ErrOutcomeUnknown, s.cfg.PublishRetries+1, lastErr)
+	return 0, fmt.Errorf("%s: %w: no answer after %d sends: %w", what(), ErrOutcomeUnknown, s.cfg.PublishRetries+1, lastErr)
 }
 
 // publishOnce sends the event once, bounded by PublishTimeout. Every send of
-// one Append is identical: same message ID, same expectation.
-func (s *Store) publishOnce(ctx context.Context, subj string, data []byte, e events.Event, expectedSeq uint64) (*jetstream.PubAck, error) {
+// one Append is identical: same message ID, same expectation. The headers
+// are the ones jetstream.WithMsgID and WithExpectLastSequencePerSubject
+// write, set here so that a send costs no option closures.
+func (s *Store) publishOnce(ctx context.Context, subj string, data []byte, e events.Event, expectedSeq string) (*jetstream.PubAck, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
-	msg.Header.Set(events.HeaderEventType, string(e.Type()))
-	return s.publish(ctx, msg,
-		jetstream.WithMsgID(e.ID),
-		jetstream.WithExpectLastSequencePerSubject(expectedSeq),
-		// Append re-sends itself, with its own bound; the client's own
-		// no-responders retry would only stretch one attempt.
-		jetstream.WithRetryAttempts(0))
+	msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
+		events.HeaderEventType:              {string(e.Type())},
+		jetstream.MsgIDHeader:               {e.ID},
+		jetstream.ExpectedLastSubjSeqHeader: {expectedSeq},
+	}}
+	// Append re-sends itself, with its own bound; the client's own
+	// no-responders retry would only stretch one attempt.
+	return s.publish(ctx, msg, s.noRetry)
+}
+
+// publishAsync sends msg with PublishMsgAsync and waits for that message's
+// own ack (Config.AsyncPublish). As with a request, the appends of
+// different sites (each on its own goroutine) are in flight together on the
+// connection, and a site's order is kept because the handlers serialise its
+// commands and each waits for its ack before the next decides. The outcomes
+// are those of js.PublishMsg: a
+// *jetstream.APIError from the server (here unwrapped), ctx's error when
+// the per-send timeout or the caller ends the wait, and, specific to async:
+// nats.ErrDisconnected when the connection drops with the ack pending (the
+// client fails every pending future when it starts reconnecting; the
+// message may or may not be stored), jetstream.ErrAsyncPublishTimeout from
+// the context's ack timeout, and jetstream.ErrTooManyStalledMsgs when the
+// window stayed full until the send's deadline (nothing was sent).
+func (s *Store) publishAsync(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	stall := s.cfg.PublishTimeout
+	if d, ok := ctx.Deadline(); ok {
+		if stall = time.Until(d); stall <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	f, err := s.pub.PublishMsgAsync(msg, append(opts, jetstream.WithStallWait(stall))...)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // isConflict reports a failed expectation: 10071 on one replica, 10164 when
@@ -157,6 +221,9 @@ func isConflict(err error) bool {
 // of the subject is in flight on a replicated stream, not necessarily
 // because the expectation is wrong.
 func isInFlightConflict(err error) bool {
+	if err == nil { // the common case, without the allocation of errors.As
+		return false
+	}
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
@@ -167,14 +234,17 @@ func isInFlightConflict(err error) bool {
 const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
 
 // isUnanswered reports a send whose outcome is unknown and that is safe to
-// repeat: a timeout, no responder, or a duplicate still in flight.
+// repeat: a timeout, no responder, a duplicate still in flight, a connection
+// lost with the ack pending, or (async) a send that never left the window.
 func isUnanswered(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.ErrorCode == errCodeDuplicateInProcess
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs)
 }
 
 // findStored looks for the event id on subj after afterSeq, and returns its

@@ -29,6 +29,16 @@ func TestContract(t *testing.T) {
 	})
 	// The same contract with every Load read by an ordered consumer. The
 	// sites are the same names, so this runs on its own server.
+	// The publish mode that is not the default.
+	srv3 := natstest.StartServer(t)
+	t.Run("OtherPublishMode", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.AsyncPublish = !cfg.AsyncPublish
+		storetest.Run(t, func(t *testing.T) handlers.EventStore {
+			st, _ := newStore(t, srv3, cfg)
+			return st
+		})
+	})
 	srv2 := natstest.StartServer(t)
 	t.Run("ConsumerReads", func(t *testing.T) {
 		cfg := testConfig()
@@ -49,8 +59,9 @@ func TestConfigValidate(t *testing.T) {
 	bad.Replicas = 0
 	bad.Duplicates = time.Second // shorter than the publish attempts
 	bad.LoadBatch = 0
+	bad.AsyncPublish, bad.MaxPendingAppends = true, 0
 	err := bad.Validate()
-	for _, want := range []string{"replicas", "duplicates window", "load batch"} {
+	for _, want := range []string{"replicas", "duplicates window", "load batch", "max pending appends"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Validate() = %v, want it to mention %q", err, want)
 		}
@@ -205,23 +216,29 @@ func (l *lossyPublish) wrap(next eventstore.PublishFunc) eventstore.PublishFunc 
 // 10071 by a single replica; Append finds the stored event and succeeds
 // with its sequence.
 func TestRetryAfterLostAnswerSingleReplica(t *testing.T) {
-	srv := natstest.StartServer(t)
-	st, _ := newStore(t, srv, testConfig())
-	other, _ := newStore(t, srv, testConfig())
-	testRetryAfterLostAnswer(t, st, other, func(t *testing.T, second answer) {
-		var apiErr *jetstream.APIError
-		if !errors.As(second.err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
-			t.Fatalf("the server answered the re-send with %+v / %v, want error 10071", second.ack, second.err)
-		}
-	})
+	for _, mode := range publishModes {
+		t.Run(mode.name, func(t *testing.T) {
+			srv := natstest.StartServer(t)
+			cfg := testConfig()
+			cfg.AsyncPublish = mode.async
+			st, _ := newStore(t, srv, cfg)
+			other, _ := newStore(t, srv, cfg)
+			testRetryAfterLostAnswer(t, "lost-answer", st, other, func(t *testing.T, second answer) {
+				var apiErr *jetstream.APIError
+				if !errors.As(second.err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+					t.Fatalf("the server answered the re-send with %+v / %v, want error 10071", second.ack, second.err)
+				}
+			})
+		})
+	}
 }
 
-// testRetryAfterLostAnswer runs the lost-answer scenarios on st; other is
-// another writer on the same stream.
-func testRetryAfterLostAnswer(t *testing.T, st, other *eventstore.Store, checkSecond func(*testing.T, answer)) {
+// testRetryAfterLostAnswer runs the lost-answer scenarios on st and site;
+// other is another writer on the same stream.
+func testRetryAfterLostAnswer(t *testing.T, site string, st, other *eventstore.Store, checkSecond func(*testing.T, answer)) {
 	t.Helper()
 	ctx := context.Background()
-	b := storetest.NewEvents("lost-answer")
+	b := storetest.NewEvents(site)
 	prev := storetest.Append(t, st, b, 0, 1)
 	lossy := &lossyPublish{}
 	st.WrapPublish(lossy.wrap)
@@ -311,5 +328,46 @@ func TestNeverAnswered(t *testing.T) {
 	_, err := st.Append(context.Background(), storetest.NewEvents("silent").Next(), 0)
 	if !errors.Is(err, eventstore.ErrOutcomeUnknown) || errors.Is(err, handlers.ErrConflict) || calls != 3 {
 		t.Fatalf("got %v after %d sends, want ErrOutcomeUnknown after 3", err, calls)
+	}
+}
+
+// TestAppendHeaders: in both publish modes, the stored message carries the
+// event ID as Nats-Msg-Id (what dedup and the lost-answer resolution rely
+// on) and the event type header, and the expectation is enforced.
+func TestAppendHeaders(t *testing.T) {
+	srv := natstest.StartServer(t)
+	for _, mode := range publishModes {
+		t.Run(mode.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.AsyncPublish = mode.async
+			st, js := newStore(t, srv, cfg)
+			b := storetest.NewEvents("headers-" + mode.name)
+			prev := storetest.Append(t, st, b, 0, 1)
+			e := b.Next()
+			if _, err := st.Append(context.Background(), e, 0); !errors.Is(err, handlers.ErrConflict) {
+				t.Fatalf("append expecting 0 after seq %d: got %v, want ErrConflict", prev[0].Seq, err)
+			}
+			seq, err := st.Append(context.Background(), e, prev[0].Seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stream, err := js.Stream(context.Background(), eventstore.StreamName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := stream.GetMsg(context.Background(), seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Header.Get(jetstream.MsgIDHeader); got != e.ID {
+				t.Fatalf("Nats-Msg-Id %q, want the event ID %q", got, e.ID)
+			}
+			if got := m.Header.Get(events.HeaderEventType); got != string(e.Type()) {
+				t.Fatalf("%s %q, want %q", events.HeaderEventType, got, e.Type())
+			}
+			if m.Subject != events.Subject(b.Site) {
+				t.Fatalf("subject %q", m.Subject)
+			}
+		})
 	}
 }

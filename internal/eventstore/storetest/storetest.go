@@ -20,9 +20,16 @@ import (
 // subtests use distinct sites, so stores may share a backend.
 func Run(t *testing.T, newStore func(t *testing.T) handlers.EventStore) {
 	t.Helper()
+	RunPrefixed(t, "", newStore)
+}
+
+// RunPrefixed is Run with every site name prefixed, so that the suite can
+// run twice on one backend (e.g. once per configuration of the store).
+func RunPrefixed(t *testing.T, prefix string, newStore func(t *testing.T) handlers.EventStore) {
+	t.Helper()
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, s handlers.EventStore)
+		fn   func(t *testing.T, s handlers.EventStore, prefix string)
 	}{
 		{"RoundTrip", testRoundTrip},
 		{"EmptySite", testEmptySite},
@@ -33,7 +40,7 @@ func Run(t *testing.T, newStore func(t *testing.T) handlers.EventStore) {
 		{"ConcurrentAppendOneWins", testConcurrentAppend},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t), prefix) })
 	}
 }
 
@@ -147,8 +154,8 @@ func lastSeq(t testing.TB, s handlers.EventStore, site string) uint64 {
 	return seq
 }
 
-func testRoundTrip(t *testing.T, s handlers.EventStore) {
-	b := NewEvents("round-trip")
+func testRoundTrip(t *testing.T, s handlers.EventStore, prefix string) {
+	b := NewEvents(prefix + "round-trip")
 	want := Append(t, s, b, 0, 12) // two of every type
 	Equal(t, Load(t, s, b.Site, 0), want)
 	Equal(t, Load(t, s, b.Site, want[4].Seq), want[5:])
@@ -159,11 +166,12 @@ func testRoundTrip(t *testing.T, s handlers.EventStore) {
 	}
 }
 
-func testEmptySite(t *testing.T, s handlers.EventStore) {
+func testEmptySite(t *testing.T, s handlers.EventStore, prefix string) {
 	start := time.Now()
-	Equal(t, Load(t, s, "empty", 0), nil)
-	Equal(t, Load(t, s, "empty", 42), nil)
-	if got := lastSeq(t, s, "empty"); got != 0 {
+	empty := prefix + "empty"
+	Equal(t, Load(t, s, empty, 0), nil)
+	Equal(t, Load(t, s, empty, 42), nil)
+	if got := lastSeq(t, s, empty); got != 0 {
 		t.Fatalf("last seq of an empty site: %d, want 0", got)
 	}
 	// An empty site must not cost a fetch that waits for a timeout.
@@ -172,8 +180,8 @@ func testEmptySite(t *testing.T, s handlers.EventStore) {
 	}
 }
 
-func testConflict(t *testing.T, s handlers.EventStore) {
-	b := NewEvents("conflict")
+func testConflict(t *testing.T, s handlers.EventStore, prefix string) {
+	b := NewEvents(prefix + "conflict")
 	want := Append(t, s, b, 0, 3)
 	for _, expected := range []uint64{0, want[0].Seq, want[1].Seq, want[2].Seq + 1, want[2].Seq + 1000} {
 		_, err := s.Append(context.Background(), b.Next(), expected)
@@ -184,8 +192,8 @@ func testConflict(t *testing.T, s handlers.EventStore) {
 	Equal(t, Load(t, s, b.Site, 0), want)
 }
 
-func testDedup(t *testing.T, s handlers.EventStore) {
-	b := NewEvents("dedup")
+func testDedup(t *testing.T, s handlers.EventStore, prefix string) {
+	b := NewEvents(prefix + "dedup")
 	prev := Append(t, s, b, 0, 2)
 	after := prev[1].Seq
 	e := b.Next()
@@ -207,8 +215,8 @@ func testDedup(t *testing.T, s handlers.EventStore) {
 	Equal(t, Load(t, s, b.Site, 0), append(prev, events.Record{Seq: seq, Event: e}))
 }
 
-func testSiteIsolation(t *testing.T, s handlers.EventStore) {
-	a, b := NewEvents("site-a"), NewEvents("site-b")
+func testSiteIsolation(t *testing.T, s handlers.EventStore, prefix string) {
+	a, b := NewEvents(prefix+"site-a"), NewEvents(prefix+"site-b")
 	wantA := Append(t, s, a, 0, 3)
 	// Site A's sequences do not count for site B: B's first event expects 0.
 	_, err := s.Append(context.Background(), b.Next(), wantA[2].Seq)
@@ -225,8 +233,8 @@ func testSiteIsolation(t *testing.T, s handlers.EventStore) {
 	}
 }
 
-func testFirstAppend(t *testing.T, s handlers.EventStore) {
-	b := NewEvents("first-append")
+func testFirstAppend(t *testing.T, s handlers.EventStore, prefix string) {
+	b := NewEvents(prefix + "first-append")
 	e := b.Next()
 	seq, err := s.Append(context.Background(), e, 0)
 	if err != nil {
@@ -238,8 +246,8 @@ func testFirstAppend(t *testing.T, s handlers.EventStore) {
 	Equal(t, Load(t, s, b.Site, 0), []events.Record{{Seq: seq, Event: e}})
 }
 
-func testConcurrentAppend(t *testing.T, s handlers.EventStore) {
-	b := NewEvents("concurrent")
+func testConcurrentAppend(t *testing.T, s handlers.EventStore, prefix string) {
+	b := NewEvents(prefix + "concurrent")
 	prev := Append(t, s, b, 0, 1)
 	const n = 8
 	evs := make([]events.Event, n)

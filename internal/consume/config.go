@@ -50,25 +50,27 @@ type Config struct {
 	// how long a process that stopped pulling keeps the durable. It must
 	// exceed HandlerTimeout.
 	AckWait time.Duration
-	// HandlerTimeout bounds one call of a handler: its context is cancelled
-	// when it passes, and the call counts as failed.
+	// HandlerTimeout bounds one hand-over of an event to the router (the
+	// handler call and its in-process retries): the message's context is
+	// cancelled when it passes, and a call that then fails is Nacked.
 	HandlerTimeout time.Duration
-	// RetryInitialInterval is the first delay after a handler error; each
+	// RetryInitialInterval is the first delay after a handler error (in the
+	// Retry middleware, and again between hand-overs after a Nack); each
 	// further failure of the same event doubles it, up to RetryMaxInterval.
 	RetryInitialInterval time.Duration
 	// RetryMaxInterval caps the delay between two tries of one event.
 	RetryMaxInterval time.Duration
-	// InProcessRetries is how many failures of one event are logged at warn
-	// level before the later ones are logged at error level. Retries
-	// themselves are unbounded: an event is never skipped.
+	// InProcessRetries is how many times the Retry middleware calls a failed
+	// handler again, from RetryInitialInterval on, within one hand-over of
+	// an event (bounded by HandlerTimeout). After that the router Nacks it
+	// and the subscriber hands it over again after a delay doubling from
+	// RetryInitialInterval up to RetryMaxInterval, holding the later events:
+	// retries are unbounded, an event is never skipped.
 	InProcessRetries int
 	// MaxAckPending is the consumer's MaxAckPending: how many messages the
 	// server sends ahead of the acks. 1 makes every event wait for the ack of
 	// the one before (a round trip per event); order is kept either way.
 	MaxAckPending int
-	// MaxBatch is how many consecutive events at most a BatchHandler gets in
-	// one call (no more than MaxAckPending can be there).
-	MaxBatch int
 	// CloseTimeout bounds how long Close waits for running handlers.
 	CloseTimeout time.Duration
 }
@@ -88,7 +90,6 @@ func DefaultConfig() Config {
 		RetryMaxInterval:     30 * time.Second,
 		InProcessRetries:     3,
 		MaxAckPending:        256,
-		MaxBatch:             128,
 		CloseTimeout:         10 * time.Second,
 	}
 }
@@ -135,9 +136,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAckPending < 1 || c.MaxAckPending > 10000 {
 		errs = append(errs, fmt.Errorf("max ack pending must be 1 to 10000, got %d", c.MaxAckPending))
-	}
-	if c.MaxBatch < 1 {
-		errs = append(errs, fmt.Errorf("max batch must be at least 1, got %d", c.MaxBatch))
 	}
 	if c.CloseTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("close timeout must be positive, got %s", c.CloseTimeout))

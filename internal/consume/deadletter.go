@@ -1,9 +1,8 @@
 package consume
 
 import (
-	"context"
+	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
@@ -19,41 +18,54 @@ const (
 	HeaderNumDelivered      = "Enrollgate-Num-Delivered"
 )
 
+// metaHandlerError carries the error of a failed hand-over back to the
+// subscriber, which logs it once.
+const metaHandlerError = "enrollgate_handler_error"
+
 // DeadLetterSubject returns the subject durable's poison messages go to.
 func (c Config) DeadLetterSubject(durable string) string { return c.DeadLetterPrefix + "." + durable }
 
-// deadLetter moves a poison message to the durable's dead-letter subject;
-// the subscriber acknowledges it once this returns nil, so that the handler
-// goes on with the next event. The dead letter's Nats-Msg-Id is derived from
-// the durable and the stream sequence, so that a redelivery after a lost ack
-// stores no second copy. A failed publish is an error: the poison message is
-// then tried again, never dropped.
-func (r *Router) deadLetter(durable string) func(ctx context.Context, h held, reason string) error {
+// deadLetter is the PoisonQueue of this package (watermill's PoisonQueue
+// sets neither a Nats-Msg-Id nor the original stream and sequence): it moves a
+// poison message to the durable's dead-letter subject and
+// acknowledges it, so that the handler goes on with the next event. Any other
+// error passes through to be retried. The dead letter's Nats-Msg-Id is derived
+// from the durable and the stream sequence, so that a redelivery after a lost
+// ack stores no second copy. A failed publish is an error: the poison message
+// is then redelivered, never dropped.
+func (r *Router) deadLetter(durable string) message.HandlerMiddleware {
 	subject := r.cfg.DeadLetterSubject(durable)
-	return func(_ context.Context, h held, reason string) error {
-		jm := h.jm
-		seq, stream := "", ""
-		if md, err := jm.Metadata(); err == nil {
-			seq, stream = strconv.FormatUint(md.Sequence.Stream, 10), md.Stream
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			var pe *poisonError
+			if !errors.As(err, &pe) {
+				if err != nil {
+					// For the subscriber's log line about the Nack.
+					msg.Metadata.Set(metaHandlerError, err.Error())
+				}
+				return out, err
+			}
+			seq := msg.Metadata.Get(MetaStreamSeq)
+			id := fmt.Sprintf("%s-%s-%s", durable, msg.Metadata.Get(MetaStream), seq)
+			if seq == "" {
+				id = durable + "-" + msg.UUID
+			}
+			dl := message.NewMessage(id, msg.Payload)
+			dl.Metadata.Set(nats.MsgIdHdr, id)
+			dl.Metadata.Set(HeaderDeadLetterReason, pe.reason)
+			dl.Metadata.Set(HeaderDeadLetterDurable, durable)
+			dl.Metadata.Set(HeaderOriginalSubject, msg.Metadata.Get(MetaSubject))
+			dl.Metadata.Set(HeaderOriginalStream, msg.Metadata.Get(MetaStream))
+			dl.Metadata.Set(HeaderOriginalSeq, seq)
+			dl.Metadata.Set(HeaderNumDelivered, msg.Metadata.Get(MetaNumDelivered))
+			if err := r.dlPub.Publish(subject, dl); err != nil {
+				return nil, fmt.Errorf("%s: dead-letter seq %s to %s: %w (poison: %s)", durable, seq, subject, err, pe.reason)
+			}
+			r.log.Error().Str("durable", durable).Str("subject", msg.Metadata.Get(MetaSubject)).Str("seq", seq).
+				Str("dead_letter_subject", subject).Str("reason", pe.reason).
+				Msg("undecodable event moved to the dead-letter subject and acknowledged")
+			return nil, nil
 		}
-		id := fmt.Sprintf("%s-%s-%s", durable, stream, seq)
-		if seq == "" {
-			id = durable + "-" + jm.Subject() + "-" + jm.Reply()
-		}
-		dl := message.NewMessage(id, jm.Data())
-		dl.Metadata.Set(nats.MsgIdHdr, id)
-		dl.Metadata.Set(HeaderDeadLetterReason, reason)
-		dl.Metadata.Set(HeaderDeadLetterDurable, durable)
-		dl.Metadata.Set(HeaderOriginalSubject, jm.Subject())
-		dl.Metadata.Set(HeaderOriginalStream, stream)
-		dl.Metadata.Set(HeaderOriginalSeq, seq)
-		dl.Metadata.Set(HeaderNumDelivered, strconv.FormatUint(h.n, 10))
-		if err := r.dlPub.Publish(subject, dl); err != nil {
-			return fmt.Errorf("%s: dead-letter seq %s to %s: %w (poison: %s)", durable, seq, subject, err, reason)
-		}
-		r.log.Error().Str("durable", durable).Str("subject", jm.Subject()).Str("seq", seq).
-			Str("dead_letter_subject", subject).Str("reason", reason).
-			Msg("undecodable event moved to the dead-letter subject and acknowledged")
-		return nil
 	}
 }

@@ -1,77 +1,107 @@
-// Package consume is the consuming side of enrollgate's event log: a watermill
-// Router that feeds stored events, in stream order, to the projections, the
-// lockout saga and the alert publisher.
+// Package consume is the consuming side of enrollgate's event log: watermill's
+// message.Router feeding stored events, in stream order, to the projections,
+// the lockout saga and the alert publisher.
 //
-// Each handler gets its own durable JetStream pull consumer on the events
+// Each Handler gets its own durable JetStream pull consumer on the events
 // stream (filtered on enrollgate.events.>, DeliverAll, AckExplicit, unbounded
-// MaxDeliver, MaxAckPending Config.MaxAckPending, a pinned priority group)
-// and its own NATS connection, so that the durables progress independently.
-// A Handler returns nil to acknowledge an event; a BatchHandler gets the
-// consecutive events that have arrived (up to Config.MaxBatch) and its nil
-// acknowledges all of them. An error is retried in-process, with delays
-// doubling from RetryInitialInterval up to RetryMaxInterval, for as long as
-// it takes. An event is never skipped: only a payload that cannot be decoded
-// at all (poison) is moved to <DeadLetterPrefix>.<durable>, kept in the
-// stream DeadLetterStream, logged once at error level, and acknowledged so
-// that the handler goes on.
+// MaxDeliver, MaxAckPending Config.MaxAckPending, a pinned priority group),
+// its own NATS connection, and its own handler on the watermill Router
+// (AddConsumerHandler: no publisher), so that the durables progress
+// independently. A Handler returns nil to acknowledge an event; an error has
+// it tried again, for as long as it takes, with the events after it held
+// back. An event is never skipped: only a payload that cannot be decoded at
+// all (poison) is moved to <DeadLetterPrefix>.<durable>, kept in the stream
+// DeadLetterStream, logged once at error level, and acknowledged so that the
+// handler goes on.
+//
+// # The Router and its middleware
+//
+// Per handler, outermost first:
+//
+//  1. dead letter (this package's PoisonQueue): a poison error from inside
+//     is published to the dead-letter subject, with a Nats-Msg-Id derived
+//     from the durable and the stream sequence (a redelivery stores no
+//     second copy) and the reason, original subject, stream, sequence and
+//     delivery count as headers, and the message is then acknowledged; a
+//     failed publish is an error, so the poison message is tried again, never
+//     dropped. watermill's PoisonQueue is not used: it would put the
+//     watermill metadata on the dead letter, but no Nats-Msg-Id.
+//  2. Retry: InProcessRetries more calls with a short backoff from
+//     RetryInitialInterval, within the message's HandlerTimeout; never for a
+//     poison error.
+//  3. Recoverer, innermost, so that a panic is an error that Retry retries
+//     (and that the dead letter never takes for poison).
+//  4. The handler function: it decodes the message to an events.Record
+//     (subject, stream sequence and payload; a payload that does not decode,
+//     or an event stored on another site's subject, is a poison error) and
+//     calls the Handler. Turning a JetStream message into a watermill message
+//     never fails (see JETSTREAM-NOTES: an unmarshaler must not return an
+//     error): whatever is wrong surfaces here, where it can be dead-lettered.
+//
+// # Why the subscriber is our own
+//
+// The Router reads a message.Subscriber of this package (subscriber.go) on
+// nats.go's jetstream API. watermill-nats v2.1.3 does not fit: its
+// pkg/jetstream subscriber races on Close (its monitor closes the output
+// channel while the nats.go callback may still send on it) and passes on a
+// nil message when its Unmarshaler returns an error; on a Nack it Naks to
+// the server, so with more than one message in flight a failed event comes
+// back after later ones (order then needs MaxAckPending 1: a round trip per
+// event); it reports nothing in progress for the messages waiting behind the
+// one being handled, and discards rather than gives back in order what it
+// has on Close. Its pkg/nats subscriber builds on the legacy push
+// subscriptions. The dead-letter publisher is watermill-nats
+// pkg/jetstream's Publisher (it sets Nats-Msg-Id from metadata).
 //
 // # Guarantees, and how they are kept
 //
 //   - Stream order per durable, a redelivery being the same event again.
 //     The server sends up to MaxAckPending messages ahead (a pull request is
 //     always outstanding), always in stream order; the subscriber keeps what
-//     arrived in a list sorted by stream sequence and hands it over from the
-//     front. When a handler fails, the failing event and everything after it
-//     stay held in the process (no Nak: a Nak'd message would come back after
-//     later ones), and the subscriber reports them in progress every
-//     AckWait/4 so that the server redelivers none of them meanwhile.
-//   - Ack only after the handler succeeded: each message is acknowledged
-//     after the call that handled it returned nil (for a BatchHandler: after
-//     the call for the whole batch; a failed batch is handed over again one
-//     event at a time, so that those before the failing one are acknowledged
-//     and it is retried alone). Acks are plain Acks, not DoubleAcks: they
+//     arrived in a list sorted by stream sequence and hands the Router ONE
+//     message at a time, waiting for its Ack or Nack before handing over the
+//     next. That is watermill's Subscriber contract, and what keeps the order
+//     although the Router runs every message on a goroutine of its own. On a
+//     Nack (the handler failed after its in-process retries) the message and
+//     everything after it stay held in the process (no JetStream Nak: a Nak'd
+//     message would come back after later ones) and the same event is handed
+//     over again after a delay doubling from RetryInitialInterval up to
+//     RetryMaxInterval; meanwhile the subscriber reports what it holds in
+//     progress every AckWait/4, so that the server redelivers none of it.
+//   - Ack only after the handler succeeded: the JetStream Ack of a message
+//     is sent after the Router's Ack of it, that is after the handler and
+//     the middleware returned nil. Acks are plain Acks, not DoubleAcks: they
 //     leave in order on the subscriber's connection, and a lost one only
-//     redelivers an event that the idempotent handlers absorb (an event at or
-//     below the last one handled in this session is acked again unhandled).
+//     redelivers an event that the idempotent handlers absorb (an event at
+//     or below the last one acknowledged in this session is acked again
+//     without being handed over).
 //   - One process at a time: the consumer has a pinned priority group, so the
 //     server delivers a durable's messages to one pinned process only, until
 //     it has not pulled for PinnedTTL (= AckWait) or gave up the pin on Close.
 //     Every session (start, rebind, or a redelivery of an event not held here)
-//     begins in recovery: nothing is handled until every message the server
-//     has out unacknowledged for the durable is in this process's hands (held
-//     count ≥ the consumer's NumAckPending); then they are sorted and handled
-//     first. So what a previous process held, gave back or left to expire is
-//     handled before anything later, whichever process gets it.
-//   - A handler never runs concurrently with itself: one goroutine per
-//     durable calls it; across processes, a handler is called only while the
-//     server surely leaves the events to this process (a lease: delivery or a
-//     flushed InProgress, plus AckWait less a margin, covering HandlerTimeout);
-//     a process that cannot renew its lease (cut off) abandons what it holds.
-//     The handler's context is cancelled after HandlerTimeout.
-//   - On Close the subscriber gives back what it holds, in order and at once
-//     (Nak), flushes its acks and unpins, so that the next process does not
-//     wait for AckWait or PinnedTTL.
-//
-// # Why not watermill's Router
-//
-// The Router used to be watermill's message.Router with Retry and Recoverer
-// middleware, on a subscriber of our own with MaxAckPending 1 and DoubleAck.
-// That design handled an event per round trip and per goroutine and channel
-// handoff, and could not batch: in the benchmark (docs/benchmarks.md) the
-// three durables together did 1,000-2,000 events/s under load, and
-// BenchmarkConsumeThroughput measured it against this one in the same run.
-// watermill's router also starts a goroutine per message, so it cannot hand
-// over several messages of one durable in order. The retry and panic
-// recovery it gave are done here directly (a panic is an error that is
-// retried). The dead-letter publisher is still watermill-nats v2.1.3
-// pkg/jetstream's Publisher (it sets Nats-Msg-Id from metadata). The
-// subscribers of watermill-nats do not fit either: pkg/jetstream races on
-// Close (its monitor closes the output channel while the nats.go callback
-// may still send on it) and returns a nil message with an Unmarshaler error;
-// pkg/nats builds on the legacy push subscriptions.
+//     begins in recovery: nothing is handed over until every message the
+//     server has out unacknowledged for the durable is in this process's
+//     hands (held count ≥ the consumer's NumAckPending); then they are sorted
+//     and handled first. So what a previous process held, gave back or left
+//     to expire is handled before anything later, whichever process gets it.
+//   - A handler never runs concurrently with itself: within a process, one
+//     message of a durable is out at a time; across processes, a message is
+//     handed over only while the server surely leaves it to this process for
+//     a whole HandlerTimeout (a lease: delivery or a flushed InProgress, plus
+//     AckWait less a margin); a process that cannot renew its lease (cut off)
+//     abandons what it holds. The message's context ends after
+//     HandlerTimeout, which bounds the handler and its in-process retries.
+//   - On Close (the Router closes its subscribers) the message being handled
+//     is waited for, its context cancelled, up to CloseTimeout; then the
+//     subscriber gives back what it holds, in order and at once (Nak),
+//     flushes its acks, closes the output channel and its connection, and
+//     the Router unpins, so that the next process waits for neither AckWait
+//     nor PinnedTTL.
 //
 // The Deduplicator middleware is not used: it is per process, and the
-// handlers are idempotent instead.
+// handlers are idempotent instead. There are no batch handlers: a handler
+// gets one event per call (the projector commits one read-store transaction
+// per event).
 //
 // Durable names are constants of the callers. WARNING: renaming one creates a
 // new consumer that starts from the first event again.

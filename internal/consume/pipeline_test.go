@@ -34,10 +34,11 @@ func inOrder(got, want []uint64) error {
 	return nil
 }
 
-// TestBatchFailureKeepsOrder: a batch handler fails, all or nothing, on
-// every batch holding one event, three times; the events before it are
-// applied, it is retried, and none after it is applied before it.
-func TestBatchFailureKeepsOrder(t *testing.T) {
+// TestFailureKeepsOrderWhilePrefetching: the handler fails on one event
+// until the test lets it pass; meanwhile the later events are on hand in the
+// process (prefetched: the server counts them ack-pending) but none of them
+// is handled, and once the failing event passes, all follow in order.
+func TestFailureKeepsOrderWhilePrefetching(t *testing.T) {
 	e := newEnv(t)
 	var want []uint64
 	for i := range 300 {
@@ -46,45 +47,48 @@ func TestBatchFailureKeepsOrder(t *testing.T) {
 	failing := want[150]
 	var mu sync.Mutex
 	var applied []uint64
-	var fails, maxBatch int
-	h := func(_ context.Context, recs []events.Record) error {
+	var fails int
+	var pass atomic.Bool
+	h := func(_ context.Context, rec events.Record) error {
 		mu.Lock()
 		defer mu.Unlock()
-		maxBatch = max(maxBatch, len(recs))
-		for _, r := range recs {
-			if r.Seq == failing && fails < 3 {
-				fails++
-				return errors.New("store unavailable")
-			}
+		if rec.Seq == failing && !pass.Load() {
+			fails++
+			return errors.New("store unavailable")
 		}
-		for _, r := range recs {
-			applied = append(applied, r.Seq)
-		}
+		applied = append(applied, rec.Seq)
 		return nil
 	}
-	r, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+	r := e.router(t, zerolog.Nop(), map[string]consume.Handler{"prefetch": h})
+	natstest.Eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		// 1 call + InProcessRetries per hand-over: 6 failures are 3
+		// hand-overs, two of them after a Nack.
+		if fails < 3*(e.cfg.InProcessRetries+1) {
+			return fmt.Errorf("%d failures", fails)
+		}
+		return nil
+	})
+	c, err := e.js.Consumer(context.Background(), consume.DefaultStream, "prefetch")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.AddBatchHandler("batch", h); err != nil {
-		t.Fatal(err)
+	if n := c.CachedInfo().NumAckPending; n < 2 {
+		t.Errorf("%d messages ack-pending while one fails: the later ones were not prefetched", n)
 	}
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
-	t.Cleanup(func() { stop(t, r, done) })
+	mu.Lock()
+	if err := inOrder(applied, want[:150]); err != nil {
+		mu.Unlock()
+		t.Fatalf("while seq %d fails: %v", failing, err)
+	}
+	mu.Unlock()
+	pass.Store(true)
 	got := waitLen(t, func() []uint64 { mu.Lock(); defer mu.Unlock(); return append([]uint64(nil), applied...) }, len(want))
 	if err := inOrder(got, want); err != nil {
 		t.Fatal(err)
 	}
-	waitCaughtUp(t, r, "batch")
-	mu.Lock()
-	defer mu.Unlock()
-	if fails != 3 {
-		t.Errorf("failing event failed %d times, want 3", fails)
-	}
-	if maxBatch < 2 {
-		t.Errorf("largest batch %d: the events were not batched", maxBatch)
-	}
+	waitCaughtUp(t, r, "prefetch")
 }
 
 // TestCloseHandsHeldEventsToTheNextProcessFirst: a process whose handler

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -20,14 +22,6 @@ import (
 // tried again later, with the events after it held back, never skipped.
 // Handlers must be idempotent: an event can be delivered more than once.
 type Handler func(ctx context.Context, rec events.Record) error
-
-// BatchHandler processes consecutive stored events of one durable at once,
-// in stream order: those that had arrived when the previous call returned,
-// up to the batch size. nil acknowledges all of them; an error must mean that
-// none of them took effect (one transaction), and the router then hands them
-// over again one at a time, so that the failing one is found and those before
-// it are acknowledged. Like a Handler it must be idempotent.
-type BatchHandler func(ctx context.Context, recs []events.Record) error
 
 // ErrRunning is returned by AddHandler once the router runs, and by Run when
 // it runs already or was closed.
@@ -45,14 +39,12 @@ type Router struct {
 	admin *nats.Conn // consumer management and Pending
 	js    jetstream.JetStream
 	dlPub *wmjs.Publisher // dead letters, on its own connection
+	wm    *message.Router
 
 	mu       sync.Mutex
 	durables map[string]bool
 	subs     []*subscriber
 	state    routerState
-	stop     chan struct{} // closed by Close or when Run's context ends
-	running  chan struct{} // closed once every subscriber has bound
-	wg       sync.WaitGroup
 }
 
 type routerState int
@@ -104,8 +96,14 @@ func NewRouter(cfg Config, connect func() (*nats.Conn, error), log zerolog.Logge
 		admin.Close()
 		return nil, fmt.Errorf("consume: dead-letter publisher: %w", err)
 	}
-	return &Router{cfg: cfg, log: log, connect: connect, admin: admin, js: js, dlPub: dlPub,
-		durables: make(map[string]bool), stop: make(chan struct{}), running: make(chan struct{})}, nil
+	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
+	if err != nil {
+		_ = dlPub.Close()
+		admin.Close()
+		return nil, fmt.Errorf("consume: watermill router: %w", err)
+	}
+	return &Router{cfg: cfg, log: log, connect: connect, admin: admin, js: js, dlPub: dlPub, wm: wm,
+		durables: make(map[string]bool)}, nil
 }
 
 // EnsureDeadLetterStream creates cfg.DeadLetterStream on
@@ -157,26 +155,6 @@ func (r *Router) AddHandler(durable string, h Handler) error {
 	if h == nil {
 		return errors.New("consume: handler is required")
 	}
-	return r.add(durable, func(ctx context.Context, recs []events.Record) error {
-		for _, rec := range recs { // always one: batch size 1
-			if err := h(ctx, rec); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, 1)
-}
-
-// AddBatchHandler is AddHandler for a handler that applies several events at
-// once (up to Config.MaxBatch), for example in one transaction.
-func (r *Router) AddBatchHandler(durable string, h BatchHandler) error {
-	if h == nil {
-		return errors.New("consume: handler is required")
-	}
-	return r.add(durable, h, r.cfg.MaxBatch)
-}
-
-func (r *Router) add(durable string, h BatchHandler, batch int) error {
 	if err := ValidateDurable(durable); err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
@@ -197,11 +175,34 @@ func (r *Router) add(durable string, h BatchHandler, batch int) error {
 	if err != nil {
 		return fmt.Errorf("consume: connect subscriber %s: %w", durable, err)
 	}
-	sub, err := newSubscriber(durable, nc, r.cfg, h, batch, r.deadLetter(durable), r.log.With().Str("durable", durable).Logger())
+	sub, err := newSubscriber(durable, nc, r.cfg, r.log.With().Str("durable", durable).Logger())
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("consume: subscriber %s: %w", durable, err)
 	}
+	// The topic is only a label: the subscriber is bound to the durable.
+	wh := r.wm.AddConsumerHandler(durable, durable, sub, r.decode(durable, h))
+	// The first added runs outermost. Recoverer innermost, so that a panic
+	// is an error that Retry retries (and that is never taken for poison);
+	// the dead-letter middleware outermost, so that a poison message is not
+	// retried and is acknowledged once moved aside.
+	wh.AddMiddleware(
+		r.deadLetter(durable),
+		middleware.Retry{
+			MaxRetries:          r.cfg.InProcessRetries,
+			InitialInterval:     r.cfg.RetryInitialInterval,
+			MaxInterval:         r.cfg.RetryMaxInterval,
+			Multiplier:          2,
+			RandomizationFactor: 0.2,
+			// The message's context ends after HandlerTimeout (set by the
+			// subscriber), which bounds the retries of one hand-over too.
+			MaxElapsedTime: r.cfg.HandlerTimeout,
+			ShouldRetry: func(p middleware.RetryParams) bool {
+				return !isPoison(p.Err) && !errors.Is(p.Err, context.Canceled)
+			},
+		}.Middleware,
+		middleware.Recoverer,
+	)
 	r.durables[durable] = true
 	r.subs = append(r.subs, sub)
 	return nil
@@ -216,39 +217,16 @@ func (r *Router) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	r.state = stateRunning
-	subs := slices.Clone(r.subs)
-	r.wg.Add(len(subs))
 	r.mu.Unlock()
-	var bound sync.WaitGroup
-	bound.Add(len(subs))
-	for _, s := range subs {
-		go func() {
-			defer r.wg.Done()
-			s.run(r.stop, bound.Done)
-		}()
-	}
-	go func() { bound.Wait(); close(r.running) }()
-	select {
-	case <-ctx.Done():
-		r.halt()
-	case <-r.stop:
+	if err := r.wm.Run(ctx); err != nil {
+		return fmt.Errorf("consume: run: %w", err)
 	}
 	return nil
 }
 
-// halt stops the subscribers once.
-func (r *Router) halt() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	select {
-	case <-r.stop:
-	default:
-		close(r.stop)
-	}
-}
-
-// Running is closed once every handler has subscribed.
-func (r *Router) Running() <-chan struct{} { return r.running }
+// Running is closed once every handler has subscribed (bound to its
+// consumer, or failed to and retries in the background).
+func (r *Router) Running() <-chan struct{} { return r.wm.Running() }
 
 // Close stops the handlers (waiting up to CloseTimeout for running ones) and
 // closes every connection. Events held and not yet acknowledged are given
@@ -261,17 +239,19 @@ func (r *Router) Close() error {
 	if prev == stateClosed {
 		return nil
 	}
-	r.halt()
 	var errs []error
-	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(r.cfg.CloseTimeout):
-		errs = append(errs, fmt.Errorf("consume: handlers still running after %s", r.cfg.CloseTimeout))
+	if prev == stateRunning {
+		// watermill's Close closes the subscribers and waits for the
+		// handlers; it would wait for handlers that never started
+		// otherwise.
+		if err := r.wm.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("consume: close router: %w", err))
+		}
 	}
 	for _, s := range r.subs {
-		s.nc.Close()
+		if err := s.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if prev == stateRunning {
 		for _, s := range r.subs {
@@ -294,4 +274,40 @@ func (r *Router) Pending(ctx context.Context, durable string) (uint64, error) {
 	}
 	info := c.CachedInfo()
 	return info.NumPending + uint64(info.NumAckPending), nil
+}
+
+// poisonError marks a message that no retry can make decodable.
+type poisonError struct{ reason string }
+
+func (e *poisonError) Error() string { return "poison message: " + e.reason }
+
+func isPoison(err error) bool {
+	var pe *poisonError
+	return errors.As(err, &pe)
+}
+
+// decode is the innermost wrapper: it turns the watermill message into an
+// events.Record and calls h. A message that cannot be a record of this
+// stream is a poisonError, which the dead-letter middleware acts on.
+func (r *Router) decode(durable string, h Handler) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		if e := msg.Metadata.Get(MetaError); e != "" {
+			return &poisonError{reason: e}
+		}
+		seq, err := strconv.ParseUint(msg.Metadata.Get(MetaStreamSeq), 10, 64)
+		if err != nil || seq == 0 {
+			return &poisonError{reason: "no stream sequence"}
+		}
+		ev, err := events.Decode(msg.Payload)
+		if err != nil {
+			return &poisonError{reason: err.Error()}
+		}
+		if subj := msg.Metadata.Get(MetaSubject); subj != events.Subject(ev.Site) {
+			return &poisonError{reason: fmt.Sprintf("event %s of site %q stored on subject %q", ev.ID, ev.Site, subj)}
+		}
+		if err := h(msg.Context(), events.Record{Seq: seq, Event: ev}); err != nil {
+			return fmt.Errorf("%s: event %s (seq %d, %s): %w", durable, ev.ID, seq, ev.Type(), err)
+		}
+		return nil
+	}
 }

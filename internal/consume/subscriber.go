@@ -8,11 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-
-	"github.com/enrollgate/enrollgate/events"
 )
 
 // errLostLease means that held messages may have been redelivered elsewhere.
@@ -24,30 +23,36 @@ const pinHeader = "Nats-Pin-Id"
 
 // held is a message delivered to this process and not settled yet.
 type held struct {
-	jm    jetstream.Msg
-	seq   uint64    // stream sequence; 0 when the metadata could not be read
-	n     uint64    // delivery count
-	lease time.Time // until when the server surely leaves it to this process
+	jm     jetstream.Msg
+	seq    uint64    // stream sequence; 0 when the metadata could not be read
+	stream string    // from the metadata
+	n      uint64    // delivery count
+	lease  time.Time // until when the server surely leaves it to this process
 }
 
-// subscriber runs one durable consumer: it pulls with a request always
-// outstanding, keeps what arrived in stream order, hands it to the handler
-// (several records at once to a BatchHandler), acknowledges each message
-// after its handler succeeded, and retries a failed one in-process, holding
-// the later ones, until it succeeds. See doc.go for the guarantees.
+// subscriber is the watermill message.Subscriber of one durable consumer:
+// it pulls with a request always outstanding (up to MaxAckPending messages
+// ahead), keeps what arrived in stream order, hands the router one message at
+// a time and waits for its Ack or Nack before the next, acknowledges it on
+// JetStream after the watermill Ack, and on a Nack holds it and the later
+// ones and hands it over again after a growing delay. See doc.go for the
+// guarantees.
 type subscriber struct {
 	durable string
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	cfg     Config
 	cons    jetstream.ConsumerConfig
-	handle  BatchHandler
-	batch   int // records handed to handle at once
-	dl      func(ctx context.Context, h held, reason string) error
 	log     zerolog.Logger
 
 	in   chan jetstream.Msg // from nats.go's callback; capacity above MaxAckPending
 	quit chan struct{}      // closed when run returns: the callback stops waiting on in
+
+	closing chan struct{} // closed by Close
+	stopped chan struct{} // closed when run has given back what it held
+	stateMu sync.Mutex
+	subbed  bool // Subscribe was called
+	closed  bool // Close was called
 
 	mu   sync.Mutex // guards hold (read by the keep-alive ticker)
 	hold []held     // delivered, not settled, in stream order
@@ -56,54 +61,101 @@ type subscriber struct {
 	pinID    string // pin of the last message received
 }
 
-func newSubscriber(durable string, nc *nats.Conn, cfg Config, h BatchHandler, batch int,
-	dl func(ctx context.Context, h held, reason string) error, log zerolog.Logger) (*subscriber, error) {
+var _ message.Subscriber = (*subscriber)(nil)
+
+func newSubscriber(durable string, nc *nats.Conn, cfg Config, log zerolog.Logger) (*subscriber, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, cons: cfg.ConsumerConfig(durable), handle: h,
-		batch: batch, dl: dl, log: log, in: make(chan jetstream.Msg, 2*pullMax(cfg)+16), quit: make(chan struct{})}, nil
+	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, cons: cfg.ConsumerConfig(durable), log: log,
+		in: make(chan jetstream.Msg, 2*pullMax(cfg)+16), quit: make(chan struct{}),
+		closing: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
 
 func pullMax(cfg Config) int { return max(cfg.MaxAckPending, 128) }
 
-// run consumes until stop is closed, then gives back what it holds.
-func (s *subscriber) run(stop <-chan struct{}, started func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	defer close(s.quit)
+// Subscribe binds to the durable consumer and returns the channel the
+// router reads. The topic is only a label: the subscriber is bound to its
+// durable. It may be called once. The first bind happens before it returns
+// (so that the router's Running means bound); should it fail, the
+// subscriber keeps trying in the background instead of failing the router.
+func (s *subscriber) Subscribe(ctx context.Context, _ string) (<-chan *message.Message, error) {
+	s.stateMu.Lock()
+	if s.subbed || s.closed {
+		s.stateMu.Unlock()
+		return nil, fmt.Errorf("consume: subscriber %s subscribed twice or after Close", s.durable)
+	}
+	s.subbed = true
+	s.stateMu.Unlock()
+	out := make(chan *message.Message)
+	ctx, cancel := context.WithCancel(ctx)
 	go func() {
 		select {
-		case <-stop:
+		case <-s.closing:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
+	cc, err := s.start(ctx)
+	go s.run(ctx, cancel, cc, err, out)
+	return out, nil
+}
+
+// Close stops the subscription: the message being handled is waited for
+// (up to CloseTimeout), what is held is given back in order, the output
+// channel is closed, and the subscriber's connection is closed.
+func (s *subscriber) Close() error {
+	s.stateMu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.closing)
+	}
+	subbed := s.subbed
+	s.stateMu.Unlock()
+	if subbed {
+		select {
+		case <-s.stopped:
+		case <-time.After(s.cfg.CloseTimeout + 5*time.Second):
+			s.nc.Close()
+			return fmt.Errorf("consume: subscriber %s did not stop in time", s.durable)
+		}
+	}
+	s.nc.Close()
+	return nil
+}
+
+// run consumes until ctx ends, then gives back what it holds and closes out.
+func (s *subscriber) run(ctx context.Context, cancel context.CancelFunc, cc jetstream.ConsumeContext, err error, out chan<- *message.Message) {
+	defer close(s.stopped)
+	defer close(out)
+	defer cancel()
+	defer close(s.quit)
 	go s.keepAlive(ctx)
 	backoff := 100 * time.Millisecond
-	first := true
 	for ctx.Err() == nil {
-		cc, err := s.start(ctx)
-		if first {
-			started()
-			first = false
-		}
-		if err != nil {
-			s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("consumer not available; binding again")
-			if !sleep(ctx, backoff) {
-				break
+		if cc == nil {
+			if err == nil {
+				cc, err = s.start(ctx)
 			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
+			if err != nil {
+				s.log.Warn().Err(err).Dur("retry_in", backoff).Msg("consumer not available; binding again")
+				err = nil
+				if !sleep(ctx, backoff) {
+					break
+				}
+				backoff = min(backoff*2, 5*time.Second)
+				continue
+			}
 		}
 		backoff = 100 * time.Millisecond
-		s.session(ctx, cc)
+		s.session(ctx, cc, out)
 		if ctx.Err() != nil {
 			s.stopPulling(cc)
 			break
 		}
 		cc.Stop()
+		cc = nil
 	}
 	s.release()
 }
@@ -174,7 +226,7 @@ func (s *subscriber) start(ctx context.Context) (jetstream.ConsumeContext, error
 // (a previous process died or gave them back, or another holds them): then
 // nothing is handled until every one of them is in this process's hands, so
 // that they are handled before anything later.
-func (s *subscriber) session(ctx context.Context, cc jetstream.ConsumeContext) {
+func (s *subscriber) session(ctx context.Context, cc jetstream.ConsumeContext, out chan<- *message.Message) {
 	s.lastDone = 0
 	recovering := true
 	var tick <-chan time.Time
@@ -198,7 +250,7 @@ func (s *subscriber) session(ctx context.Context, cc jetstream.ConsumeContext) {
 		}
 		if !recovering && s.holding() > 0 {
 			s.drain()
-			if s.step(ctx) {
+			if s.deliver(ctx, out) {
 				continue
 			}
 			// Closing, or the held events were abandoned: bind again, and
@@ -235,7 +287,7 @@ func cmpSeq(a, b uint64) int {
 func (s *subscriber) add(jm jetstream.Msg) bool {
 	h := held{jm: jm, n: 1, lease: time.Now().Add(s.leaseFor())}
 	if md, err := jm.Metadata(); err == nil {
-		h.seq, h.n = md.Sequence.Stream, md.NumDelivered
+		h.seq, h.n, h.stream = md.Sequence.Stream, md.NumDelivered, md.Stream
 	}
 	if p := jm.Headers().Get(pinHeader); p != "" {
 		s.pinID = p
@@ -297,92 +349,97 @@ func (s *subscriber) allPendingHeld(ctx context.Context) (bool, error) {
 	return ci.NumAckPending <= n, nil
 }
 
-// step handles what comes first: a poison message, or a run of decodable
-// ones (up to the batch size). It returns true when it made progress.
-func (s *subscriber) step(ctx context.Context) bool {
-	s.mu.Lock()
-	n := min(len(s.hold), s.batch)
-	run := slices.Clone(s.hold[:n])
-	s.mu.Unlock()
-	recs := make([]events.Record, 0, n)
-	for _, h := range run {
-		rec, reason := decode(h)
-		if reason != "" {
-			if len(recs) > 0 {
-				break // handle the good ones before it first
-			}
-			return s.retry(ctx, 1, func(ctx context.Context) error { return s.dl(ctx, h, reason) })
-		}
-		recs = append(recs, rec)
-	}
-	if len(recs) > 1 {
-		if err := s.call(ctx, recs); err == nil {
-			s.done(len(recs))
-			return true
-		} else if ctx.Err() != nil {
-			return false
-		} else if errors.Is(err, errLostLease) {
+// deliver hands the first held message to the router and waits for its
+// Ack or Nack. A Nack keeps it (and everything after it) held and hands the
+// same event over again after a delay doubling from RetryInitialInterval up
+// to RetryMaxInterval, for as long as it takes. It returns true when the
+// message was acknowledged, false when the subscriber stops or the held
+// messages were abandoned (their lease was lost).
+func (s *subscriber) deliver(ctx context.Context, out chan<- *message.Message) bool {
+	for attempt := uint64(1); ; attempt++ {
+		s.mu.Lock()
+		h := s.hold[0] // the latest delivery of the event, should it have come again
+		s.mu.Unlock()
+		if !s.owned(1) {
 			s.abandon()
 			return false
-		} else {
-			// One of them failed and the batch was not applied: go on one
-			// at a time, so that those before the failing one are applied
-			// and acknowledged.
-			s.log.Debug().Err(err).Int("batch", len(recs)).Msg("batch failed; handling its events one by one")
 		}
-	}
-	return s.retry(ctx, 1, func(ctx context.Context) error { return s.call(ctx, recs[:1]) })
-}
-
-// retry runs f until it succeeds, waiting longer after each failure (up to
-// RetryMaxInterval), then settles the first n held messages. It returns
-// false when ctx ended first; the messages stay held.
-func (s *subscriber) retry(ctx context.Context, n int, f func(context.Context) error) bool {
-	for attempt := uint64(1); ; attempt++ {
-		err := f(ctx)
-		if err == nil {
-			s.done(n)
+		res, failure := s.emit(ctx, out, h)
+		switch res {
+		case acked:
+			s.done(1)
 			return true
-		}
-		if ctx.Err() != nil {
+		case stopped:
 			return false
-		}
-		if errors.Is(err, errLostLease) {
+		case stuck:
+			// The handler outlived CloseTimeout after close: leave the
+			// events to the server (after AckWait) rather than give them
+			// back while it may still run.
 			s.abandon()
 			return false
 		}
 		d := retryDelay(attempt, s.cfg.RetryInitialInterval, s.cfg.RetryMaxInterval)
 		ev := s.log.Warn()
-		if attempt > uint64(s.cfg.InProcessRetries) {
+		if attempt > 1 {
 			ev = s.log.Error()
 		}
-		ev.Err(err).Uint64("attempt", attempt).Dur("retry_in", d).Msg("handler failed; retrying, later events wait")
+		ev.Str("error", failure).Uint64("seq", h.seq).Uint64("attempt", attempt).Dur("retry_in", d).
+			Msg("handler failed after its in-process retries; holding the later events and retrying")
 		if !sleep(ctx, d) {
 			return false
 		}
 	}
 }
 
-// call runs the handler under HandlerTimeout, turning a panic into an error.
-func (s *subscriber) call(ctx context.Context, recs []events.Record) (err error) {
-	if !s.owned(len(recs)) {
-		return errLostLease
-	}
+// outcome of one hand-over to the router.
+type outcome int
+
+const (
+	acked   outcome = iota // the handler succeeded
+	nacked                 // it failed: hand the event over again later
+	stopped                // closing; the message was not handled
+	stuck                  // closing, and the handler did not return in CloseTimeout
+)
+
+// emit sends h to the router as a watermill message whose context ends
+// after HandlerTimeout (or on close), and waits for its Ack or Nack. While
+// it waits, nothing else of this durable is handed over: that is what keeps
+// stream order although the router runs every message on its own goroutine.
+func (s *subscriber) emit(ctx context.Context, out chan<- *message.Message, h held) (outcome, string) {
+	msg := toMessage(h)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandlerTimeout)
 	defer cancel()
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%s: panic in handler: %v", s.durable, p)
-		}
-	}()
-	if err := s.handle(hctx, recs); err != nil {
-		r := recs[0]
-		if len(recs) == 1 {
-			return fmt.Errorf("%s: event %s (seq %d, %s): %w", s.durable, r.Event.ID, r.Seq, r.Event.Type(), err)
-		}
-		return fmt.Errorf("%s: %d events from seq %d: %w", s.durable, len(recs), r.Seq, err)
+	msg.SetContext(hctx)
+	select {
+	case out <- msg:
+	case <-ctx.Done():
+		return stopped, ""
 	}
-	return nil
+	select {
+	case <-msg.Acked():
+		return acked, ""
+	case <-msg.Nacked():
+		if ctx.Err() != nil {
+			return stopped, ""
+		}
+		// The Nack happened after the middleware returned: reading the
+		// metadata it set is ordered after that write.
+		return nacked, msg.Metadata.Get(metaHandlerError)
+	case <-ctx.Done():
+	}
+	// Closing: the handler's context is cancelled; wait for it to return
+	// before giving anything back, so that no other process handles the
+	// event while it still runs here.
+	t := time.NewTimer(s.cfg.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-msg.Acked():
+		return acked, ""
+	case <-msg.Nacked():
+		return stopped, ""
+	case <-t.C:
+		return stuck, ""
+	}
 }
 
 // done acknowledges the first n held messages, in order, and forgets them.
@@ -547,19 +604,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// decode turns a held message into a record, or says why it is poison.
-func decode(h held) (events.Record, string) {
-	if h.seq == 0 {
-		return events.Record{}, "no JetStream metadata"
-	}
-	ev, err := events.Decode(h.jm.Data())
-	if err != nil {
-		return events.Record{}, err.Error()
-	}
-	if subj := h.jm.Subject(); subj != events.Subject(ev.Site) {
-		return events.Record{}, fmt.Sprintf("event %s of site %q stored on subject %q", ev.ID, ev.Site, subj)
-	}
-	return events.Record{Seq: h.seq, Event: ev}, ""
 }

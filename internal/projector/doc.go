@@ -2,12 +2,10 @@
 // stream.
 //
 //   - Live: Projector.Register adds the durable consumer "projections" to the
-//     consume router as a batch handler: the events that have arrived (up to
-//     consume.Config.MaxBatch) are applied, with the checkpoint, in one
-//     read-store transaction, and the router acknowledges each of them only
-//     after that transaction committed; a failed batch is applied again one
-//     event at a time. Poison messages are dead-lettered by
-//     the router and never reach the read model.
+//     consume router (watermill's Router): each event is applied, with the
+//     checkpoint, in its own read-store transaction, and the router
+//     acknowledges it only after that transaction committed. Poison messages
+//     are dead-lettered by the router and never reach the read model.
 //   - Catch-up and rebuild: CatchUp replays the stream with an ordered
 //     consumer from the store's checkpoint to the stream's last sequence, in
 //     large transactions, decoding and applying in two goroutines; Rebuild

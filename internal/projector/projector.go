@@ -31,37 +31,24 @@ func (p *Projector) Store() *readstore.Store {
 	return p.store
 }
 
-// Register adds the live durable consumer "projections" to the router, as a
-// batch handler: the events that have arrived are applied in one read-store
-// transaction, and the router acknowledges them after it committed.
+// Register adds the live durable consumer "projections" to the router: each
+// event is applied in its own read-store transaction, with the checkpoint,
+// and the router acknowledges it after that transaction committed.
 func (p *Projector) Register(r *consume.Router) error {
-	if err := r.AddBatchHandler(Durable, p.HandleBatch); err != nil {
+	if err := r.AddHandler(Durable, p.Handle); err != nil {
 		return fmt.Errorf("projector: %w", err)
 	}
 	return nil
 }
 
-// Handle applies one live event; the router acknowledges it once Handle
-// returns nil. Redeliveries are skipped by the store's checkpoint.
-func (p *Projector) Handle(ctx context.Context, rec events.Record) error {
-	return p.HandleBatch(ctx, []events.Record{rec})
-}
-
-// HandleBatch applies consecutive live events in one transaction with the
-// checkpoint: all of them or, on error, none (the router then hands them over
-// one at a time). Events at or below the checkpoint are skipped, so
-// redeliveries are harmless.
-func (p *Projector) HandleBatch(_ context.Context, recs []events.Record) error {
-	if len(recs) == 0 {
-		return nil
-	}
+// Handle applies one live event, with the checkpoint, in one transaction;
+// the router acknowledges it once Handle returns nil. An event at or below
+// the checkpoint is skipped, so redeliveries are harmless.
+func (p *Projector) Handle(_ context.Context, rec events.Record) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
-	if err := p.Store().Apply(recs...); err != nil {
-		if len(recs) == 1 {
-			return fmt.Errorf("project event %s (seq %d): %w", recs[0].Event.ID, recs[0].Seq, err)
-		}
-		return fmt.Errorf("project %d events from seq %d: %w", len(recs), recs[0].Seq, err)
+	if err := p.Store().Apply(rec); err != nil {
+		return fmt.Errorf("project event %s (seq %d): %w", rec.Event.ID, rec.Seq, err)
 	}
 	return nil
 }

@@ -1,0 +1,49 @@
+package consume
+
+import (
+	"strconv"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+)
+
+// Metadata keys the subscriber sets on every watermill message, from the
+// JetStream delivery.
+const (
+	MetaSubject      = "nats_subject"
+	MetaStream       = "nats_stream"
+	MetaStreamSeq    = "nats_stream_seq"
+	MetaNumDelivered = "nats_num_delivered"
+	MetaMsgID        = "nats_msg_id"
+	// MetaError is set when the delivery's JetStream metadata could not be
+	// read; the handler wrapper then dead-letters the message.
+	MetaError = "nats_metadata_error"
+)
+
+// toMessage turns a held JetStream message into a watermill message. It
+// never fails (DESIGN.md: an unmarshaler never returns an error): whatever
+// is wrong with a message is left to the innermost handler wrapper, whose
+// poison error the dead-letter middleware acts on. Only the fields the
+// wrapper and the dead letter need are copied: the subject, the stream, the
+// stream sequence, the delivery count and the event ID.
+func toMessage(h held) *message.Message {
+	jm := h.jm
+	md := make(message.Metadata, 5)
+	md.Set(MetaSubject, jm.Subject())
+	if id := jm.Headers().Get(nats.MsgIdHdr); id != "" {
+		md.Set(MetaMsgID, id)
+	}
+	uuid := jm.Subject()
+	if h.seq == 0 {
+		md.Set(MetaError, "no JetStream metadata")
+	} else {
+		seq := strconv.FormatUint(h.seq, 10)
+		md.Set(MetaStream, h.stream)
+		md.Set(MetaStreamSeq, seq)
+		md.Set(MetaNumDelivered, strconv.FormatUint(h.n, 10))
+		uuid = h.stream + ":" + seq
+	}
+	m := message.NewMessage(uuid, jm.Data())
+	m.Metadata = md
+	return m
+}

@@ -30,7 +30,8 @@ func NewLockoutSaga(svc *Service) *LockoutSaga { return &LockoutSaga{commands: s
 
 // Handle reacts to one stored event. A nil error means the event needs
 // nothing more: the consumer may acknowledge it.
-func (s *LockoutSaga) Handle(ctx context.Context, e events.Event) error {
+func (s *LockoutSaga) Handle(ctx context.Context, rec events.Record) error {
+	e := rec.Event
 	var passcodeID string
 	switch d := e.Data.(type) {
 	case events.EnrollmentAttemptFailed:

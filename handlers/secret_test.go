@@ -68,7 +68,7 @@ func TestNoPlainTextInStoredEventsOrErrors(t *testing.T) {
 	verifyFrom(t, s, "wrong", "10.0.0.2")
 	verifyFrom(t, s, Secret(g.Passcode.Plain()+"x"), "10.0.0.3")
 	evs := e.store.events(t, siteID)
-	if err := saga.Handle(bgCtx, evs[len(evs)-1]); err != nil {
+	if err := saga.Handle(bgCtx, events.Record{Event: evs[len(evs)-1]}); err != nil {
 		t.Fatal(err)
 	}
 	if e.store.rawContains(g.Passcode.Plain()) {

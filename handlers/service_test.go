@@ -300,7 +300,7 @@ func TestLockoutSaga(t *testing.T) {
 			verifyFrom(t, s, "wrong", "10.0.0."+strconv.Itoa(i))
 			ev := lastEvent(t, e)
 			appends, _, _ := e.store.counters()
-			if err := saga.Handle(bgCtx, ev); err != nil {
+			if err := saga.Handle(bgCtx, events.Record{Event: ev}); err != nil {
 				t.Fatal(err)
 			}
 			after, _, _ := e.store.counters()
@@ -320,7 +320,7 @@ func TestLockoutSaga(t *testing.T) {
 		verifyFrom(t, s, "wrong", "10.0.0.1")
 		ev := lastEvent(t, e)
 		for range 3 {
-			if err := saga.Handle(bgCtx, ev); err != nil {
+			if err := saga.Handle(bgCtx, events.Record{Event: ev}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -336,7 +336,7 @@ func TestLockoutSaga(t *testing.T) {
 		for range 4 {
 			saga := NewLockoutSaga(e.replica(t))
 			wg.Go(func() {
-				if err := saga.Handle(bgCtx, ev); err != nil {
+				if err := saga.Handle(bgCtx, events.Record{Event: ev}); err != nil {
 					t.Error(err)
 				}
 			})
@@ -351,7 +351,7 @@ func TestLockoutSaga(t *testing.T) {
 		verifyFrom(t, s, "wrong", "10.0.0.1")
 		locking := lastEvent(t, e)
 		g2 := generate(t, s)
-		if err := saga.Handle(bgCtx, locking); err != nil {
+		if err := saga.Handle(bgCtx, events.Record{Event: locking}); err != nil {
 			t.Fatal(err)
 		}
 		if n := countType(t, e.store, events.TypePasscodeDisabled); n != 0 {
@@ -372,7 +372,7 @@ func TestLockoutSaga(t *testing.T) {
 			if _, err := s.ChangeLockoutPolicy(bgCtx, ChangeLockoutPolicy{Site: siteID, Actor: admin, MaxFailedAttempts: c.max, FailureWindow: time.Hour}); err != nil {
 				t.Fatal(err)
 			}
-			if err := saga.Handle(bgCtx, lastEvent(t, e)); err != nil {
+			if err := saga.Handle(bgCtx, events.Record{Event: lastEvent(t, e)}); err != nil {
 				t.Fatal(err)
 			}
 			if got := countType(t, e.store, events.TypePasscodeDisabled) == 1; got != c.disable {
@@ -387,7 +387,7 @@ func TestLockoutSaga(t *testing.T) {
 		e := newEnv(domain.DefaultPolicy())
 		saga := NewLockoutSaga(e.replica(t))
 		ev := events.Event{ID: "x", Site: siteID, OccurredAt: t0, Data: events.LockoutPolicyChanged{MaxFailedAttempts: 1, FailedAttempts: 5}}
-		if err := saga.Handle(bgCtx, ev); err != nil {
+		if err := saga.Handle(bgCtx, events.Record{Event: ev}); err != nil {
 			t.Fatal(err)
 		}
 		if a, _, l := e.store.counters(); a != 0 || l != 0 {
@@ -400,7 +400,7 @@ func TestLockoutSaga(t *testing.T) {
 		for _, p := range []events.Payload{events.PasscodeGenerated{PasscodeID: "g"}, events.PasscodeRevealed{PasscodeID: "g"},
 			events.PasscodeDisabled{PasscodeID: "g", Reason: events.DisableLockout}, events.EnrollmentAttemptSucceeded{PasscodeID: "g"},
 			events.EnrollmentAttemptFailed{PasscodeID: "g", FailedAttempts: 9, MaxFailedAttempts: 10}} {
-			if err := saga.Handle(bgCtx, events.Event{ID: "x", Site: siteID, OccurredAt: t0, Data: p}); err != nil {
+			if err := saga.Handle(bgCtx, events.Record{Event: events.Event{ID: "x", Site: siteID, OccurredAt: t0, Data: p}}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -413,10 +413,10 @@ func TestLockoutSaga(t *testing.T) {
 		verifyFrom(t, s, "wrong", "10.0.0.1")
 		ev := lastEvent(t, e)
 		e.store.failNext = errors.New("nats: no responders")
-		if err := saga.Handle(bgCtx, ev); err == nil {
+		if err := saga.Handle(bgCtx, events.Record{Event: ev}); err == nil {
 			t.Fatal("the saga swallowed a store error")
 		}
-		if err := saga.Handle(bgCtx, ev); err != nil {
+		if err := saga.Handle(bgCtx, events.Record{Event: ev}); err != nil {
 			t.Fatal(err)
 		}
 		if n := countType(t, e.store, events.TypePasscodeDisabled); n != 1 {

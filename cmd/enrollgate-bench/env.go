@@ -137,7 +137,7 @@ type stack struct {
 	http    *http.Server
 	httpURL string
 	router  *consume.Router
-	routed  chan struct{}
+	routed  <-chan struct{}
 	rs      *readstore.Store
 	alertNC *nats.Conn
 	alerts  *nats.Subscription
@@ -254,30 +254,14 @@ func (st *stack) startConsumers(ctx context.Context, dir string) error {
 	if err := proj.Register(r); err != nil {
 		return err
 	}
-	saga := handlers.NewLockoutSaga(st.svc)
-	if err := r.AddHandler(handlers.LockoutSagaDurable, func(ctx context.Context, rec events.Record) error {
-		return saga.Handle(ctx, rec.Event)
-	}); err != nil {
+	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(st.svc).Handle); err != nil {
 		return err
 	}
 	if err := r.AddHandler(alerts.Durable, publisher.Handle); err != nil {
 		return err
 	}
-	st.routed = make(chan struct{})
-	go func() {
-		defer close(st.routed)
-		if err := r.Run(context.WithoutCancel(ctx)); err != nil {
-			st.log.Error().Err(err).Msg("consumers stopped")
-		}
-	}()
-	select {
-	case <-r.Running():
-		return nil
-	case <-st.routed:
-		return errors.New("consumers stopped while starting")
-	case <-time.After(30 * time.Second):
-		return errors.New("consumers did not start in 30s")
-	}
+	st.routed, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)
+	return err
 }
 
 func (st *stack) startHTTP(dir string) error {

@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
 	"github.com/enrollgate/enrollgate/internal/alerts"
 	"github.com/enrollgate/enrollgate/internal/auth"
@@ -42,7 +41,7 @@ type app struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	router   *consume.Router
-	routerWG chan struct{}
+	routerWG <-chan struct{} // closed when the router has stopped
 	proj     *projector.Projector
 	micro    micro.Service
 	http     *http.Server
@@ -223,29 +222,14 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 	if err := a.proj.Register(r); err != nil {
 		return err
 	}
-	saga := handlers.NewLockoutSaga(svc)
-	sagaHandler := func(ctx context.Context, rec events.Record) error { return saga.Handle(ctx, rec.Event) }
-	if err := r.AddHandler(handlers.LockoutSagaDurable, sagaHandler); err != nil {
+	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(svc).Handle); err != nil {
 		return err
 	}
 	if err := r.AddHandler(alerts.Durable, publisher.Handle); err != nil {
 		return err
 	}
-	a.routerWG = make(chan struct{})
-	go func() {
-		defer close(a.routerWG)
-		if err := r.Run(context.WithoutCancel(ctx)); err != nil {
-			a.log.Error().Err(err).Msg("consumers stopped")
-		}
-	}()
-	select {
-	case <-r.Running():
-		return nil
-	case <-a.routerWG:
-		return errors.New("consumers stopped while starting")
-	case <-time.After(30 * time.Second):
-		return errors.New("consumers did not start in 30s")
-	}
+	a.routerWG, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)
+	return err
 }
 
 func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) error {

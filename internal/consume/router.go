@@ -224,6 +224,26 @@ func (r *Router) Run(ctx context.Context) error {
 	return nil
 }
 
+// Start runs the router in the background and returns once it is running.
+// done is closed when Run has returned; an error of Run is logged.
+func (r *Router) Start(ctx context.Context, timeout time.Duration) (done <-chan struct{}, err error) {
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		if err := r.Run(ctx); err != nil {
+			r.log.Error().Err(err).Msg("consumers stopped")
+		}
+	}()
+	select {
+	case <-r.Running():
+		return stopped, nil
+	case <-stopped:
+		return stopped, errors.New("consume: the router stopped while starting")
+	case <-time.After(timeout):
+		return stopped, fmt.Errorf("consume: the router did not start in %s", timeout)
+	}
+}
+
 // Running is closed once every handler has subscribed (bound to its
 // consumer, or failed to and retries in the background).
 func (r *Router) Running() <-chan struct{} { return r.wm.Running() }

@@ -109,7 +109,7 @@ func routerConfig() consume.Config {
 // sagaHandler runs the lockout saga on the first replica.
 func (h *harness) sagaHandler() consume.Handler {
 	saga := handlers.NewLockoutSaga(h.svcs[0])
-	return func(ctx context.Context, rec events.Record) error { return saga.Handle(ctx, rec.Event) }
+	return saga.Handle
 }
 
 // alertHandler is an alert publisher on its own connection.

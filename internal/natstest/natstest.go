@@ -76,4 +76,3 @@ func Eventually(tb testing.TB, timeout time.Duration, fn func() error) {
 		wait = min(wait*2, 50*time.Millisecond)
 	}
 }
-

@@ -118,10 +118,6 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if a.micro, err = verifyapi.Start(a.nc, svc, verifyapi.Config{Version: semver()}, log); err != nil {
 		return nil, err
 	}
-	// The endpoint is ready when the server has its subscription.
-	if err := a.nc.FlushTimeout(10 * time.Second); err != nil {
-		return nil, fmt.Errorf("verify endpoint: %w", err)
-	}
 	if err := a.startHTTP(cfg, svc, tokens); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package consume_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -273,23 +272,7 @@ func TestPanicIsRecoveredAndRetried(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the router's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = natstest.LogBuffer
 
 func TestPoisonGoesToDeadLetterAndTheNextEventIsHandled(t *testing.T) {
 	e := newEnv(t)

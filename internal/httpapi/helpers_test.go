@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/enrollgate/enrollgate/internal/natstest"
 
 	"github.com/rs/zerolog"
 
@@ -122,23 +123,7 @@ func (f *fakeCommands) ChangeLockoutPolicy(ctx context.Context, cmd handlers.Cha
 	return handlers.ChangeLockoutPolicyResult{State: st, Seq: 11}, nil
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = natstest.LogBuffer
 
 // env is a running API with its tokens.
 type env struct {

@@ -4,6 +4,8 @@
 package natstest
 
 import (
+	"bytes"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,4 +77,25 @@ func Eventually(tb testing.TB, timeout time.Duration, fn func() error) {
 		time.Sleep(wait)
 		wait = min(wait*2, 50*time.Millisecond)
 	}
+}
+
+// LogBuffer collects what loggers write from many goroutines, for a test to
+// read back (to find a line, or to prove that a secret is in none).
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -187,6 +187,13 @@ func Start(nc *nats.Conn, v Verifier, cfg Config, log zerolog.Logger) (micro.Ser
 		_ = svc.Stop()
 		return nil, fmt.Errorf("verifyapi: add endpoint: %w", err)
 	}
+	// Return once the server has the endpoint's subscription, so that a
+	// request sent right after Start (from any connection) is answered, not
+	// refused with "no responders".
+	if err := nc.FlushTimeout(10 * time.Second); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("verifyapi: register endpoint: %w", err)
+	}
 	return &service{Service: svc, ep: ep}, nil
 }
 

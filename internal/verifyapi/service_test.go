@@ -58,22 +58,7 @@ func byPasscode(right string) func(context.Context, handlers.VerifyPasscode) (ha
 	}
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = natstest.LogBuffer
 
 // setup starts a server, the endpoint on its own connection, and returns a
 // client connection.
@@ -81,14 +66,8 @@ func setup(t *testing.T, v Verifier, cfg Config) (*nats.Conn, micro.Service, *sy
 	t.Helper()
 	s := natstest.StartServer(t)
 	logs := &syncBuffer{}
-	svcConn := natstest.Connect(t, s)
-	svc, err := Start(svcConn, v, cfg, zerolog.New(logs))
+	svc, err := Start(natstest.Connect(t, s), v, cfg, zerolog.New(logs))
 	if err != nil {
-		t.Fatal(err)
-	}
-	// Make sure the server has the endpoint's subscription before a test
-	// sends requests from another connection (else: no responders, under load).
-	if err := svcConn.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })

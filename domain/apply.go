@@ -24,16 +24,21 @@ func (p *Passcode) Replay(recs ...events.Record) {
 func (p *Passcode) apply(e events.Event) {
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:
-		p.gen = &generation{id: d.PasscodeID, hash: d.Hash, hashKeyID: d.HashKeyID, sealed: d.Sealed,
-			sealKeyID: d.SealKeyID, generatedAt: e.OccurredAt, generatedBy: e.Actor}
+		g := newGeneration(d.PasscodeID, d.Hash, d.Sealed)
+		g.hashKeyID, g.sealKeyID, g.generatedAt, g.generatedBy = d.HashKeyID, d.SealKeyID, e.OccurredAt, canonicalActor(e.Actor)
+		p.gen = g
 	case events.PasscodeDisabled:
 		if p.gen != nil && p.gen.id == d.PasscodeID && p.gen.disabled == nil {
-			p.gen.disabled = &disableInfo{at: e.OccurredAt, by: e.Actor, reason: d.Reason}
+			p.gen.disabled = &disableInfo{at: e.OccurredAt, by: canonicalActor(e.Actor), reason: d.Reason}
 		}
 	case events.EnrollmentAttemptFailed:
+		at := unixNano(e.OccurredAt)
+		var keys sourceKeys
 		if p.gen != nil && p.gen.id == d.PasscodeID {
 			g := p.gen
-			g.failures = append(g.failures, failure{at: e.OccurredAt, source: d.Source, keys: SourceKeys(d.Source)})
+			src := g.sourceOf(d.Source)
+			keys = src.keys
+			g.failures = append(g.failures, failure{at: at, src: src})
 			// Keep only what can still count: failures in the window, and never
 			// more than the largest threshold a policy may set.
 			if w := p.Policy().FailureWindow; w > 0 {
@@ -42,15 +47,16 @@ func (p *Passcode) apply(e events.Event) {
 			if n := len(g.failures); n > MaxMaxFailedAttempts {
 				g.failures = g.failures[n-MaxMaxFailedAttempts:]
 			}
-			if d.ReachesThreshold() && !g.locked {
-				g.locked = true
-				g.lock = lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
+			if d.ReachesThreshold() && g.lock == nil {
+				g.lock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
 			}
+		} else {
+			keys = keysOf(d.Source)
 		}
-		p.addSourceFailure(e.OccurredAt, d.Source)
-		p.attempts.add(d.AttemptID, attemptRecord{passcodeID: d.PasscodeID, digest: d.AttemptDigest})
+		p.addSourceFailure(e.OccurredAt, keys)
+		p.attempts.add(p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, false))
 	case events.EnrollmentAttemptSucceeded:
-		p.attempts.add(d.AttemptID, attemptRecord{passcodeID: d.PasscodeID, digest: d.AttemptDigest, ok: true})
+		p.attempts.add(p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, true))
 	case events.LockoutPolicyChanged:
 		// Decided events are valid; one that is not (written by other tooling)
 		// is ignored rather than trusted, since a threshold of 0 would switch
@@ -59,35 +65,106 @@ func (p *Passcode) apply(e events.Event) {
 			break
 		}
 		p.override = &lockout{maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
-		if g := p.gen; g != nil && g.id == d.PasscodeID && d.FailedAttempts >= d.MaxFailedAttempts && !g.locked {
-			g.locked = true
-			g.lock = lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
+		if g := p.gen; g != nil && g.id == d.PasscodeID && d.FailedAttempts >= d.MaxFailedAttempts && g.lock == nil {
+			g.lock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
 		}
 	case events.PasscodeRevealed:
 		// Recorded for the audit trail; the state does not change.
 	}
 }
 
-// addSourceFailure counts a failure against the source's keys and drops the
-// ones that have aged out of the source window.
-func (p *Passcode) addSourceFailure(at time.Time, s events.Source) {
-	keys := SourceKeys(s)
-	if p.sources == nil {
-		p.sources = make(map[string][]time.Time)
+// canonicalActor returns the actor with a known kind as the package's
+// constant, so that an actor decoded from the stream does not keep its own
+// copy of the kind's text.
+func canonicalActor(a events.Actor) events.Actor {
+	switch a.Kind {
+	case events.ActorAdmin:
+		a.Kind = events.ActorAdmin
+	case events.ActorSystem:
+		a.Kind = events.ActorSystem
+	case events.ActorDevice:
+		a.Kind = events.ActorDevice
 	}
-	window := p.defaults.SourceWindow
+	return a
+}
+
+// attemptRecord is the record of an attempt event. The passcode ID is the
+// current generation's string when it names it, so that the record does not
+// keep the event's own copy.
+func (p *Passcode) attemptRecord(id, passcodeID string, dg []byte, ok bool) attemptRecord {
+	r := attemptRecord{id: id, passcodeID: passcodeID, ok: ok}
+	if p.gen != nil && p.gen.id == passcodeID {
+		r.passcodeID = p.gen.id
+	}
+	if len(dg) == digestLen {
+		copy(r.digest[:], dg)
+		r.hasDigest = true
+	}
+	return r
+}
+
+// sourceOf returns the failure source of s, shared with an earlier failure of
+// the same source when the generation has one.
+func (g *generation) sourceOf(s events.Source) *failureSource {
+	for i := len(g.failures) - 1; i >= 0; i-- {
+		if fs := g.failures[i].src; fs.source == s {
+			return fs
+		}
+	}
+	return &failureSource{source: s, keys: keysOf(s)}
+}
+
+// addSourceFailure counts a failure at t against the source's keys and drops
+// the ones that have aged out of the source window.
+func (p *Passcode) addSourceFailure(t time.Time, keys sourceKeys) {
+	at, cut := unixNano(t), unixNano(t.Add(-p.defaults.SourceWindow))
 	for _, k := range keys {
-		times := append(inWindow(p.sources[k], at, window), at)
+		if k == "" {
+			continue
+		}
+		i := p.sourceIndex(k)
+		if i < 0 {
+			if p.sources == nil {
+				p.sources = make([]sourceTimes, 0, 2)
+			}
+			p.sources = append(p.sources, sourceTimes{key: k})
+			i = len(p.sources) - 1
+		}
+		times := append(inWindowNs(p.sources[i].times, cut), at)
 		if n := len(times); n > MaxMaxFailedAttempts {
 			times = times[n-MaxMaxFailedAttempts:]
 		}
-		p.sources[k] = times
+		p.sources[i].times = times
 	}
-	// Forget sources whose failures have all aged out, so that the map does
+	// Forget sources whose failures have all aged out, so that the list does
 	// not grow with every address ever seen.
-	for k, times := range p.sources {
-		if len(inWindow(times, at, window)) == 0 {
-			delete(p.sources, k)
+	kept := p.sources[:0]
+	for _, st := range p.sources {
+		if len(inWindowNs(st.times, cut)) > 0 {
+			kept = append(kept, st)
 		}
 	}
+	clear(p.sources[len(kept):])
+	p.sources = kept
+	if len(p.sources) == 0 {
+		p.sources = nil
+	}
+}
+
+// sourceIndex returns the index of key in p.sources, or -1.
+func (p *Passcode) sourceIndex(key string) int {
+	for i := range p.sources {
+		if p.sources[i].key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// sourceTimesOf returns the recent failure times of key.
+func (p *Passcode) sourceTimesOf(key string) []int64 {
+	if i := p.sourceIndex(key); i >= 0 {
+		return p.sources[i].times
+	}
+	return nil
 }

@@ -5,41 +5,51 @@ package domain
 // a site that sees many enrollments.
 const attemptLogSize = 64
 
+// digestLen is the length of an attempt digest (see digest).
+const digestLen = 16
+
 type attemptRecord struct {
+	id         string
 	passcodeID string
-	digest     []byte
-	ok         bool
+	digest     [digestLen]byte
+	// hasDigest is false when the event carried no digest of digestLen
+	// bytes: such a record never matches a retry.
+	hasDigest bool
+	ok        bool
 }
 
-// attemptLog remembers the most recent attempt IDs, oldest overwritten first.
-type attemptLog struct {
-	ids  []string
-	recs map[string]attemptRecord
-	next int
-}
+// attemptLog remembers the most recent attempt IDs, oldest dropped first. It
+// is a slice scanned linearly rather than a map: at most attemptLogSize
+// entries, and most sites hold one or two, for which a map costs several
+// hundred bytes. It is allocated on the first attempt.
+type attemptLog []attemptRecord
 
-func (l *attemptLog) add(id string, r attemptRecord) {
-	if id == "" {
+// add records an attempt; a known ID keeps its place in the order and takes
+// the new record.
+func (l *attemptLog) add(r attemptRecord) {
+	if r.id == "" {
 		return
 	}
-	if l.recs == nil {
-		l.recs = make(map[string]attemptRecord)
+	recs := *l
+	for i := range recs {
+		if recs[i].id == r.id {
+			recs[i] = r
+			return
+		}
 	}
-	if _, ok := l.recs[id]; ok {
-		l.recs[id] = r
+	if len(recs) < attemptLogSize {
+		*l = append(recs, r)
 		return
 	}
-	if len(l.ids) < attemptLogSize {
-		l.ids = append(l.ids, id)
-	} else {
-		delete(l.recs, l.ids[l.next])
-		l.ids[l.next] = id
-		l.next = (l.next + 1) % attemptLogSize
-	}
-	l.recs[id] = r
+	copy(recs, recs[1:])
+	recs[len(recs)-1] = r
 }
 
-func (l *attemptLog) lookup(id string) (attemptRecord, bool) {
-	r, ok := l.recs[id]
-	return r, ok
+func (l attemptLog) lookup(id string) (attemptRecord, bool) {
+	for i := range l {
+		if l[i].id == id {
+			return l[i], true
+		}
+	}
+	return attemptRecord{}, false
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"math"
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
@@ -30,6 +31,12 @@ const (
 // generation, the failures counted against it, the per-source failures and the
 // recent attempt IDs. Not safe for concurrent use: callers serialise commands
 // per site.
+//
+// It is kept compact, because a service caches one per site (S7 of
+// docs/benchmarks.md): failure times as unix nanoseconds, the recent attempts
+// and the per-source failures as short slices allocated when first needed, a
+// failing source and its keys stored once per generation, the hash and the
+// sealed copy in one allocation.
 type Passcode struct {
 	site     string
 	seq      uint64
@@ -37,7 +44,10 @@ type Passcode struct {
 	// override is the site's own threshold and window, set by LockoutPolicyChanged.
 	override *lockout
 	gen      *generation
-	sources  map[string][]time.Time
+	// sources holds, per source key, its recent failure times across
+	// generations: the rate limit of Policy.SourceThrottle. A slice scanned
+	// linearly: a key stays only while it has failures in the source window.
+	sources  []sourceTimes
 	attempts attemptLog
 }
 
@@ -47,21 +57,39 @@ type lockout struct {
 }
 
 type generation struct {
-	id          string
-	hash        []byte
+	id string
+	// secret is the keyed hash and then the sealed copy, in one allocation:
+	// hash() and sealed() slice it at hashLen.
+	secret      []byte
+	hashLen     int
 	hashKeyID   string
-	sealed      []byte
 	sealKeyID   string
 	generatedAt time.Time
 	generatedBy events.Actor
-	// locked is set by the failure that reached the threshold: from then on no
-	// candidate is compared, whatever the window does later.
-	locked bool
-	// lock is the moment and policy of the lock, so that the lockout disable
-	// reports the failures that caused it even when it comes late.
-	lock     lockInfo
+	// lock is set by the failure that reached the threshold: from then on no
+	// candidate is compared, whatever the window does later. It keeps the
+	// moment and policy of the lock, so that the lockout disable reports the
+	// failures that caused it even when it comes late.
+	lock     *lockInfo
 	disabled *disableInfo
 	failures []failure
+}
+
+func newGeneration(id string, hash, sealed []byte) *generation {
+	secret := make([]byte, 0, len(hash)+len(sealed))
+	secret = append(append(secret, hash...), sealed...)
+	return &generation{id: id, secret: secret, hashLen: len(hash)}
+}
+
+// hash is the keyed hash of the passcode.
+func (g *generation) hash() []byte { return g.secret[:g.hashLen:g.hashLen] }
+
+// sealed is the sealed copy of the passcode; nil when the event had none.
+func (g *generation) sealed() []byte {
+	if len(g.secret) == g.hashLen {
+		return nil
+	}
+	return g.secret[g.hashLen:]
 }
 
 type lockInfo struct {
@@ -76,10 +104,55 @@ type disableInfo struct {
 	reason events.DisableReason
 }
 
+// failure is one failure counted against a generation: its time in unix
+// nanoseconds and its source, shared by the failures of one source.
 type failure struct {
-	at     time.Time
+	at  int64
+	src *failureSource
+}
+
+// failureSource is a source of failures with its SourceKeys, computed once.
+type failureSource struct {
 	source events.Source
-	keys   []string // SourceKeys(source), kept to count per source cheaply
+	keys   sourceKeys
+}
+
+// sourceKeys are SourceKeys of a source: one or two keys, the second empty
+// when there is one.
+type sourceKeys [2]string
+
+func keysOf(s events.Source) sourceKeys {
+	var ks sourceKeys
+	copy(ks[:], SourceKeys(s))
+	return ks
+}
+
+// has reports whether key is one of the keys.
+func (ks *sourceKeys) has(key string) bool {
+	return key != "" && (ks[0] == key || ks[1] == key)
+}
+
+// sourceTimes is a source key's recent failure times (unix ns, in the order
+// of the events).
+type sourceTimes struct {
+	key   string
+	times []int64
+}
+
+// unixTime is the time of unix nanoseconds, in UTC.
+func unixTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// unixNano is t in unix nanoseconds, saturated at the bounds that they hold
+// (years 1677 to 2262), so that a time outside them (the zero time, say)
+// still compares in order.
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
 }
 
 // New returns the aggregate of a site with no history, under the given default
@@ -121,7 +194,7 @@ func (p *Passcode) Current() (Generation, bool) {
 		return Generation{}, false
 	}
 	g := p.gen
-	return Generation{PasscodeID: g.id, HashKeyID: g.hashKeyID, Sealed: g.sealed, SealKeyID: g.sealKeyID,
+	return Generation{PasscodeID: g.id, HashKeyID: g.hashKeyID, Sealed: g.sealed(), SealKeyID: g.sealKeyID,
 		GeneratedAt: g.generatedAt, GeneratedBy: g.generatedBy}, true
 }
 
@@ -178,11 +251,11 @@ func (p *Passcode) Disable(now time.Time, passcodeID string, reason events.Disab
 	}
 	pol := p.Policy()
 	at, maxFailed, window := now, pol.MaxFailedAttempts, pol.FailureWindow
-	if reason == events.DisableLockout && p.gen.locked {
+	if l := p.gen.lock; reason == events.DisableLockout && l != nil {
 		// Count as at the lock: the saga may act after the window has passed
 		// or the policy has changed, and the alert must still report the
 		// failures that exceeded the threshold.
-		at, maxFailed, window = p.gen.lock.at, p.gen.lock.maxFailed, p.gen.lock.window
+		at, maxFailed, window = l.at, l.maxFailed, l.window
 	}
 	counted := p.gen.countedFailures(at, window)
 	e := events.PasscodeDisabled{PasscodeID: p.gen.id, Reason: reason, FailedAttempts: len(counted)}
@@ -190,7 +263,7 @@ func (p *Passcode) Disable(now time.Time, passcodeID string, reason events.Disab
 		e.MaxFailedAttempts = maxFailed
 		e.FailureWindow = events.Duration(window)
 		if len(counted) > 0 {
-			first, last := counted[0].at, counted[len(counted)-1].at
+			first, last := unixTime(counted[0].at), unixTime(counted[len(counted)-1].at)
 			e.FirstFailedAt, e.LastFailedAt = &first, &last
 		}
 		e.RecentSources = recentSources(counted, maxAlertSources)
@@ -206,7 +279,7 @@ func recentSources(fs []failure, limit int) []events.Source {
 	var out []events.Source
 	seen := make(map[events.Source]bool)
 	for i := len(fs) - 1; i >= 0 && len(out) < limit; i-- {
-		s := fs[i].source
+		s := fs[i].src.source
 		if !seen[s] {
 			seen[s] = true
 			out = append(out, s)
@@ -236,9 +309,9 @@ func (g *generation) countedFailures(now time.Time, window time.Duration) []fail
 	if window == 0 {
 		return g.failures
 	}
-	cut := now.Add(-window)
+	cut := unixNano(now.Add(-window))
 	for i, f := range g.failures {
-		if f.at.After(cut) {
+		if f.at > cut {
 			return g.failures[i:]
 		}
 	}
@@ -248,12 +321,15 @@ func (g *generation) countedFailures(now time.Time, window time.Duration) []fail
 // digest binds an attempt ID to the candidate typed in it, so that a retried
 // attempt is recognised only with the same candidate: reusing an attempt ID
 // with another guess is a new attempt and counts.
-func digest(attemptID string, candidateMAC []byte) []byte {
+func digest(attemptID string, candidateMAC []byte) [digestLen]byte {
 	h := sha256.New()
 	h.Write([]byte(attemptID))
 	h.Write([]byte{0})
 	h.Write(candidateMAC)
-	return h.Sum(nil)[:16]
+	var sum [sha256.Size]byte
+	var dg [digestLen]byte
+	copy(dg[:], h.Sum(sum[:0]))
+	return dg
 }
 
 func equalBytes(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

@@ -34,11 +34,11 @@ func (p *Passcode) State(now time.Time) State {
 		return s
 	}
 	s.Status = StatusActive
-	s.PasscodeID, s.GeneratedAt, s.GeneratedBy, s.Locked = g.id, g.generatedAt, g.generatedBy.ID, g.locked
+	s.PasscodeID, s.GeneratedAt, s.GeneratedBy, s.Locked = g.id, g.generatedAt, g.generatedBy.ID, g.lock != nil
 	counted := g.countedFailures(now, pol.FailureWindow)
 	s.FailedAttempts = len(counted)
 	if len(g.failures) > 0 {
-		s.LastFailedAt = g.failures[len(g.failures)-1].at
+		s.LastFailedAt = unixTime(g.failures[len(g.failures)-1].at)
 	}
 	if d := g.disabled; d != nil {
 		s.Status, s.DisabledAt, s.DisabledBy, s.DisabledReason = StatusDisabled, d.at, d.by.ID, d.reason

@@ -81,11 +81,34 @@ func inWindow(times []time.Time, now time.Time, window time.Duration) []time.Tim
 	return nil
 }
 
+// inWindowNs is inWindow for unix nanoseconds: the times (oldest first)
+// after cut.
+func inWindowNs(times []int64, cut int64) []int64 {
+	for i, t := range times {
+		if t > cut {
+			return times[i:]
+		}
+	}
+	return nil
+}
+
+// toTimes converts unix nanoseconds to times (UTC).
+func toTimes(ns []int64) []time.Time {
+	if len(ns) == 0 {
+		return nil
+	}
+	out := make([]time.Time, len(ns))
+	for i, n := range ns {
+		out[i] = unixTime(n)
+	}
+	return out
+}
+
 // throttled returns how long the source must wait, or 0 when it may try.
 func (p *Passcode) throttled(now time.Time, s events.Source, pol Policy) time.Duration {
 	var wait time.Duration
 	for _, k := range SourceKeys(s) {
-		until, forever, ok := pol.SourceThrottle(now, p.sources[k], p.countedBySource(now, pol, k))
+		until, forever, ok := pol.SourceThrottle(now, p.recentOf(now, pol, k), p.countedBySource(now, pol, k))
 		switch {
 		case !ok:
 			continue
@@ -102,6 +125,12 @@ func (p *Passcode) throttled(now time.Time, s events.Source, pol Policy) time.Du
 	return wait
 }
 
+// recentOf returns the failure times of key in the source window at now, as
+// SourceThrottle takes them (it applies the same window again).
+func (p *Passcode) recentOf(now time.Time, pol Policy, key string) []time.Time {
+	return toTimes(inWindowNs(p.sourceTimesOf(key), unixNano(now.Add(-pol.SourceWindow))))
+}
+
 // countedBySource returns the times of the failures counted against the
 // current generation that came from key.
 func (p *Passcode) countedBySource(now time.Time, pol Policy, key string) []time.Time {
@@ -110,11 +139,8 @@ func (p *Passcode) countedBySource(now time.Time, pol Policy, key string) []time
 	}
 	var out []time.Time
 	for _, f := range p.gen.countedFailures(now, pol.FailureWindow) {
-		for _, k := range f.keys {
-			if k == key {
-				out = append(out, f.at)
-				break
-			}
+		if f.src.keys.has(key) {
+			out = append(out, unixTime(f.at))
 		}
 	}
 	return out
@@ -132,19 +158,21 @@ type ThrottledSource struct {
 func (p *Passcode) ThrottledSources(now time.Time) []ThrottledSource {
 	pol := p.Policy()
 	keys := make(map[string]bool, len(p.sources))
-	for k := range p.sources {
-		keys[k] = true
+	for _, st := range p.sources {
+		keys[st.key] = true
 	}
 	if p.gen != nil {
 		for _, f := range p.gen.countedFailures(now, pol.FailureWindow) {
-			for _, k := range f.keys {
-				keys[k] = true
+			for _, k := range f.src.keys {
+				if k != "" {
+					keys[k] = true
+				}
 			}
 		}
 	}
 	var out []ThrottledSource
 	for k := range keys {
-		until, _, ok := pol.SourceThrottle(now, p.sources[k], p.countedBySource(now, pol, k))
+		until, _, ok := pol.SourceThrottle(now, p.recentOf(now, pol, k), p.countedBySource(now, pol, k))
 		if ok {
 			out = append(out, ThrottledSource{Key: k, Until: until})
 		}

@@ -48,11 +48,12 @@ func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
 		return Verdict{Reason: ReasonNotGenerated}, nil
 	}
 	g := p.gen
-	var dg []byte
+	var dg []byte // the event's digest; none without an attempt ID
 	repeatOK := false
 	if a.ID != "" {
-		dg = digest(a.ID, a.CandidateMAC)
-		if prev, ok := p.attempts.lookup(a.ID); ok && prev.passcodeID == g.id && equalBytes(prev.digest, dg) {
+		sum := digest(a.ID, a.CandidateMAC)
+		dg = sum[:]
+		if prev, ok := p.attempts.lookup(a.ID); ok && prev.passcodeID == g.id && prev.hasDigest && equalBytes(prev.digest[:], dg) {
 			// A repeated wrong guess gets its verdict again at once: it tells
 			// the caller nothing it did not know. A repeated right guess is
 			// answered only where a new guess would be compared: matching the
@@ -65,7 +66,7 @@ func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
 			repeatOK = true
 		}
 	}
-	if g.disabled != nil || g.locked {
+	if g.disabled != nil || g.lock != nil {
 		return Verdict{Reason: ReasonDisabled, PasscodeID: g.id}, nil
 	}
 	pol := p.Policy()
@@ -75,7 +76,7 @@ func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
 	if repeatOK {
 		return Verdict{OK: true, PasscodeID: g.id}, nil
 	}
-	if equalBytes(a.CandidateMAC, g.hash) {
+	if equalBytes(a.CandidateMAC, g.hash()) {
 		return Verdict{OK: true, PasscodeID: g.id},
 			events.EnrollmentAttemptSucceeded{PasscodeID: g.id, AttemptID: a.ID, AttemptDigest: dg, Source: a.Source}
 	}

@@ -16,43 +16,88 @@ type aggregateCache struct {
 	limit   int
 }
 
+// cacheEntry is one site's aggregate and its exclusive hold. It is kept
+// small, since the cache holds one per site: the hold is a flag guarded by
+// the cache's mutex, and a channel is made only for a command that has to
+// wait, so that waiting still honours its context.
 type cacheEntry struct {
-	site  string
-	lock  chan struct{} // a one-slot semaphore, so that waiting honours ctx
-	users int           // guarded by aggregateCache.mu
-	agg   *domain.Passcode
+	agg *domain.Passcode
+	// The fields below are guarded by aggregateCache.mu.
+	waiters *waiter // FIFO of the commands waiting for the hold
+	users   int32   // the holder and the waiters: an entry in use is never evicted
+	held    bool
+}
+
+// waiter is a command waiting for an entry's hold. release hands the hold
+// over by setting granted and closing ready.
+type waiter struct {
+	ready   chan struct{}
+	granted bool
+	next    *waiter
 }
 
 func newAggregateCache(limit int) *aggregateCache {
 	return &aggregateCache{entries: make(map[string]*cacheEntry), limit: limit}
 }
 
+// acquire returns the site's entry, held exclusively until release; it
+// waits for the holder in turn, or until ctx is done.
 func (c *aggregateCache) acquire(ctx context.Context, site string) (*cacheEntry, error) {
 	c.mu.Lock()
 	e, ok := c.entries[site]
 	if !ok {
 		c.evictLocked()
-		e = &cacheEntry{site: site, lock: make(chan struct{}, 1)}
+		e = &cacheEntry{}
 		c.entries[site] = e
 	}
 	e.users++
+	if !e.held {
+		e.held = true
+		c.mu.Unlock()
+		return e, nil
+	}
+	w := &waiter{ready: make(chan struct{})}
+	last := &e.waiters
+	for *last != nil {
+		last = &(*last).next
+	}
+	*last = w
 	c.mu.Unlock()
 	select {
-	case e.lock <- struct{}{}:
+	case <-w.ready:
 		return e, nil
 	case <-ctx.Done():
-		c.mu.Lock()
-		e.users--
+	}
+	c.mu.Lock()
+	if w.granted {
+		// The hold was handed over as ctx ended: pass it on.
 		c.mu.Unlock()
+		c.release(e)
 		return nil, ctx.Err()
 	}
-}
-
-func (c *aggregateCache) release(e *cacheEntry) {
-	<-e.lock
-	c.mu.Lock()
+	for p := &e.waiters; *p != nil; p = &(*p).next {
+		if *p == w {
+			*p = w.next
+			break
+		}
+	}
 	e.users--
 	c.mu.Unlock()
+	return nil, ctx.Err()
+}
+
+// release ends the hold of e: the first waiter gets it, or it is free.
+func (c *aggregateCache) release(e *cacheEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.users--
+	if w := e.waiters; w != nil {
+		e.waiters = w.next
+		w.granted = true
+		close(w.ready)
+		return
+	}
+	e.held = false
 }
 
 // evictLocked makes room for one entry by dropping idle ones. Go's map order

@@ -185,3 +185,129 @@ func TestServiceCacheIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// waitForUsers polls until the entry counts n users (holder and waiters).
+func waitForUsers(t *testing.T, c *aggregateCache, e *cacheEntry, n int32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		users := e.users
+		c.mu.Unlock()
+		if users == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("users = %d, want %d", users, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestCacheCancelledWaiterLeavesTheQueue(t *testing.T) {
+	c := newAggregateCache(10)
+	held, _ := c.acquire(bgCtx, "a")
+	ctx, cancel := context.WithCancel(bgCtx)
+	cancelled := make(chan error, 1)
+	go func() {
+		_, err := c.acquire(ctx, "a")
+		cancelled <- err
+	}()
+	waitForUsers(t, c, held, 2)
+	got := make(chan *cacheEntry, 1)
+	go func() {
+		e, err := c.acquire(bgCtx, "a")
+		if err != nil {
+			t.Error(err)
+		}
+		got <- e
+	}()
+	waitForUsers(t, c, held, 3)
+	cancel()
+	if err := <-cancelled; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter got %v, want context.Canceled", err)
+	}
+	waitForUsers(t, c, held, 2)
+	select {
+	case <-got:
+		t.Fatal("the second waiter got the entry while it was held")
+	default:
+	}
+	c.release(held)
+	second := <-got
+	if second != held {
+		t.Fatal("the waiter got another entry")
+	}
+	c.release(second)
+	c.mu.Lock()
+	users, busy, waiting := held.users, held.held, held.waiters != nil
+	c.mu.Unlock()
+	if users != 0 || busy || waiting {
+		t.Fatalf("after the last release: users %d, held %v, waiters %v; want a free entry", users, busy, waiting)
+	}
+}
+
+func TestCacheHandsOverInTurn(t *testing.T) {
+	c := newAggregateCache(10)
+	held, _ := c.acquire(bgCtx, "a")
+	order := make(chan int, 3)
+	for i := range 3 {
+		go func() {
+			e, err := c.acquire(bgCtx, "a")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			order <- i
+			c.release(e)
+		}()
+		waitForUsers(t, c, held, int32(i+2)) // queued before the next one
+	}
+	c.release(held)
+	for want := range 3 {
+		if got := <-order; got != want {
+			t.Fatalf("waiter %d got the entry in turn %d", got, want)
+		}
+	}
+}
+
+// TestCacheCancellationRacesHandOver: waiters whose context ends while the
+// hold is handed to them never leak it, and a site is never held twice.
+func TestCacheCancellationRacesHandOver(t *testing.T) {
+	c := newAggregateCache(10)
+	var inside atomic.Int32
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				ctx, cancel := context.WithTimeout(bgCtx, time.Duration((g+i)%5)*50*time.Microsecond)
+				e, err := c.acquire(ctx, "one")
+				if err == nil {
+					if n := inside.Add(1); n != 1 {
+						t.Errorf("%d holders of one site", n)
+					}
+					runtime.Gosched()
+					inside.Add(-1)
+					c.release(e)
+				} else if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("acquire: %v", err)
+				}
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(bgCtx, 5*time.Second)
+	defer cancel()
+	e, err := c.acquire(ctx, "one")
+	if err != nil {
+		t.Fatalf("the site stayed held after every command ended: %v", err)
+	}
+	c.mu.Lock()
+	users, waiting := e.users, e.waiters != nil
+	c.mu.Unlock()
+	if users != 1 || waiting {
+		t.Fatalf("users %d, waiters %v with one holder, want 1 and none", users, waiting)
+	}
+	c.release(e)
+}

@@ -1,0 +1,116 @@
+package domain
+
+import (
+	"crypto/sha256"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/enrollgate/enrollgate/events"
+)
+
+// White-box tests of the compact state: what the black-box tests cannot see.
+
+var ct0 = time.Date(2024, 6, 1, 9, 0, 0, 0, time.UTC)
+
+func TestAttemptLogKeepsTheMostRecentIDs(t *testing.T) {
+	var l attemptLog
+	if l != nil {
+		t.Fatal("a new log is allocated")
+	}
+	for i := range attemptLogSize + 6 {
+		l.add(attemptRecord{id: "id-" + strconv.Itoa(i)})
+	}
+	l.add(attemptRecord{}) // no ID: not recorded
+	if len(l) != attemptLogSize {
+		t.Fatalf("log holds %d, want %d", len(l), attemptLogSize)
+	}
+	for i := range attemptLogSize + 6 {
+		_, ok := l.lookup("id-" + strconv.Itoa(i))
+		if want := i >= 6; ok != want {
+			t.Fatalf("id-%d remembered = %v, want %v", i, ok, want)
+		}
+	}
+	// A known ID takes the new record but keeps its place: it is still the
+	// oldest, and the next new ID drops it.
+	l.add(attemptRecord{id: "id-6", ok: true})
+	if r, _ := l.lookup("id-6"); !r.ok {
+		t.Fatal("the known ID did not take the new record")
+	}
+	l.add(attemptRecord{id: "new"})
+	if _, ok := l.lookup("id-6"); ok {
+		t.Fatal("updating an ID moved it out of turn")
+	}
+	if _, ok := l.lookup("id-7"); !ok {
+		t.Fatal("id-7 dropped before its turn")
+	}
+}
+
+func failedAt(p *Passcode, seq uint64, at time.Time, s events.Source) {
+	p.Replay(events.Record{Seq: seq, Event: events.Event{ID: "e", Site: "s", OccurredAt: at,
+		Data: events.EnrollmentAttemptFailed{PasscodeID: "g1", Source: s, FailedAttempts: 1, MaxFailedAttempts: 100,
+			FailureWindow: events.Duration(time.Hour)}}})
+}
+
+func TestSourcesAreSharedAndForgotten(t *testing.T) {
+	p := New("s", Policy{MaxFailedAttempts: 100, FailureWindow: time.Hour, MaxFailedPerSource: 50, SourceWindow: 15 * time.Minute})
+	p.Replay(events.Record{Seq: 1, Event: events.Event{ID: "e", Site: "s", OccurredAt: ct0,
+		Data: events.PasscodeGenerated{PasscodeID: "g1", Hash: []byte("h"), HashKeyID: "k", Sealed: []byte("x"), SealKeyID: "k"}}})
+	a, b := events.Source{IP: "10.0.0.1", DeviceID: "d1"}, events.Source{IP: "10.0.0.2"}
+	failedAt(p, 2, ct0.Add(time.Minute), a)
+	failedAt(p, 3, ct0.Add(2*time.Minute), b)
+	failedAt(p, 4, ct0.Add(3*time.Minute), a)
+	fs := p.gen.failures
+	if len(fs) != 3 || fs[0].src != fs[2].src || fs[0].src == fs[1].src {
+		t.Fatalf("failures of one source do not share it: %+v", fs)
+	}
+	if fs[0].src.keys != (sourceKeys{"ip:10.0.0.1", "device:d1"}) || fs[1].src.keys != (sourceKeys{"ip:10.0.0.2"}) {
+		t.Fatalf("keys %v %v", fs[0].src.keys, fs[1].src.keys)
+	}
+	if len(p.sources) != 3 || len(p.sourceTimesOf("ip:10.0.0.1")) != 2 {
+		t.Fatalf("sources %+v, want three keys, two failures of ip:10.0.0.1", p.sources)
+	}
+	// A failure after the source window forgets the keys that aged out.
+	failedAt(p, 5, ct0.Add(time.Hour), b)
+	if len(p.sources) != 1 || p.sources[0].key != "ip:10.0.0.2" || len(p.sources[0].times) != 1 {
+		t.Fatalf("sources %+v, want only ip:10.0.0.2 with its last failure", p.sources)
+	}
+}
+
+// A digest of another length than the one Verify makes (an event written by
+// other tooling) never makes a retry; the same bytes cut to length do.
+func TestAttemptDigestLength(t *testing.T) {
+	mac := []byte("wrong")
+	h := sha256.New()
+	h.Write([]byte("att\x00"))
+	h.Write(mac)
+	full := h.Sum(nil)
+	for _, tc := range []struct {
+		dg     []byte
+		repeat bool
+	}{{full, false}, {full[:digestLen], true}, {nil, false}} {
+		p := New("s", DefaultPolicy())
+		p.Replay(events.Record{Seq: 1, Event: events.Event{ID: "e", Site: "s", OccurredAt: ct0,
+			Data: events.PasscodeGenerated{PasscodeID: "g1", Hash: []byte("h"), HashKeyID: "k", Sealed: []byte("x"), SealKeyID: "k"}}})
+		p.Replay(events.Record{Seq: 2, Event: events.Event{ID: "e", Site: "s", OccurredAt: ct0,
+			Data: events.EnrollmentAttemptFailed{PasscodeID: "g1", AttemptID: "att", AttemptDigest: tc.dg,
+				FailedAttempts: 1, MaxFailedAttempts: 10, FailureWindow: events.Duration(time.Hour)}}})
+		_, payload := p.Verify(ct0.Add(time.Second), Attempt{ID: "att", Source: events.Source{IP: "10.0.0.9"}, CandidateMAC: mac})
+		if repeat := payload == nil; repeat != tc.repeat {
+			t.Errorf("digest of %d bytes: repeat = %v, want %v", len(tc.dg), repeat, tc.repeat)
+		}
+	}
+}
+
+// Times outside what unix nanoseconds hold still compare in order.
+func TestUnixNanoSaturates(t *testing.T) {
+	if got := unixNano(time.Time{}); got != unixNano(time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)) || got >= unixNano(ct0) {
+		t.Fatalf("zero time = %d", got)
+	}
+	if far := unixNano(time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)); far <= unixNano(ct0) {
+		t.Fatalf("year 3000 = %d, before %d", far, unixNano(ct0))
+	}
+	if got := unixTime(unixNano(ct0)); !got.Equal(ct0) || got.Location() != time.UTC {
+		t.Fatalf("round trip = %v", got)
+	}
+}

@@ -251,7 +251,7 @@ func (st *stack) startConsumers(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := proj.Register(r); err != nil {
+	if err := proj.Register(r, projector.Durable("bench")); err != nil {
 		return err
 	}
 	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(st.svc).Handle); err != nil {
@@ -293,7 +293,7 @@ func (st *stack) drain(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for _, d := range []string{projector.Durable, handlers.LockoutSagaDurable, alerts.Durable} {
+	for _, d := range []string{projector.Durable("bench"), handlers.LockoutSagaDurable, alerts.Durable} {
 		for {
 			n, err := st.router.Pending(ctx, d)
 			if err != nil {

@@ -49,6 +49,8 @@ type app struct {
 	httpAddr net.Addr
 	natsURL  string
 	natsAuth nats.Option // how the service's connections log in
+	// projections is the durable consumer of this instance's read model.
+	projections string
 }
 
 // start wires and starts the service. On error, whatever was started is
@@ -63,6 +65,11 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	instance, err := instanceID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a.projections = projector.Durable(instance)
 	if err := a.connectNATS(cfg); err != nil {
 		return nil, err
 	}
@@ -215,7 +222,7 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 	if err != nil {
 		return err
 	}
-	if err := a.proj.Register(r); err != nil {
+	if err := a.proj.Register(r, a.projections); err != nil {
 		return err
 	}
 	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(svc).Handle); err != nil {
@@ -257,7 +264,7 @@ func (a *app) ready(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
-	lag, err := a.router.Pending(ctx, projector.Durable)
+	lag, err := a.router.Pending(ctx, a.projections)
 	if err != nil {
 		return fmt.Errorf("projection lag: %w", err)
 	}

@@ -437,7 +437,11 @@ func TestReadSidePoisonMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subject := consume.DefaultConfig().DeadLetterSubject(projector.Durable)
+	instance, err := instanceID(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := consume.DefaultConfig().DeadLetterSubject(projector.Durable(instance))
 	var msg *jetstream.RawStreamMsg
 	natstest.Eventually(t, 10*time.Second, func() error {
 		msg, err = dl.GetLastMsgForSubject(ctx, subject)

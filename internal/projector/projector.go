@@ -31,11 +31,12 @@ func (p *Projector) Store() *readstore.Store {
 	return p.store
 }
 
-// Register adds the live durable consumer "projections" to the router: each
-// event is applied in its own read-store transaction, with the checkpoint,
-// and the router acknowledges it after that transaction committed.
-func (p *Projector) Register(r *consume.Router) error {
-	if err := r.AddHandler(Durable, p.Handle); err != nil {
+// Register adds the live durable consumer of this instance's read model
+// (Durable(instance)) to the router: each event is applied in its own
+// read-store transaction, with the checkpoint, and the router acknowledges it
+// after that transaction committed.
+func (p *Projector) Register(r *consume.Router, durable string) error {
+	if err := r.AddHandler(durable, p.Handle); err != nil {
 		return fmt.Errorf("projector: %w", err)
 	}
 	return nil

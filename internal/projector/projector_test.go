@@ -32,7 +32,7 @@ func (e *env) router(t *testing.T, p *Projector) *consume.Router {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Register(r); err != nil {
+	if err := p.Register(r, Durable("test")); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup

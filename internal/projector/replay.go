@@ -15,10 +15,14 @@ import (
 	"github.com/enrollgate/enrollgate/internal/readstore"
 )
 
-// Durable is the name of the live consumer that feeds the projections.
-// WARNING: renaming it creates a new consumer that starts again at sequence 1
-// and leaves the old one on the server.
-const Durable = "projections"
+// Durable returns the name of the live consumer that feeds the read model of
+// one service instance. Every instance keeps a read model of its own, so each
+// needs every event: one durable shared by several instances would hand each
+// event to one of them only. instance is stable for a data dir (see
+// cmd/enrollgate). WARNING: changing the name creates a new consumer that
+// starts again at sequence 1 (the read model's checkpoint skips what it
+// has) and leaves the old one on the server.
+func Durable(instance string) string { return "projections-" + instance }
 
 // Config configures replays.
 type Config struct {

@@ -1,7 +1,10 @@
 package natsserver
 
 import (
+	"fmt"
+
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // ServiceUser is the user the service's own connections log in as when the
@@ -41,11 +44,19 @@ func publicPermissions() *server.Permissions {
 }
 
 // accessControl sets the users of the server: the service with all rights,
-// and everyone else as the public user.
-func accessControl(opts *server.Options, servicePassword string) {
+// and everyone else as the public user. The server keeps only a bcrypt hash
+// of the service password (it warns about plain-text passwords otherwise); a
+// low cost is enough, since the password is long and random or configured
+// with at least 16 characters, and every connection pays it.
+func accessControl(opts *server.Options, servicePassword string) error {
+	hash, err := bcrypt.GenerateFromPassword([]byte(servicePassword), 6)
+	if err != nil {
+		return fmt.Errorf("nats server: hash the service password: %w", err)
+	}
 	opts.Users = []*server.User{
-		{Username: ServiceUser, Password: servicePassword},
+		{Username: ServiceUser, Password: string(hash)},
 		{Username: publicUser, Permissions: publicPermissions()},
 	}
 	opts.NoAuthUser = publicUser
+	return nil
 }

@@ -109,7 +109,9 @@ func Start(cfg Config, log zerolog.Logger) (*server.Server, error) {
 		NoSigs: true,
 	}
 	if cfg.ServicePassword != "" {
-		accessControl(opts, cfg.ServicePassword)
+		if err := accessControl(opts, cfg.ServicePassword); err != nil {
+			return nil, err
+		}
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"encoding/json"
-	"fmt"
 	"sort"
 	"time"
 
@@ -300,58 +298,35 @@ func (s *SiteState) Clone() *SiteState {
 	if s.gen != nil {
 		g := *s.gen
 		g.Failures = append([]int64(nil), s.gen.Failures...)
-		if s.gen.BySource != nil {
-			g.BySource = make(map[string][]int64, len(s.gen.BySource))
-			for k, v := range s.gen.BySource {
-				g.BySource[k] = append([]int64(nil), v...)
-			}
-		}
+		g.BySource = cloneTimesMap(s.gen.BySource)
 		if s.gen.Disabled != nil {
 			dis := *s.gen.Disabled
 			g.Disabled = &dis
 		}
 		c.gen = &g
 	}
-	if s.sources != nil {
-		c.sources = make(map[string][]int64, len(s.sources))
-		for k, v := range s.sources {
-			c.sources[k] = append([]int64(nil), v...)
-		}
-	}
+	c.sources = cloneTimesMap(s.sources)
 	return &c
 }
 
-// wireState is the persisted form of a SiteState. The default policy is not
-// part of it: it comes from configuration when the state is loaded.
-type wireState struct {
-	V        int                `json:"v"`
-	Site     string             `json:"site"`
-	Seq      uint64             `json:"seq"`
-	Override *lockout           `json:"override,omitempty"`
-	Gen      *generation        `json:"gen,omitempty"`
-	Sources  map[string][]int64 `json:"sources,omitempty"`
-}
-
-// wireVersion 2 added generation.BySource.
-const wireVersion = 2
-
-// MarshalBinary encodes the state for a durable read model.
-func (s *SiteState) MarshalBinary() ([]byte, error) {
-	b, err := json.Marshal(wireState{V: wireVersion, Site: s.site, Seq: s.seq, Override: s.override, Gen: s.gen, Sources: s.sources})
-	if err != nil {
-		return nil, fmt.Errorf("encode state of site %s: %w", s.site, err)
+// cloneTimesMap deep-copies m with all its times in one allocation: the
+// store clones a site's state for every batch that touches it, and a site
+// under attack has hundreds of source keys. Each slice is capped at its
+// length, so an append to one reallocates instead of writing over the next.
+func cloneTimesMap(m map[string][]int64) map[string][]int64 {
+	if m == nil {
+		return nil
 	}
-	return b, nil
-}
-
-// DecodeSiteState decodes what MarshalBinary wrote, under the given defaults.
-func DecodeSiteState(b []byte, defaults domain.Policy) (*SiteState, error) {
-	var w wireState
-	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("decode site state: %w", err)
+	n := 0
+	for _, v := range m {
+		n += len(v)
 	}
-	if w.V != wireVersion {
-		return nil, fmt.Errorf("decode site state of %s: version %d, want %d", w.Site, w.V, wireVersion)
+	arena := make([]int64, n)
+	c := make(map[string][]int64, len(m))
+	for k, v := range m {
+		l := copy(arena, v)
+		c[k] = arena[:l:l]
+		arena = arena[l:]
 	}
-	return &SiteState{site: w.Site, seq: w.Seq, defaults: defaults, override: w.Override, gen: w.Gen, sources: w.Sources}, nil
+	return c
 }

@@ -262,13 +262,16 @@ func TestEndToEnd(t *testing.T) {
 	nc2.Flush()
 
 	// INV5: the plain text is in no stored event, no log line, no file.
-	stored := readAllEvents(t, connectService(t, in2.natsURL))
+	stored := storedMessages(t, in2.natsURL)
 	if len(stored) < 6 {
 		t.Fatalf("stream holds %d events, want at least 6", len(stored))
 	}
 	for _, m := range stored {
-		if bytes.Contains(m, []byte(passcode)) {
-			t.Fatalf("a stored event holds the passcode: %s", m)
+		if _, err := events.Decode(m.Data); err != nil {
+			t.Fatalf("stored message %d does not decode: %v", m.Sequence, err)
+		}
+		if bytes.Contains(m.Data, []byte(passcode)) {
+			t.Fatalf("a stored event holds the passcode: %s", m.Data)
 		}
 	}
 	nc2.Close()
@@ -300,12 +303,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 }
 
-// readAllEvents returns the payload of every message in the event stream.
-func readAllEvents(t *testing.T, nc *nats.Conn) [][]byte {
+// storedMessages returns every message in the event stream, oldest first,
+// read as the service user.
+func storedMessages(t *testing.T, natsURL string) []*jetstream.RawStreamMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(connectService(t, natsURL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,16 +321,13 @@ func readAllEvents(t *testing.T, nc *nats.Conn) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out [][]byte
+	var out []*jetstream.RawStreamMsg
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatalf("get %d: %v", seq, err)
 		}
-		if _, err := events.Decode(m.Data); err != nil {
-			t.Fatalf("stored message %d does not decode: %v", seq, err)
-		}
-		out = append(out, m.Data)
+		out = append(out, m)
 	}
 	return out
 }

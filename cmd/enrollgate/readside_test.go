@@ -19,7 +19,6 @@ import (
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/consume"
-	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/httpapi"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 	"github.com/enrollgate/enrollgate/internal/projector"
@@ -130,34 +129,15 @@ type readState struct {
 // site, oldest first.
 func siteEvents(t *testing.T, natsURL, site string) (seqs []uint64, ids []string) {
 	t.Helper()
-	nc := connectService(t, natsURL)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := js.Stream(ctx, eventstore.StreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get %d: %v", seq, err)
-		}
+	for _, m := range storedMessages(t, natsURL) {
 		if m.Subject != events.Subject(site) {
 			continue
 		}
 		e, err := events.Decode(m.Data)
 		if err != nil {
-			t.Fatalf("event %d: %v", seq, err)
+			t.Fatalf("event %d: %v", m.Sequence, err)
 		}
-		seqs, ids = append(seqs, seq), append(ids, e.ID)
+		seqs, ids = append(seqs, m.Sequence), append(ids, e.ID)
 	}
 	return seqs, ids
 }

@@ -5,15 +5,14 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/enrollgate/enrollgate/internal/servicetest"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/events"
-	"github.com/enrollgate/enrollgate/handlers"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
-	"github.com/enrollgate/enrollgate/internal/secrets"
 )
 
 // TestWithRealService runs the API over the real command handlers, event
@@ -24,25 +23,7 @@ func TestWithRealService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	scfg := eventstore.DefaultConfig()
-	stream, err := eventstore.EnsureStream(ctx, js, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := eventstore.New(js, stream, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keeper, err := secrets.Open(secrets.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := handlers.NewService(handlers.DefaultConfig(), store, keeper, handlers.SystemClock{}, handlers.NewULIDs())
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, store := servicetest.New(t, js)
 	e := newEnv(t, svc)
 
 	// Nothing generated yet.
@@ -111,7 +92,7 @@ func TestWithRealService(t *testing.T) {
 
 	// The stored events: actors are the tokens' identities, and no event
 	// holds the passcode in plain text (invariant 5).
-	recs, err := store.Load(ctx, "acme", 0)
+	recs, err := store.Load(context.Background(), "acme", 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,15 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enrollgate/enrollgate/internal/servicetest"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
-	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
-	"github.com/enrollgate/enrollgate/internal/secrets"
 )
 
 // TestWithRealService runs the endpoint on handlers.Service, the JetStream
@@ -29,23 +29,7 @@ func TestWithRealService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	esCfg := eventstore.DefaultConfig()
-	stream, err := eventstore.EnsureStream(ctx, js, esCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := eventstore.New(js, stream, esCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keeper, err := secrets.Open(secrets.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := handlers.NewService(handlers.DefaultConfig(), store, keeper, handlers.SystemClock{}, handlers.NewULIDs())
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, store := servicetest.New(t, js)
 	logs := &syncBuffer{}
 	ms, err := Start(natstest.Connect(t, s), svc, Config{}, zerolog.New(logs))
 	if err != nil {

@@ -127,6 +127,17 @@ func TestThreeReplicas(t *testing.T) {
 		_, err := tryStore(nc, cfg)
 		return err
 	})
+	// The stream answering its info is not enough: a publish through a node
+	// that has not yet learnt the stream's interest finds no responder (seen
+	// in CI). Usable means a publish through every node is stored.
+	natstest.Eventually(t, 15*time.Second, func() error {
+		for i, s := range servers {
+			if err := probePublish(s.ClientURL(), fmt.Sprintf("enrollgate.events.probe-%d", i)); err != nil {
+				return fmt.Errorf("node %d: %w", i+1, err)
+			}
+		}
+		return nil
+	})
 	t.Logf("cluster and R3 stream ready in %s", time.Since(start))
 
 	for _, mode := range publishModes {
@@ -157,4 +168,21 @@ func TestThreeReplicas(t *testing.T) {
 			})
 		})
 	}
+}
+
+// probePublish stores one message on subject through the node at url.
+func probePublish(url, subject string) error {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = js.Publish(ctx, subject, []byte("probe"))
+	return err
 }

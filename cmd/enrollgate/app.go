@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -209,10 +210,9 @@ func (a *app) connect(name string) (*nats.Conn, error) {
 func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Service) error {
 	ccfg := consume.DefaultConfig()
 	ccfg.DeadLetterReplicas = cfg.Replicas
-	n := 0
+	var n atomic.Int32 // connections are made while handlers are added; counting safely costs nothing
 	r, err := consume.NewRouter(ccfg, func() (*nats.Conn, error) {
-		n++
-		return a.connect(fmt.Sprintf("enrollgate-consumer-%d", n))
+		return a.connect(fmt.Sprintf("enrollgate-consumer-%d", n.Add(1)))
 	}, a.log)
 	if err != nil {
 		return err

@@ -18,6 +18,16 @@ const (
 	TypeLockoutPolicyChanged       Type = "LockoutPolicyChanged"
 )
 
+// Known reports whether t is one of the types above.
+func (t Type) Known() bool {
+	switch t {
+	case TypePasscodeGenerated, TypePasscodeRevealed, TypePasscodeDisabled,
+		TypeEnrollmentAttemptFailed, TypeEnrollmentAttemptSucceeded, TypeLockoutPolicyChanged:
+		return true
+	}
+	return false
+}
+
 // ActorKind says who caused an event.
 type ActorKind string
 

@@ -12,6 +12,10 @@ import (
 // consumer replay the whole stream.
 const LockoutSagaDurable = "lockout-saga"
 
+// LockoutSagaEvents are the event types the saga acts on (Handle ignores the
+// others), so that its consumer need not decode the rest.
+var LockoutSagaEvents = []events.Type{events.TypeEnrollmentAttemptFailed, events.TypeLockoutPolicyChanged}
+
 // LockoutActor is the identity the lockout saga records on the disables it
 // issues.
 var LockoutActor = events.Actor{Kind: events.ActorSystem, ID: "lockout"}

@@ -254,10 +254,10 @@ func (st *stack) startConsumers(ctx context.Context, dir string) error {
 	if err := proj.Register(r, projector.Durable("bench")); err != nil {
 		return err
 	}
-	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(st.svc).Handle); err != nil {
+	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(st.svc).Handle, consume.OnlyTypes(handlers.LockoutSagaEvents...)); err != nil {
 		return err
 	}
-	if err := r.AddHandler(alerts.Durable, publisher.Handle); err != nil {
+	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...)); err != nil {
 		return err
 	}
 	st.routed, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)

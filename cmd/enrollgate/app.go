@@ -225,10 +225,10 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 	if err := a.proj.Register(r, a.projections); err != nil {
 		return err
 	}
-	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(svc).Handle); err != nil {
+	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(svc).Handle, consume.OnlyTypes(handlers.LockoutSagaEvents...)); err != nil {
 		return err
 	}
-	if err := r.AddHandler(alerts.Durable, publisher.Handle); err != nil {
+	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...)); err != nil {
 		return err
 	}
 	a.routerWG, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)

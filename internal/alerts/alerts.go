@@ -45,6 +45,10 @@ const (
 // keeps those old lockouts from being alerted twice, at the cost of a replay).
 const Durable = "alert-publisher"
 
+// Events are the event types an alert can come from (Handle ignores the
+// others), so that the publisher's consumer need not decode the rest.
+var Events = []events.Type{events.TypePasscodeDisabled}
+
 // Subject returns the subject of an alert of kind about site.
 func Subject(site, kind string) string { return SubjectPrefix + site + "." + kind }
 

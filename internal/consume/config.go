@@ -73,6 +73,9 @@ type Config struct {
 	MaxAckPending int
 	// CloseTimeout bounds how long Close waits for running handlers.
 	CloseTimeout time.Duration
+	// CommitMax is how many events a handler with WithCommit stages at most
+	// before its commit is called, even while more are waiting.
+	CommitMax int
 }
 
 // DefaultConfig returns the production defaults.
@@ -91,6 +94,7 @@ func DefaultConfig() Config {
 		InProcessRetries:     3,
 		MaxAckPending:        256,
 		CloseTimeout:         10 * time.Second,
+		CommitMax:            128,
 	}
 }
 
@@ -136,6 +140,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAckPending < 1 || c.MaxAckPending > 10000 {
 		errs = append(errs, fmt.Errorf("max ack pending must be 1 to 10000, got %d", c.MaxAckPending))
+	}
+	if c.CommitMax < 1 {
+		errs = append(errs, fmt.Errorf("commit max must be at least 1, got %d", c.CommitMax))
 	}
 	if c.CloseTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("close timeout must be positive, got %s", c.CloseTimeout))

@@ -98,10 +98,25 @@
 //     the Router unpins, so that the next process waits for neither AckWait
 //     nor PinnedTTL.
 //
+// # Per-handler options
+//
+//   - OnlyTypes: events of other types (by their Enrollgate-Event-Type
+//     header) are acknowledged in the subscriber without being decoded or
+//     handed to the Router; the lockout saga and the alert publisher act on
+//     two and one of the six types. An event without the header, or of a
+//     type this build does not know, is handed over as usual.
+//   - WithCommit (group commit): the handler still gets one event per call,
+//     through the Router, but only stages it; the subscriber calls the
+//     handler's commit when it holds nothing further (so at low load after
+//     every event), after CommitMax events, before retrying a failed event
+//     and when it stops, and sends the JetStream acks of the staged events
+//     only after commit returned nil. A failed commit is retried, with
+//     nothing further handed over; at Close, events whose commit failed are
+//     given back in order. The projector uses it: a backlog is written in
+//     transactions of up to CommitMax events instead of one each.
+//
 // The Deduplicator middleware is not used: it is per process, and the
-// handlers are idempotent instead. There are no batch handlers: a handler
-// gets one event per call (the projector commits one read-store transaction
-// per event).
+// handlers are idempotent instead.
 //
 // Durable names are constants of the callers. WARNING: renaming one creates a
 // new consumer that starts from the first event again.

@@ -148,12 +148,58 @@ func (c Config) ConsumerConfig(durable string) jetstream.ConsumerConfig {
 	}
 }
 
+// Option tunes one handler (AddHandler).
+type Option func(*handlerOptions)
+
+type handlerOptions struct {
+	types  map[events.Type]bool // nil: every event
+	commit func(context.Context) error
+}
+
+// OnlyTypes hands the handler only the events of types. An event whose
+// Enrollgate-Event-Type header names another known type is acknowledged
+// without being decoded or handed over (the header is part of the
+// contract, and only the service may append); one without the header, or
+// with a type this build does not know, is handed over as usual, so that
+// the handler wrapper decodes it and a poison message is still moved
+// aside. It is the client-side counterpart of a filter subject, for a
+// stream whose subjects name the site, not the type.
+func OnlyTypes(types ...events.Type) Option {
+	return func(o *handlerOptions) {
+		o.types = make(map[events.Type]bool, len(types))
+		for _, t := range types {
+			o.types[t] = true
+		}
+	}
+}
+
+// WithCommit makes the handler's work durable in groups: the handler only
+// stages an event (returning nil means "staged", not "done"), and commit
+// makes everything staged since its last call durable. The JetStream acks
+// of the staged events leave only after commit returned nil, so an event is
+// still acknowledged only after its work is done. The subscriber calls
+// commit when it holds no further event (the server has sent nothing more:
+// at low load that is after every event, so nothing waits), after
+// Config.CommitMax staged events, before a failed event is tried again,
+// and when it stops. commit never runs concurrently with the handler. A
+// failed commit is tried again (after a delay doubling from
+// RetryInitialInterval) with nothing further handed over meanwhile; commit
+// must keep what it could not write and may be given the same events again
+// later (redeliveries), which it must absorb.
+func WithCommit(commit func(ctx context.Context) error) Option {
+	return func(o *handlerOptions) { o.commit = commit }
+}
+
 // AddHandler registers h on the durable consumer durable, creating or updating
 // the consumer now. Call it before Run. Durable names are constants of the
 // callers: a renamed durable starts again from the first event.
-func (r *Router) AddHandler(durable string, h Handler) error {
+func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 	if h == nil {
 		return errors.New("consume: handler is required")
+	}
+	var o handlerOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
 	if err := ValidateDurable(durable); err != nil {
 		return fmt.Errorf("consume: %w", err)
@@ -175,7 +221,7 @@ func (r *Router) AddHandler(durable string, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("consume: connect subscriber %s: %w", durable, err)
 	}
-	sub, err := newSubscriber(durable, nc, r.cfg, r.log.With().Str("durable", durable).Logger())
+	sub, err := newSubscriber(durable, nc, r.cfg, o, r.log.With().Str("durable", durable).Logger())
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("consume: subscriber %s: %w", durable, err)

@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/enrollgate/enrollgate/events"
 )
 
 // errLostLease means that held messages may have been redelivered elsewhere.
@@ -42,6 +44,7 @@ type subscriber struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	cfg     Config
+	opts    handlerOptions
 	cons    jetstream.ConsumerConfig
 	log     zerolog.Logger
 
@@ -54,8 +57,9 @@ type subscriber struct {
 	subbed  bool // Subscribe was called
 	closed  bool // Close was called
 
-	mu   sync.Mutex // guards hold (read by the keep-alive ticker)
-	hold []held     // delivered, not settled, in stream order
+	mu     sync.Mutex // guards hold and staged (read by the keep-alive ticker)
+	hold   []held     // delivered, not handled yet, in stream order
+	staged []held     // handled, waiting for the handler's commit (WithCommit), in stream order
 
 	lastDone uint64 // highest stream sequence handled and acked this session
 	pinID    string // pin of the last message received
@@ -63,12 +67,12 @@ type subscriber struct {
 
 var _ message.Subscriber = (*subscriber)(nil)
 
-func newSubscriber(durable string, nc *nats.Conn, cfg Config, log zerolog.Logger) (*subscriber, error) {
+func newSubscriber(durable string, nc *nats.Conn, cfg Config, opts handlerOptions, log zerolog.Logger) (*subscriber, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, cons: cfg.ConsumerConfig(durable), log: log,
+	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, opts: opts, cons: cfg.ConsumerConfig(durable), log: log,
 		in: make(chan jetstream.Msg, 2*pullMax(cfg)+16), quit: make(chan struct{}),
 		closing: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
@@ -229,6 +233,7 @@ func (s *subscriber) start(ctx context.Context) (jetstream.ConsumeContext, error
 func (s *subscriber) session(ctx context.Context, cc jetstream.ConsumeContext, out chan<- *message.Message) {
 	s.lastDone = 0
 	recovering := true
+	defer func() { s.endStaged(ctx.Err() != nil) }()
 	var tick <-chan time.Time
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -250,12 +255,26 @@ func (s *subscriber) session(ctx context.Context, cc jetstream.ConsumeContext, o
 		}
 		if !recovering && s.holding() > 0 {
 			s.drain()
-			if s.deliver(ctx, out) {
+			if !s.wanted() {
+				s.settle()
 				continue
 			}
-			// Closing, or the held events were abandoned: bind again, and
-			// recover first.
-			return
+			if !s.deliver(ctx, out) {
+				// Closing, or the held events were abandoned: bind again,
+				// and recover first.
+				return
+			}
+			if s.stagedCount() >= s.cfg.CommitMax && !s.commitStaged(ctx) {
+				return
+			}
+			continue
+		}
+		if s.stagedCount() > 0 {
+			// Nothing more has arrived: make what was handled durable now.
+			if !s.commitStaged(ctx) {
+				return
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
@@ -344,7 +363,7 @@ func (s *subscriber) allPendingHeld(ctx context.Context) (bool, error) {
 	}
 	ci := c.CachedInfo()
 	s.mu.Lock()
-	n := len(s.hold)
+	n := len(s.hold) + len(s.staged)
 	s.mu.Unlock()
 	return ci.NumAckPending <= n, nil
 }
@@ -367,7 +386,7 @@ func (s *subscriber) deliver(ctx context.Context, out chan<- *message.Message) b
 		res, failure := s.emit(ctx, out, h)
 		switch res {
 		case acked:
-			s.done(1)
+			s.settle()
 			return true
 		case stopped:
 			return false
@@ -385,6 +404,10 @@ func (s *subscriber) deliver(ctx context.Context, out chan<- *message.Message) b
 		}
 		ev.Str("error", failure).Uint64("seq", h.seq).Uint64("attempt", attempt).Dur("retry_in", d).
 			Msg("handler failed after its in-process retries; holding the later events and retrying")
+		// What was handled before the failed event need not wait for it.
+		if err := s.tryCommit(ctx); err != nil {
+			s.log.Warn().Err(err).Int("events", s.stagedCount()).Msg("commit failed; retrying")
+		}
 		if !sleep(ctx, d) {
 			return false
 		}
@@ -442,17 +465,119 @@ func (s *subscriber) emit(ctx context.Context, out chan<- *message.Message, h he
 	}
 }
 
-// done acknowledges the first n held messages, in order, and forgets them.
-// The acks are not confirmed (a lost one only redelivers an event, which
-// the handlers absorb); they leave on the connection in order.
-func (s *subscriber) done(n int) {
+// wanted reports whether the first held message is for the handler
+// (OnlyTypes).
+func (s *subscriber) wanted() bool {
+	if s.opts.types == nil {
+		return true
+	}
 	s.mu.Lock()
-	acked := slices.Clone(s.hold[:n])
-	s.hold = slices.Delete(s.hold, 0, n)
+	jm := s.hold[0].jm
 	s.mu.Unlock()
-	for _, h := range acked {
+	t := events.Type(jm.Headers().Get(events.HeaderEventType))
+	return s.opts.types[t] || !t.Known()
+}
+
+// settle takes the first held message off the hold once it is handled (or
+// not wanted): acknowledged at once, or, for a handler WithCommit, staged
+// until its next commit. The acks are not confirmed (a lost one only
+// redelivers an event, which the handlers absorb); they leave on the
+// connection in order.
+func (s *subscriber) settle() {
+	s.mu.Lock()
+	h := s.hold[0]
+	s.hold = slices.Delete(s.hold, 0, 1)
+	if s.opts.commit != nil {
+		s.staged = append(s.staged, h)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.ack(h)
+	s.lastDone = max(s.lastDone, h.seq)
+}
+
+func (s *subscriber) stagedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.staged)
+}
+
+// tryCommit calls the handler's commit once for what is staged and, when
+// it succeeded, acknowledges the staged messages in order.
+func (s *subscriber) tryCommit(ctx context.Context) error {
+	if s.stagedCount() == 0 {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.HandlerTimeout)
+	err := s.opts.commit(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	staged := s.staged
+	s.staged = nil
+	s.mu.Unlock()
+	for _, h := range staged {
 		s.ack(h)
 		s.lastDone = max(s.lastDone, h.seq)
+	}
+	return nil
+}
+
+// commitStaged commits what is staged, trying again after a delay doubling
+// from RetryInitialInterval up to RetryMaxInterval for as long as it takes,
+// with nothing further handed over meanwhile. false means the subscriber
+// stops.
+func (s *subscriber) commitStaged(ctx context.Context) bool {
+	for attempt := uint64(1); ; attempt++ {
+		err := s.tryCommit(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		d := retryDelay(attempt, s.cfg.RetryInitialInterval, s.cfg.RetryMaxInterval)
+		ev := s.log.Warn()
+		if attempt > 1 {
+			ev = s.log.Error()
+		}
+		ev.Err(err).Int("events", s.stagedCount()).Uint64("attempt", attempt).Dur("retry_in", d).
+			Msg("commit failed; holding the handled events unacknowledged and retrying")
+		if !sleep(ctx, d) {
+			return false
+		}
+	}
+}
+
+// endStaged settles what is staged when a session ends: committed and
+// acknowledged if the commit succeeds now (within CloseTimeout), otherwise
+// given back in order when closing (before release gives back the later,
+// held ones) or left to the server when the lease was lost.
+func (s *subscriber) endStaged(closing bool) {
+	if s.stagedCount() == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
+	defer cancel()
+	err := s.tryCommit(ctx)
+	if err == nil {
+		return
+	}
+	s.mu.Lock()
+	staged := s.staged
+	s.staged = nil
+	s.mu.Unlock()
+	s.log.Warn().Err(err).Int("events", len(staged)).Msg("commit failed while stopping; the events are delivered again")
+	if !closing {
+		return
+	}
+	for _, h := range staged {
+		if err := h.jm.Nak(); err != nil && !s.nc.IsClosed() {
+			s.log.Debug().Err(err).Uint64("seq", h.seq).Msg("give back failed; the event is redelivered after AckWait")
+		}
 	}
 }
 
@@ -488,7 +613,7 @@ func (s *subscriber) leaseFor() time.Duration { return s.cfg.AckWait - s.cfg.Ack
 func (s *subscriber) touch() error {
 	sent := time.Now()
 	s.mu.Lock()
-	hs := slices.Clone(s.hold)
+	hs := slices.Concat(s.staged, s.hold)
 	s.mu.Unlock()
 	if len(hs) == 0 {
 		return nil

@@ -159,7 +159,16 @@ func (h *harness) startRouter(hs map[string]consume.Handler) *running {
 		h.tb.Fatal(err)
 	}
 	for d, fn := range hs {
-		if err := r.AddHandler(d, fn); err != nil {
+		// The filters app.go registers, so that the tests see what the
+		// service's consumers see.
+		var opts []consume.Option
+		switch d {
+		case sagaDurable:
+			opts = append(opts, consume.OnlyTypes(handlers.LockoutSagaEvents...))
+		case alerts.Durable:
+			opts = append(opts, consume.OnlyTypes(alerts.Events...))
+		}
+		if err := r.AddHandler(d, fn, opts...); err != nil {
 			h.tb.Fatal(err)
 		}
 	}

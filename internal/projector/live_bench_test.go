@@ -19,7 +19,9 @@ import (
 // the projector's durable has applied all of them to a fresh read store.
 // Each iteration runs every mode on a fresh durable and store, so that the
 // modes compare in the same run: maxackpending=1 has one event in flight,
-// 256 prefetches; both apply one event per transaction (Projector.Handle).
+// 256 prefetches; per-event applies one event per transaction
+// (Projector.Handle), batched stages and commits as Register does
+// (consume.WithCommit: up to CommitMax events per transaction).
 func BenchmarkLive(b *testing.B) {
 	n := 20_000
 	if testing.Short() {
@@ -28,8 +30,17 @@ func BenchmarkLive(b *testing.B) {
 	e := newEnv(b)
 	e.publishBulk(b, newWorkload(7, 1000), n)
 	last := uint64(n)
-	for _, pending := range []int{1, consume.DefaultConfig().MaxAckPending} {
-		b.Run(fmt.Sprintf("maxackpending=%d", pending), func(b *testing.B) {
+	type mode struct {
+		pending int
+		batched bool
+	}
+	for _, m := range []mode{{1, false}, {consume.DefaultConfig().MaxAckPending, false}, {consume.DefaultConfig().MaxAckPending, true}} {
+		pending := m.pending
+		name := fmt.Sprintf("maxackpending=%d/per-event", pending)
+		if m.batched {
+			name = fmt.Sprintf("maxackpending=%d/batched", pending)
+		}
+		b.Run(name, func(b *testing.B) {
 			for i := range b.N {
 				cfg := consume.DefaultConfig()
 				cfg.MaxAckPending = pending
@@ -44,7 +55,13 @@ func BenchmarkLive(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if err := r.AddHandler(fmt.Sprintf("bench-%d-%d", pending, time.Now().UnixNano()), p.Handle); err != nil {
+				durable := fmt.Sprintf("bench-%d-%d", pending, time.Now().UnixNano())
+				if m.batched {
+					err = p.Register(r, durable)
+				} else {
+					err = r.AddHandler(durable, p.Handle)
+				}
+				if err != nil {
 					b.Fatal(err)
 				}
 				start := time.Now()

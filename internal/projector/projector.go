@@ -16,7 +16,8 @@ import (
 // Projector applies live events to the current read store and lets a rebuilt
 // store replace it.
 type Projector struct {
-	applyMu sync.Mutex // serialises live applies with Swap
+	applyMu sync.Mutex // serialises live applies and commits with Swap
+	staged  []readstore.Prepared
 	mu      sync.RWMutex
 	store   *readstore.Store
 }
@@ -32,25 +33,59 @@ func (p *Projector) Store() *readstore.Store {
 }
 
 // Register adds the live durable consumer of this instance's read model
-// (Durable(instance)) to the router: each event is applied in its own
-// read-store transaction, with the checkpoint, and the router acknowledges it
-// after that transaction committed.
+// (Durable(instance)) to the router. Events are staged (Stage) and written
+// together, with the checkpoint, in one read-store transaction (Commit)
+// whenever the consumer has nothing more waiting, or after
+// consume.Config.CommitMax events: under load many events share one
+// transaction, when idle each event is written at once. The router
+// acknowledges the events after that transaction committed.
 func (p *Projector) Register(r *consume.Router, durable string) error {
-	if err := r.AddHandler(durable, p.Handle); err != nil {
+	if err := r.AddHandler(durable, p.Stage, consume.WithCommit(p.Commit)); err != nil {
 		return fmt.Errorf("projector: %w", err)
 	}
 	return nil
 }
 
-// Handle applies one live event, with the checkpoint, in one transaction;
-// the router acknowledges it once Handle returns nil. An event at or below
-// the checkpoint is skipped, so redeliveries are harmless.
+// Handle applies one live event, with the checkpoint, in one transaction.
+// An event at or below the checkpoint is skipped, so redeliveries are
+// harmless.
 func (p *Projector) Handle(_ context.Context, rec events.Record) error {
 	p.applyMu.Lock()
 	defer p.applyMu.Unlock()
 	if err := p.Store().Apply(rec); err != nil {
 		return fmt.Errorf("project event %s (seq %d): %w", rec.Event.ID, rec.Seq, err)
 	}
+	return nil
+}
+
+// Stage prepares one live event for the next Commit. A record that cannot
+// be applied is refused here, so that it is retried (and held) alone.
+func (p *Projector) Stage(_ context.Context, rec events.Record) error {
+	prep := readstore.Prepare(rec)
+	if err := prep.Err(); err != nil {
+		return fmt.Errorf("project event %s (seq %d): %w", rec.Event.ID, rec.Seq, err)
+	}
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	p.staged = append(p.staged, prep)
+	return nil
+}
+
+// Commit applies what was staged, with the checkpoint, in one transaction.
+// On error nothing is applied and everything stays staged for the next
+// Commit; events at or below the checkpoint (a redelivery staged twice) are
+// skipped.
+func (p *Projector) Commit(_ context.Context) error {
+	p.applyMu.Lock()
+	defer p.applyMu.Unlock()
+	if len(p.staged) == 0 {
+		return nil
+	}
+	if err := p.Store().ApplyPrepared(p.staged...); err != nil {
+		return fmt.Errorf("project %d events: %w", len(p.staged), err)
+	}
+	clear(p.staged) // let the applied records go
+	p.staged = p.staged[:0]
 	return nil
 }
 

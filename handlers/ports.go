@@ -19,6 +19,12 @@ var ErrConflict = errors.New("append conflict: the site changed concurrently")
 // ErrBusy is returned when a command still conflicted after all its retries.
 var ErrBusy = errors.New("site too busy: gave up after repeated append conflicts")
 
+// ErrUnavailable is wrapped by an EventStore that cannot tell whether an
+// append was stored (the log did not answer): the command may or may not have
+// taken effect. The caller may try again later; a retried command decides on
+// the site as it then is.
+var ErrUnavailable = errors.New("event log unavailable")
+
 // EventStore is the event log of all sites.
 type EventStore interface {
 	// Load returns the site's events with a sequence above afterSeq, in order.

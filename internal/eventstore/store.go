@@ -19,8 +19,9 @@ var _ handlers.EventStore = (*Store)(nil)
 
 // ErrOutcomeUnknown is wrapped when Append cannot tell whether the event was
 // stored: the publish went unanswered after all its re-sends, or finding out
-// failed. The caller must reload the site before deciding again.
-var ErrOutcomeUnknown = errors.New("append outcome unknown")
+// failed. The caller must reload the site before deciding again. It wraps
+// handlers.ErrUnavailable, which the edges answer as "try again later".
+var ErrOutcomeUnknown = fmt.Errorf("append outcome unknown: %w", handlers.ErrUnavailable)
 
 // publishFunc sends one message and waits for its answer: js.PublishMsg
 // or Store.publishAsync (Config.AsyncPublish). A test wraps it to lose an

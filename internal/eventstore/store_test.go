@@ -326,7 +326,7 @@ func TestNeverAnswered(t *testing.T) {
 		}
 	})
 	_, err := st.Append(context.Background(), storetest.NewEvents("silent").Next(), 0)
-	if !errors.Is(err, eventstore.ErrOutcomeUnknown) || errors.Is(err, handlers.ErrConflict) || calls != 3 {
+	if !errors.Is(err, eventstore.ErrOutcomeUnknown) || !errors.Is(err, handlers.ErrUnavailable) || errors.Is(err, handlers.ErrConflict) || calls != 3 {
 		t.Fatalf("got %v after %d sends, want ErrOutcomeUnknown after 3", err, calls)
 	}
 }

@@ -374,6 +374,8 @@ func TestErrorMapping(t *testing.T) {
 	}{
 		{fmt.Errorf("generate passcode: site acme: %w", handlers.ErrBusy), 503, CodeBusy, true},
 		{fmt.Errorf("generate passcode: %w", context.DeadlineExceeded), 504, CodeTimeout, true},
+		// What the event store wraps when an append went unanswered.
+		{fmt.Errorf("generate passcode: append: append outcome unknown: %w", handlers.ErrUnavailable), 503, CodeUnavailable, true},
 		{fmt.Errorf("generate passcode: site acme: %w", domain.ErrInvalid), 400, CodeInvalidRequest, false},
 		{fmt.Errorf("generate passcode: nats: connection closed to 10.0.0.7 secret-internals"), 500, CodeInternal, true},
 	} {
@@ -385,8 +387,8 @@ func TestErrorMapping(t *testing.T) {
 			if c.code == CodeInternal && strings.Contains(string(r.body), "secret-internals") {
 				t.Fatalf("a 500 shows the internal error: %s", r.body)
 			}
-			if c.code == CodeBusy && r.header.Get("Retry-After") == "" {
-				t.Error("busy without Retry-After")
+			if c.status == 503 && r.header.Get("Retry-After") == "" {
+				t.Errorf("%s without Retry-After", c.code)
 			}
 			if m["request_id"] != "req-"+c.code {
 				t.Errorf("request_id %v", m["request_id"])

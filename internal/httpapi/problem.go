@@ -99,6 +99,10 @@ func problemFor(err error) (p Problem, serverFault bool) {
 		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeBusy,
 			Detail: "the site is busy with concurrent changes; retry shortly"}
 		serverFault = true
+	case errors.Is(err, handlers.ErrUnavailable):
+		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			Detail: "the event log did not answer; the change may or may not have been made: check before retrying"}
+		serverFault = true
 	case errors.Is(err, context.DeadlineExceeded):
 		p = Problem{Status: http.StatusGatewayTimeout, Code: CodeTimeout, Detail: "the request took too long"}
 		serverFault = true
@@ -136,7 +140,7 @@ func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="enrollgate"`)
 	case http.StatusServiceUnavailable:
-		if p.Code == CodeBusy || p.Code == CodeNotCaughtUp {
+		if p.Code == CodeBusy || p.Code == CodeNotCaughtUp || p.Code == CodeUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
 	}

@@ -338,7 +338,7 @@ func classify(err error) (code, desc string) {
 	case errors.Is(err, domain.ErrInvalid):
 		return CodeBadRequest, err.Error()
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		errors.Is(err, handlers.ErrBusy), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, handlers.ErrBusy), errors.Is(err, handlers.ErrUnavailable), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionClosed),
 		errors.Is(err, nats.ErrConnectionReconnecting):
 		return CodeUnavailable, "verify temporarily unavailable; retry"

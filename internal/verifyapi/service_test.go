@@ -160,6 +160,8 @@ func TestVerifierErrorsMapped(t *testing.T) {
 			return handlers.VerifyResult{}, fmt.Errorf("verify passcode: %w: bad", domain.ErrInvalid)
 		case "busy":
 			return handlers.VerifyResult{}, fmt.Errorf("site busy: %w", handlers.ErrBusy)
+		case "nolog":
+			return handlers.VerifyResult{}, fmt.Errorf("append: append outcome unknown: %w", handlers.ErrUnavailable)
 		case "hang":
 			<-ctx.Done()
 			return handlers.VerifyResult{}, fmt.Errorf("load: %w", ctx.Err())
@@ -168,7 +170,7 @@ func TestVerifierErrorsMapped(t *testing.T) {
 		}
 	}}
 	nc, _, logs := setup(t, f, Config{Timeout: 200 * time.Millisecond})
-	for site, want := range map[string]string{"invalid": "400", "busy": "503", "hang": "503", "boom": "500"} {
+	for site, want := range map[string]string{"invalid": "400", "busy": "503", "nolog": "503", "hang": "503", "boom": "500"} {
 		m := request(t, nc, "enrollgate.verify."+site, `{"passcode":"`+p+`"}`)
 		if code := m.Header.Get(micro.ErrorCodeHeader); code != want {
 			t.Errorf("%s: code %q, want %s", site, code, want)
@@ -181,7 +183,7 @@ func TestVerifierErrorsMapped(t *testing.T) {
 	if strings.Contains(out, p) {
 		t.Fatalf("log holds the passcode: %s", out)
 	}
-	for _, site := range []string{"busy", "hang", "boom"} {
+	for _, site := range []string{"busy", "nolog", "hang", "boom"} {
 		if n := strings.Count(out, `"site":"`+site+`"`); n != 1 {
 			t.Errorf("site %s logged %d times, want once: %s", site, n, out)
 		}

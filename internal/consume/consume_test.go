@@ -62,14 +62,27 @@ func (e *env) connect() (*nats.Conn, error) { return nats.Connect(e.s.ClientURL(
 // router starts a router with the handlers and stops it at cleanup.
 func (e *env) router(t *testing.T, log zerolog.Logger, handlers map[string]consume.Handler) *consume.Router {
 	t.Helper()
+	r, _ := e.start(t, log, func(r *consume.Router) error {
+		for d, h := range handlers {
+			if err := r.AddHandler(d, h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return r
+}
+
+// start starts a router with what add registers, and stops it at cleanup;
+// the returned func stops it earlier.
+func (e *env) start(t *testing.T, log zerolog.Logger, add func(*consume.Router) error) (*consume.Router, func()) {
+	t.Helper()
 	r, err := consume.NewRouter(e.cfg, e.connect, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for d, h := range handlers {
-		if err := r.AddHandler(d, h); err != nil {
-			t.Fatal(err)
-		}
+	if err := add(r); err != nil {
+		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(context.Background()) }()
@@ -81,8 +94,9 @@ func (e *env) router(t *testing.T, log zerolog.Logger, handlers map[string]consu
 		t.Fatal("router not running after 10s")
 	}
 	var once sync.Once
-	t.Cleanup(func() { once.Do(func() { stop(t, r, done) }) })
-	return r
+	stopIt := func() { once.Do(func() { stop(t, r, done) }) }
+	t.Cleanup(stopIt)
+	return r, stopIt
 }
 
 func stop(t *testing.T, r *consume.Router, done chan error) {

@@ -45,26 +45,7 @@ func disabledEvent(site string) events.Event {
 // routerWith starts a router with one handler and its options.
 func (e *env) routerWith(t *testing.T, durable string, h consume.Handler, opts ...consume.Option) (*consume.Router, func()) {
 	t.Helper()
-	r, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.AddHandler(durable, h, opts...); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
-	select {
-	case <-r.Running():
-	case err := <-done:
-		t.Fatalf("router stopped at start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("router not running after 10s")
-	}
-	var once sync.Once
-	stopIt := func() { once.Do(func() { stop(t, r, done) }) }
-	t.Cleanup(stopIt)
-	return r, stopIt
+	return e.start(t, zerolog.Nop(), func(r *consume.Router) error { return r.AddHandler(durable, h, opts...) })
 }
 
 func TestOnlyTypesHandsOverThoseTypesAndAcknowledgesTheRest(t *testing.T) {

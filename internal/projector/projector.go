@@ -46,18 +46,6 @@ func (p *Projector) Register(r *consume.Router, durable string) error {
 	return nil
 }
 
-// Handle applies one live event, with the checkpoint, in one transaction.
-// An event at or below the checkpoint is skipped, so redeliveries are
-// harmless.
-func (p *Projector) Handle(_ context.Context, rec events.Record) error {
-	p.applyMu.Lock()
-	defer p.applyMu.Unlock()
-	if err := p.Store().Apply(rec); err != nil {
-		return fmt.Errorf("project event %s (seq %d): %w", rec.Event.ID, rec.Seq, err)
-	}
-	return nil
-}
-
 // Stage prepares one live event for the next Commit. A record that cannot
 // be applied is refused here, so that it is retried (and held) alone.
 func (p *Projector) Stage(_ context.Context, rec events.Record) error {

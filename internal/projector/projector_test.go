@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 	"github.com/enrollgate/enrollgate/internal/readstore"
@@ -296,5 +297,67 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (Config{BatchSize: -1, IdleTimeout: -time.Second}).Validate(); err == nil {
 		t.Fatal("bad config accepted")
+	}
+}
+
+// TestFailedCommitKeepsWhatWasStaged: a commit that fails applies nothing
+// and keeps the staged events for the next commit, which applies them once
+// even when a redelivery staged some of them again.
+func TestFailedCommitKeepsWhatWasStaged(t *testing.T) {
+	dir := t.TempDir()
+	first, err := readstore.Open(storeConfig(filepath.Join(dir, "first.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(first)
+	w := newWorkload(3, 2)
+	var recs []events.Record
+	for i := range 5 {
+		recs = append(recs, events.Record{Seq: uint64(i + 1), Event: w.next()})
+	}
+	ctx := context.Background()
+	for _, r := range recs[:3] {
+		if err := p.Stage(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Commit(ctx); err == nil {
+		t.Fatal("commit to a closed store succeeded")
+	}
+	second, err := readstore.Open(storeConfig(filepath.Join(dir, "second.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = second.Close() }()
+	p.mu.Lock()
+	p.store = second // as Swap would, without a stream to catch up from
+	p.mu.Unlock()
+	// The subscriber tries the commit again, handing nothing over meanwhile.
+	if err := p.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := second.LastApplied(); got != 3 {
+		t.Fatalf("applied up to %d after the retried commit, want 3", got)
+	}
+	// A redelivery of what was committed, then new events.
+	for _, r := range recs {
+		if err := p.Stage(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := second.LastApplied(); got != 5 {
+		t.Fatalf("applied up to %d, want 5", got)
+	}
+	if d := snapshot(t, second, w.at.Add(time.Minute)); d.Events != 5 {
+		t.Fatalf("%d audit entries, want each of the 5 events once", d.Events)
+	}
+	if err := p.Commit(ctx); err != nil || len(p.staged) != 0 {
+		t.Fatalf("a commit with nothing staged: %v, %d staged", err, len(p.staged))
 	}
 }

@@ -191,7 +191,9 @@ func TestEventsWhoseCommitFailedAtCloseGoToTheNextProcess(t *testing.T) {
 	natstest.Eventually(t, 10*time.Second, func() error {
 		first.mu.Lock()
 		defer first.mu.Unlock()
-		if len(first.staged) < len(want) || first.attempts.Load() < 2 {
+		// A failing commit is retried with nothing further handed over: how
+		// many events it holds depends on how they arrived.
+		if len(first.staged) == 0 || first.attempts.Load() < 2 {
 			return fmt.Errorf("%d staged, %d commit attempts", len(first.staged), first.attempts.Load())
 		}
 		return nil

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -288,7 +289,12 @@ func toTimes(ns []int64) []time.Time {
 	return out
 }
 
-// Clone returns a deep copy.
+// Clone returns a copy that Apply may change without changing s. The times
+// slices are shared, capped at their length: Apply never writes into one in
+// place (it appends, which then reallocates, or reslices), so sharing is
+// safe and a site with hundreds of source keys is cloned without copying
+// their times (the store clones a site's state for every commit that
+// touches it).
 func (s *SiteState) Clone() *SiteState {
 	c := *s
 	if s.override != nil {
@@ -297,36 +303,26 @@ func (s *SiteState) Clone() *SiteState {
 	}
 	if s.gen != nil {
 		g := *s.gen
-		g.Failures = append([]int64(nil), s.gen.Failures...)
-		g.BySource = cloneTimesMap(s.gen.BySource)
+		g.Failures = slices.Clip(s.gen.Failures)
+		g.BySource = clipTimesMap(s.gen.BySource)
 		if s.gen.Disabled != nil {
 			dis := *s.gen.Disabled
 			g.Disabled = &dis
 		}
 		c.gen = &g
 	}
-	c.sources = cloneTimesMap(s.sources)
+	c.sources = clipTimesMap(s.sources)
 	return &c
 }
 
-// cloneTimesMap deep-copies m with all its times in one allocation: the
-// store clones a site's state for every batch that touches it, and a site
-// under attack has hundreds of source keys. Each slice is capped at its
-// length, so an append to one reallocates instead of writing over the next.
-func cloneTimesMap(m map[string][]int64) map[string][]int64 {
+// clipTimesMap copies m, each slice capped at its length.
+func clipTimesMap(m map[string][]int64) map[string][]int64 {
 	if m == nil {
 		return nil
 	}
-	n := 0
-	for _, v := range m {
-		n += len(v)
-	}
-	arena := make([]int64, n)
 	c := make(map[string][]int64, len(m))
 	for k, v := range m {
-		l := copy(arena, v)
-		c[k] = arena[:l:l]
-		arena = arena[l:]
+		c[k] = slices.Clip(v)
 	}
 	return c
 }

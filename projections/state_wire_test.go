@@ -240,8 +240,24 @@ func TestCloneOfABusySiteIsIndependent(t *testing.T) {
 		r.Seq, r.Event.OccurredAt = uint64(1000+i), last.Add(time.Duration(i+1)*time.Millisecond)
 		more = append(more, r)
 	}
-	c.Apply(more...)
+	// A second clone of the same original, changed differently: clones share
+	// the original's times, so neither may write where the other reads.
+	c2 := orig.Clone()
+	fresh2, _ := busySite(300)
+	other := make([]events.Record, len(more))
+	for i, r := range more {
+		r.Event.OccurredAt = r.Event.OccurredAt.Add(time.Hour + time.Duration(i)*time.Second)
+		other[i] = r
+	}
+	for i := range more { // interleaved, as two commits of one site could be
+		c.Apply(more[i])
+		c2.Apply(other[i])
+	}
 	fresh.Apply(more...)
+	fresh2.Apply(other...)
+	if !reflect.DeepEqual(normalized(c2), normalized(fresh2)) {
+		t.Fatalf("second clone folded differently from a fresh state")
+	}
 	if !reflect.DeepEqual(normalized(orig), normalized(want)) {
 		t.Fatalf("applying to the clone changed the original")
 	}
@@ -254,5 +270,15 @@ func TestCloneOfABusySiteIsIndependent(t *testing.T) {
 	}
 	if len(want.sources) < 300 {
 		t.Fatalf("setup: %d sources", len(want.sources))
+	}
+}
+
+// BenchmarkSiteStateClone is what the read store pays per commit that
+// touches a site under attack, before applying the commit's events.
+func BenchmarkSiteStateClone(b *testing.B) {
+	s, _ := busySite(500)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = s.Clone()
 	}
 }

@@ -184,7 +184,7 @@ func (k *fakeKeeper) NewPasscode() (Secret, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.n++
-	return Secret(fmt.Sprintf("Passcode%04d", k.n)), nil
+	return NewSecret(fmt.Sprintf("Passcode%04d", k.n)), nil
 }
 
 func (k *fakeKeeper) MACKeyID() string {
@@ -218,13 +218,13 @@ func (k *fakeKeeper) Seal(p Secret) ([]byte, string, error) {
 
 func (k *fakeKeeper) Open(keyID string, sealed []byte) (Secret, error) {
 	if keyID != "seal-1" {
-		return "", errors.New("unknown seal key")
+		return Secret{}, errors.New("unknown seal key")
 	}
 	b := append([]byte(nil), sealed...)
 	for i := range b {
 		b[i] ^= 0x5a
 	}
-	return Secret(b), nil
+	return NewSecret(string(b)), nil
 }
 
 // fakeClock is a settable clock.

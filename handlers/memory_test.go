@@ -111,7 +111,7 @@ func bytesPerCachedSite(tb testing.TB, n int) float64 {
 	for i, site := range sites {
 		pass, right := plain[i], i%4 != 0
 		if !right {
-			pass = "wrong-" + pass
+			pass = NewSecret("wrong-" + pass.Plain())
 		}
 		r, err := svc.VerifyPasscode(bgCtx, VerifyPasscode{Site: site, Passcode: pass,
 			AttemptID: fmt.Sprintf("run-%d", i),

@@ -7,15 +7,27 @@ import (
 )
 
 // Secret is a passcode in plain text. It formats as "[REDACTED]" with every
-// fmt verb and in JSON, so that a passcode that slips into a log line or an
-// error stays hidden; Plain is the one deliberate way to read it.
-type Secret string
+// fmt verb and in JSON (as a value and as a map key), so that a passcode that
+// slips into a log line or an error stays hidden; Plain is the one deliberate
+// way to read it. It holds a pointer, not a string: fmt's error text for a
+// verb it cannot apply (%p) and encoding/json's string-kind map keys read a
+// string-kind value directly, past every method; a pointer prints as an
+// address. The zero Secret is the empty passcode.
+type Secret struct{ p *string }
 
 const redacted = "[REDACTED]"
 
+// NewSecret wraps a plain-text passcode.
+func NewSecret(plain string) Secret { return Secret{p: &plain} }
+
 // Plain returns the plain text. Call it only to put the passcode into the
 // generate and reveal responses, or to hash or seal it.
-func (s Secret) Plain() string { return string(s) }
+func (s Secret) Plain() string {
+	if s.p == nil {
+		return ""
+	}
+	return *s.p
+}
 
 // String implements fmt.Stringer.
 func (Secret) String() string { return redacted }

@@ -13,7 +13,7 @@ import (
 const plain = "Zq8Lm3Xw9Ty2"
 
 func TestSecretNeverFormatsItsPlainText(t *testing.T) {
-	s := Secret(plain)
+	s := NewSecret(plain)
 	if s.Plain() != plain {
 		t.Fatalf("Plain = %q", s.Plain())
 	}
@@ -21,16 +21,18 @@ func TestSecretNeverFormatsItsPlainText(t *testing.T) {
 	rev := RevealResult{Passcode: s, PasscodeID: "g1"}
 	cmd := VerifyPasscode{Site: "acme", Passcode: s, Source: events.Source{IP: "1.2.3.4"}}
 	var outs []string
-	for _, verb := range []string{"%v", "%s", "%q", "%+v", "%#v", "%x", "%X", "%10s", "%-20v", "%d", "%t", "%e", "%U", "%T"} {
-		for _, v := range []any{s, &s, res, &res, rev, cmd, []Secret{s}, map[string]Secret{"p": s}} {
+	hidden := struct{ s Secret }{s} // fmt cannot call the methods of an unexported field
+	for _, verb := range []string{"%v", "%s", "%q", "%+v", "%#v", "%x", "%X", "%10s", "%-20v", "%d", "%t", "%e", "%U", "%T", "%p"} {
+		for _, v := range []any{s, &s, res, &res, rev, cmd, []Secret{s}, map[string]Secret{"p": s}, map[Secret]int{s: 1}, hidden} {
 			outs = append(outs, verb+": "+fmt.Sprintf(verb, v))
 		}
 	}
 	outs = append(outs, fmt.Sprint(s), fmt.Sprintln(s, res), s.String(), s.GoString())
-	// Not covered: %p of a non-pointer (fmt prints the raw value before
-	// consulting any method; go vet reports it), and a Secret used as a JSON map key is written raw, since
-	// encoding/json uses string-kind keys directly, before MarshalText.
-	for _, v := range []any{s, res, rev, cmd} {
+	// %p and an unexported field print without consulting any method, and
+	// encoding/json writes string-kind map keys without MarshalText: Secret
+	// holds a pointer, not a string, so that these print an address or
+	// "[REDACTED]".
+	for _, v := range []any{s, res, rev, cmd, map[Secret]int{s: 1}} {
 		b, err := json.Marshal(v)
 		if err != nil {
 			t.Fatal(err)
@@ -65,8 +67,8 @@ func TestNoPlainTextInStoredEventsOrErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	verifyFrom(t, s, g.Passcode, "10.0.0.1")
-	verifyFrom(t, s, "wrong", "10.0.0.2")
-	verifyFrom(t, s, Secret(g.Passcode.Plain()+"x"), "10.0.0.3")
+	verifyFrom(t, s, NewSecret("wrong"), "10.0.0.2")
+	verifyFrom(t, s, NewSecret(g.Passcode.Plain()+"x"), "10.0.0.3")
 	evs := e.store.events(t, siteID)
 	if err := saga.Handle(bgCtx, events.Record{Event: evs[len(evs)-1]}); err != nil {
 		t.Fatal(err)

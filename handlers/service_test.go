@@ -50,7 +50,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	if !v.OK || v.Site != siteID || v.PasscodeID != g.State.PasscodeID || v.Seq <= r.Seq {
 		t.Fatalf("verify right = %+v", v)
 	}
-	v = verifyFrom(t, s, "wrong-guess", "192.0.2.1")
+	v = verifyFrom(t, s, NewSecret("wrong-guess"), "192.0.2.1")
 	if v.OK || v.Reason != domain.ReasonWrongPasscode || v.Seq == 0 {
 		t.Fatalf("verify wrong = %+v", v)
 	}
@@ -98,7 +98,7 @@ func TestCommandErrors(t *testing.T) {
 	if _, err := s.GeneratePasscode(bgCtx, GeneratePasscode{Site: "Bad Site", Actor: admin}); !errors.Is(err, domain.ErrInvalid) {
 		t.Errorf("generate on an invalid site = %v, want ErrInvalid", err)
 	}
-	v, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: "x", Source: events.Source{IP: "1.2.3.4"}})
+	v, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: NewSecret("x"), Source: events.Source{IP: "1.2.3.4"}})
 	if err != nil || v.Reason != domain.ReasonNotGenerated || v.Seq != 0 {
 		t.Errorf("verify of nothing = %+v, %v", v, err)
 	}
@@ -129,10 +129,10 @@ func TestConflictReloadsAndRedecides(t *testing.T) {
 	e := newEnv(testPolicy(10, time.Hour, 1000))
 	a, b := e.replica(t), e.replica(t)
 	g := generate(t, a)
-	verifyFrom(t, b, "wrong-1", "10.0.0.1") // b has the site cached now
+	verifyFrom(t, b, NewSecret("wrong-1"), "10.0.0.1") // b has the site cached now
 
-	e.store.onAppend = func() { verifyFrom(t, b, "wrong-2", "10.0.0.2") }
-	v := verifyFrom(t, a, "wrong-3", "10.0.0.3")
+	e.store.onAppend = func() { verifyFrom(t, b, NewSecret("wrong-2"), "10.0.0.2") }
+	v := verifyFrom(t, a, NewSecret("wrong-3"), "10.0.0.3")
 	if v.Reason != domain.ReasonWrongPasscode || v.Seq == 0 {
 		t.Fatalf("verify = %+v", v)
 	}
@@ -152,9 +152,9 @@ func TestConflictWithALockingReplica(t *testing.T) {
 	e := newEnv(testPolicy(2, time.Hour, 1000))
 	a, b := e.replica(t), e.replica(t)
 	g := generate(t, a)
-	verifyFrom(t, b, "wrong-1", "10.0.0.1")
+	verifyFrom(t, b, NewSecret("wrong-1"), "10.0.0.1")
 
-	e.store.onAppend = func() { verifyFrom(t, b, "wrong-2", "10.0.0.2") }
+	e.store.onAppend = func() { verifyFrom(t, b, NewSecret("wrong-2"), "10.0.0.2") }
 	v := verifyFrom(t, a, g.Passcode, "10.0.0.3")
 	if v.OK || v.Reason != domain.ReasonDisabled || v.Seq != 0 {
 		t.Fatalf("right passcode decided on stale state = %+v, want disabled after the reload", v)
@@ -188,7 +188,7 @@ func TestStaleNoStoreDecisionRedecides(t *testing.T) {
 	t.Run("cached as not generated", func(t *testing.T) {
 		e := newEnv(domain.DefaultPolicy())
 		a, b := e.replica(t), e.replica(t)
-		if v := verifyFrom(t, b, "anything", "10.0.0.1"); v.Reason != domain.ReasonNotGenerated {
+		if v := verifyFrom(t, b, NewSecret("anything"), "10.0.0.1"); v.Reason != domain.ReasonNotGenerated {
 			t.Fatalf("verify = %+v", v)
 		}
 		g := generate(t, a)
@@ -200,8 +200,8 @@ func TestStaleNoStoreDecisionRedecides(t *testing.T) {
 		e := newEnv(testPolicy(1, time.Hour, 1))
 		a, b := e.replica(t), e.replica(t)
 		generate(t, a)
-		verifyFrom(t, b, "wrong", "10.0.0.1") // locks; b caches it
-		if v := verifyFrom(t, b, "wrong", "10.0.0.2"); v.Reason != domain.ReasonDisabled {
+		verifyFrom(t, b, NewSecret("wrong"), "10.0.0.1") // locks; b caches it
+		if v := verifyFrom(t, b, NewSecret("wrong"), "10.0.0.2"); v.Reason != domain.ReasonDisabled {
 			t.Fatalf("verify after the lock = %+v", v)
 		}
 		g2 := generate(t, a)
@@ -212,9 +212,9 @@ func TestStaleNoStoreDecisionRedecides(t *testing.T) {
 	t.Run("an up-to-date refusal costs one LastSeq and no load", func(t *testing.T) {
 		e := newEnv(domain.DefaultPolicy())
 		s := e.replica(t)
-		verifyFrom(t, s, "x", "10.0.0.1")
+		verifyFrom(t, s, NewSecret("x"), "10.0.0.1")
 		_, _, before := e.store.counters()
-		verifyFrom(t, s, "x", "10.0.0.1")
+		verifyFrom(t, s, NewSecret("x"), "10.0.0.1")
 		if _, _, after := e.store.counters(); after != before+1 {
 			t.Fatalf("LastSeq calls %d, want 1", after-before)
 		}
@@ -266,10 +266,10 @@ func TestAppendErrorDropsTheCache(t *testing.T) {
 	}
 	timeout := errors.New("nats: timeout")
 	e.store.failNext, e.store.failStored = timeout, true // it was in fact stored
-	if _, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: "wrong", Source: events.Source{IP: "10.0.0.1"}}); !errors.Is(err, timeout) {
+	if _, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: NewSecret("wrong"), Source: events.Source{IP: "10.0.0.1"}}); !errors.Is(err, timeout) {
 		t.Fatalf("verify = %v, want the store's error", err)
 	}
-	if _, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: "wrong", Source: events.Source{IP: "10.0.0.2"}}); err != nil {
+	if _, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: NewSecret("wrong"), Source: events.Source{IP: "10.0.0.2"}}); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.store.zeroLoads(siteID); n != 2 {
@@ -297,7 +297,7 @@ func TestLockoutSaga(t *testing.T) {
 	t.Run("reacts only to the failure that reaches the threshold", func(t *testing.T) {
 		e, s, saga, g := setup(t, 3)
 		for i := 1; i <= 3; i++ {
-			verifyFrom(t, s, "wrong", "10.0.0."+strconv.Itoa(i))
+			verifyFrom(t, s, NewSecret("wrong"), "10.0.0."+strconv.Itoa(i))
 			ev := lastEvent(t, e)
 			appends, _, _ := e.store.counters()
 			if err := saga.Handle(bgCtx, events.Record{Event: ev}); err != nil {
@@ -317,7 +317,7 @@ func TestLockoutSaga(t *testing.T) {
 	})
 	t.Run("a redelivery stores nothing", func(t *testing.T) {
 		e, s, saga, _ := setup(t, 1)
-		verifyFrom(t, s, "wrong", "10.0.0.1")
+		verifyFrom(t, s, NewSecret("wrong"), "10.0.0.1")
 		ev := lastEvent(t, e)
 		for range 3 {
 			if err := saga.Handle(bgCtx, events.Record{Event: ev}); err != nil {
@@ -330,7 +330,7 @@ func TestLockoutSaga(t *testing.T) {
 	})
 	t.Run("two replicas' sagas on the same event store one disable", func(t *testing.T) {
 		e, s, _, _ := setup(t, 1)
-		verifyFrom(t, s, "wrong", "10.0.0.1")
+		verifyFrom(t, s, NewSecret("wrong"), "10.0.0.1")
 		ev := lastEvent(t, e)
 		var wg sync.WaitGroup
 		for range 4 {
@@ -348,7 +348,7 @@ func TestLockoutSaga(t *testing.T) {
 	})
 	t.Run("a late lockout never disables a newer generation", func(t *testing.T) {
 		e, s, saga, _ := setup(t, 1)
-		verifyFrom(t, s, "wrong", "10.0.0.1")
+		verifyFrom(t, s, NewSecret("wrong"), "10.0.0.1")
 		locking := lastEvent(t, e)
 		g2 := generate(t, s)
 		if err := saga.Handle(bgCtx, events.Record{Event: locking}); err != nil {
@@ -363,8 +363,8 @@ func TestLockoutSaga(t *testing.T) {
 	})
 	t.Run("a policy change at or over the threshold locks out", func(t *testing.T) {
 		e, s, saga, g := setup(t, 10)
-		verifyFrom(t, s, "wrong", "10.0.0.1")
-		verifyFrom(t, s, "wrong", "10.0.0.2")
+		verifyFrom(t, s, NewSecret("wrong"), "10.0.0.1")
+		verifyFrom(t, s, NewSecret("wrong"), "10.0.0.2")
 		for _, c := range []struct {
 			max     int
 			disable bool
@@ -410,7 +410,7 @@ func TestLockoutSaga(t *testing.T) {
 	})
 	t.Run("a store error is returned so the event is redelivered", func(t *testing.T) {
 		e, s, saga, _ := setup(t, 1)
-		verifyFrom(t, s, "wrong", "10.0.0.1")
+		verifyFrom(t, s, NewSecret("wrong"), "10.0.0.1")
 		ev := lastEvent(t, e)
 		e.store.failNext = errors.New("nats: no responders")
 		if err := saga.Handle(bgCtx, events.Record{Event: ev}); err == nil {
@@ -438,7 +438,7 @@ func TestConcurrentCommandsAreSerialised(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				ip := "10." + strconv.Itoa(w) + ".0." + strconv.Itoa(i)
-				if _, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: "wrong", Source: events.Source{IP: ip}}); err != nil {
+				if _, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: NewSecret("wrong"), Source: events.Source{IP: ip}}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -465,7 +465,7 @@ func TestConcurrentReplicas(t *testing.T) {
 			wg.Go(func() {
 				for i := range 15 {
 					ip := "10." + strconv.Itoa(w) + ".1." + strconv.Itoa(i)
-					if _, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: "wrong", Source: events.Source{IP: ip}}); err != nil {
+					if _, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: NewSecret("wrong"), Source: events.Source{IP: ip}}); err != nil {
 						t.Error(err)
 						return
 					}
@@ -485,7 +485,7 @@ func TestConcurrentReplicas(t *testing.T) {
 			s := replicas[w%len(replicas)]
 			wg.Go(func() {
 				for i := range 10 {
-					guess := Secret("wrong")
+					guess := NewSecret("wrong")
 					if i%3 == 2 {
 						guess = g.Passcode
 					}
@@ -520,13 +520,13 @@ func assertGapless(t *testing.T, counts []int, want int) {
 }
 
 func TestVerifyPasscodeValidate(t *testing.T) {
-	ok := VerifyPasscode{Site: "acme", Passcode: "Abc123def456", AttemptID: "a-1",
+	ok := VerifyPasscode{Site: "acme", Passcode: NewSecret("Abc123def456"), AttemptID: "a-1",
 		Source: events.Source{IP: "2001:db8::1", DeviceID: "d", Platform: "ios", UserAgent: "UA"}}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid request: %v", err)
 	}
 	atLimit := ok
-	atLimit.Passcode = Secret(strings.Repeat("p", 128))
+	atLimit.Passcode = NewSecret(strings.Repeat("p", 128))
 	atLimit.AttemptID = strings.Repeat("a", 128)
 	atLimit.Source = events.Source{IP: strings.Repeat("1", 64), DeviceID: strings.Repeat("d", 256),
 		Platform: strings.Repeat("p", 32), UserAgent: strings.Repeat("u", 512)}
@@ -536,9 +536,9 @@ func TestVerifyPasscodeValidate(t *testing.T) {
 	cases := map[string]func(c *VerifyPasscode){
 		"empty site":               func(c *VerifyPasscode) { c.Site = "" },
 		"invalid site":             func(c *VerifyPasscode) { c.Site = "ACME.>" },
-		"empty passcode":           func(c *VerifyPasscode) { c.Passcode = "" },
-		"passcode too long":        func(c *VerifyPasscode) { c.Passcode = Secret(strings.Repeat("p", 129)) },
-		"passcode not UTF-8":       func(c *VerifyPasscode) { c.Passcode = "Abc\xff" },
+		"empty passcode":           func(c *VerifyPasscode) { c.Passcode = NewSecret("") },
+		"passcode too long":        func(c *VerifyPasscode) { c.Passcode = NewSecret(strings.Repeat("p", 129)) },
+		"passcode not UTF-8":       func(c *VerifyPasscode) { c.Passcode = NewSecret("Abc\xff") },
 		"attempt ID too long":      func(c *VerifyPasscode) { c.AttemptID = strings.Repeat("a", 129) },
 		"attempt ID not UTF-8":     func(c *VerifyPasscode) { c.AttemptID = "\xc3" },
 		"IP too long":              func(c *VerifyPasscode) { c.Source.IP = strings.Repeat("1", 65) },
@@ -547,7 +547,7 @@ func TestVerifyPasscodeValidate(t *testing.T) {
 		"platform too long":        func(c *VerifyPasscode) { c.Source.Platform = strings.Repeat("p", 33) },
 		"user agent too long":      func(c *VerifyPasscode) { c.Source.UserAgent = strings.Repeat("u", 513) },
 		"user agent not UTF-8":     func(c *VerifyPasscode) { c.Source.UserAgent = "\x80" },
-		"several problems at once": func(c *VerifyPasscode) { c.Site = ""; c.Passcode = "" },
+		"several problems at once": func(c *VerifyPasscode) { c.Site = ""; c.Passcode = NewSecret("") },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -564,7 +564,7 @@ func TestVerifyPasscodeValidate(t *testing.T) {
 	}
 	t.Run("several problems are all reported", func(t *testing.T) {
 		c := ok
-		c.Site, c.Passcode = "", ""
+		c.Site, c.Passcode = "", NewSecret("")
 		err := c.Validate()
 		if err == nil || !strings.Contains(err.Error(), "site") || !strings.Contains(err.Error(), "passcode is required") {
 			t.Fatalf("Validate = %v", err)
@@ -576,7 +576,7 @@ func TestVerifyPasscodeValidate(t *testing.T) {
 		generate(t, s)
 		before, _, lastBefore := e.store.counters()
 		c := ok
-		c.Passcode = Secret(strings.Repeat("p", 500))
+		c.Passcode = NewSecret(strings.Repeat("p", 500))
 		if _, err := s.VerifyPasscode(bgCtx, c); !errors.Is(err, domain.ErrInvalid) {
 			t.Fatalf("VerifyPasscode = %v, want ErrInvalid", err)
 		}
@@ -590,7 +590,7 @@ func TestAttemptIDThroughTheService(t *testing.T) {
 	e := newEnv(testPolicy(10, time.Hour, 1000))
 	s := e.replica(t)
 	generate(t, s)
-	req := VerifyPasscode{Site: siteID, Passcode: "wrong", AttemptID: "att-1", Source: events.Source{IP: "10.0.0.1"}}
+	req := VerifyPasscode{Site: siteID, Passcode: NewSecret("wrong"), AttemptID: "att-1", Source: events.Source{IP: "10.0.0.1"}}
 	first, err := s.VerifyPasscode(bgCtx, req)
 	if err != nil || first.Seq == 0 {
 		t.Fatal(first, err)
@@ -604,7 +604,7 @@ func TestAttemptIDThroughTheService(t *testing.T) {
 	if err != nil || fresh.Verdict != first.Verdict || fresh.Seq != 0 {
 		t.Fatalf("retry on a fresh replica = %+v, %v", fresh, err)
 	}
-	req.Passcode = "another-guess"
+	req.Passcode = NewSecret("another-guess")
 	if r, _ := s.VerifyPasscode(bgCtx, req); r.Seq == 0 {
 		t.Fatal("a new guess under a reused attempt ID was not recorded")
 	}

@@ -31,7 +31,7 @@ var _ handlers.SecretKeeper = (*testKeeper)(nil)
 var testMACKey = []byte("enrollgate-test-mac-key-32-bytes")
 
 func (*testKeeper) NewPasscode() (handlers.Secret, error) {
-	return handlers.Secret(rand.Text()[:12]), nil
+	return handlers.NewSecret(rand.Text()[:12]), nil
 }
 
 func (*testKeeper) MACKeyID() string { return "test-mac" }
@@ -53,11 +53,11 @@ func (*testKeeper) Seal(p handlers.Secret) ([]byte, string, error) {
 
 func (*testKeeper) Open(keyID string, sealed []byte) (handlers.Secret, error) {
 	if keyID != "test-seal" {
-		return "", fmt.Errorf("unknown seal key %q", keyID)
+		return handlers.Secret{}, fmt.Errorf("unknown seal key %q", keyID)
 	}
 	b := slices.Clone(sealed)
 	slices.Reverse(b)
-	return handlers.Secret(b), nil
+	return handlers.NewSecret(string(b)), nil
 }
 
 // highThreshold never locks within a test's attempts, so that every attempt
@@ -126,7 +126,7 @@ func TestTwoServicesHammerOneSite(t *testing.T) {
 				for i := range perWorker {
 					id := fmt.Sprintf("att-%d-%d-%d", si, w, i)
 					right := (w+i)%2 == 0
-					p := handlers.Secret("wrong-passcode")
+					p := handlers.NewSecret("wrong-passcode")
 					if right {
 						p = gen.Passcode
 					}
@@ -225,7 +225,7 @@ func TestVerdictOnlyAfterStored(t *testing.T) {
 	reader, _ := newStore(t, srv, testConfig())
 	svc := newService(t, st, handlers.DefaultConfig())
 	gen := generate(t, svc, "stored")
-	for i, p := range []handlers.Secret{gen.Passcode, "nope-nope-nope"} {
+	for i, p := range []handlers.Secret{gen.Passcode, handlers.NewSecret("nope-nope-nope")} {
 		res := verify(t, svc, "stored", p, fmt.Sprintf("a%d", i))
 		if res.Seq == 0 {
 			t.Fatalf("verdict %+v has no sequence", res)

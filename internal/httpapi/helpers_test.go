@@ -85,14 +85,14 @@ func (f *fakeCommands) GeneratePasscode(ctx context.Context, cmd handlers.Genera
 	if err := f.record(ctx, cmd); err != nil {
 		return handlers.GenerateResult{}, err
 	}
-	return handlers.GenerateResult{Passcode: thePasscode, State: activeState(cmd.Site, 7), Seq: 7}, nil
+	return handlers.GenerateResult{Passcode: handlers.NewSecret(thePasscode), State: activeState(cmd.Site, 7), Seq: 7}, nil
 }
 
 func (f *fakeCommands) RevealPasscode(ctx context.Context, cmd handlers.RevealPasscode) (handlers.RevealResult, error) {
 	if err := f.record(ctx, cmd); err != nil {
 		return handlers.RevealResult{}, err
 	}
-	return handlers.RevealResult{Passcode: thePasscode, PasscodeID: "01JPASSCODE", State: activeState(cmd.Site, 8), Seq: 8}, nil
+	return handlers.RevealResult{Passcode: handlers.NewSecret(thePasscode), PasscodeID: "01JPASSCODE", State: activeState(cmd.Site, 8), Seq: 8}, nil
 }
 
 func (f *fakeCommands) DisablePasscode(ctx context.Context, cmd handlers.DisablePasscode) (handlers.DisableResult, error) {

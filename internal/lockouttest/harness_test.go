@@ -233,7 +233,7 @@ func (h *harness) verify(svc *handlers.Service, site string, passcode handlers.S
 
 // wrong is a candidate that is never the passcode (a passcode has 12
 // characters).
-func wrong(i int) handlers.Secret { return handlers.Secret(fmt.Sprintf("wrong-guess-%d", i)) }
+func wrong(i int) handlers.Secret { return handlers.NewSecret(fmt.Sprintf("wrong-guess-%d", i)) }
 
 // history is the site's stored events, counted by type.
 type history struct {

@@ -135,9 +135,9 @@ func (k *Keeper) addSealKey(id string, raw []byte) error {
 func (k *Keeper) NewPasscode() (handlers.Secret, error) {
 	p, err := GeneratePasscode(k.random)
 	if err != nil {
-		return "", fmt.Errorf("new passcode: %w", err)
+		return handlers.Secret{}, fmt.Errorf("new passcode: %w", err)
 	}
-	return handlers.Secret(p), nil
+	return handlers.NewSecret(p), nil
 }
 
 // MACKeyID implements handlers.SecretKeeper.
@@ -172,19 +172,19 @@ func (k *Keeper) Seal(passcode handlers.Secret) ([]byte, string, error) {
 func (k *Keeper) Open(keyID string, sealed []byte) (handlers.Secret, error) {
 	aead, ok := k.sealKeys[keyID]
 	if !ok {
-		return "", fmt.Errorf("seal key %q: %w", truncate(keyID), ErrUnknownKey)
+		return handlers.Secret{}, fmt.Errorf("seal key %q: %w", truncate(keyID), ErrUnknownKey)
 	}
 	if len(sealed) < aead.NonceSize()+aead.Overhead() {
-		return "", fmt.Errorf("open passcode: too short: %w", ErrOpen)
+		return handlers.Secret{}, fmt.Errorf("open passcode: too short: %w", ErrOpen)
 	}
 	ns := aead.NonceSize()
 	plain, err := aead.Open(nil, sealed[:ns], sealed[ns:], additionalData(keyID))
 	if err != nil {
 		// GCM's error says nothing about the key or plain text, but ours is
 		// the one to classify with errors.Is.
-		return "", fmt.Errorf("open passcode under key %s: %w", keyID, ErrOpen)
+		return handlers.Secret{}, fmt.Errorf("open passcode under key %s: %w", keyID, ErrOpen)
 	}
-	return handlers.Secret(plain), nil
+	return handlers.NewSecret(string(plain)), nil
 }
 
 func additionalData(keyID string) []byte { return []byte(sealAD + keyID) }

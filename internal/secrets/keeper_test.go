@@ -46,7 +46,7 @@ func TestKeeperRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	m2, _ := k.MAC(k.MACKeyID(), p)
-	other, _ := k.MAC(k.MACKeyID(), handlers.Secret(p.Plain()+"x"))
+	other, _ := k.MAC(k.MACKeyID(), handlers.NewSecret(p.Plain()+"x"))
 	if len(m1) != 32 || !bytes.Equal(m1, m2) || bytes.Equal(m1, other) {
 		t.Fatalf("MAC not a deterministic 32-byte keyed hash")
 	}
@@ -69,7 +69,7 @@ func TestKeeperRoundTrips(t *testing.T) {
 
 func TestKeeperTamperAndUnknownKeys(t *testing.T) {
 	k := openDir(t, t.TempDir())
-	p := handlers.Secret("Abc123def456")
+	p := handlers.NewSecret("Abc123def456")
 	sealed, keyID, _ := k.Seal(p)
 	for i := range sealed {
 		bad := bytes.Clone(sealed)
@@ -117,7 +117,7 @@ func TestKeysFileCreatedAndReused(t *testing.T) {
 	if di.Mode().Perm() != 0o700 {
 		t.Fatalf("keys dir mode %04o, want 0700", di.Mode().Perm())
 	}
-	p := handlers.Secret("Abc123def456")
+	p := handlers.NewSecret("Abc123def456")
 	m1, _ := k1.MAC(k1.MACKeyID(), p)
 	sealed, sealID, _ := k1.Seal(p)
 
@@ -141,7 +141,7 @@ func TestKeysFileCreatedAndReused(t *testing.T) {
 func TestRotateKeepsOldKeys(t *testing.T) {
 	dir := t.TempDir()
 	k1 := openDir(t, dir)
-	p := handlers.Secret("Abc123def456")
+	p := handlers.NewSecret("Abc123def456")
 	m1, _ := k1.MAC(k1.MACKeyID(), p)
 	sealed, sealID, _ := k1.Seal(p)
 
@@ -169,7 +169,7 @@ func TestRotateKeepsOldKeys(t *testing.T) {
 
 func TestConfigKeysOverride(t *testing.T) {
 	macKey, sealKey := randomKey(t), randomKey(t)
-	p := handlers.Secret("Abc123def456")
+	p := handlers.NewSecret("Abc123def456")
 
 	// Both configured, no directory: nothing is written anywhere.
 	a, err := Open(Config{MACKey: macKey, SealKey: sealKey})
@@ -330,7 +330,7 @@ func TestConcurrentFirstStartAgrees(t *testing.T) {
 
 func TestNoSecretInFormattedErrors(t *testing.T) {
 	k := openDir(t, t.TempDir())
-	p := handlers.Secret("Abc123def456")
+	p := handlers.NewSecret("Abc123def456")
 	_, err := k.MAC("nope", p)
 	if strings.Contains(err.Error(), p.Plain()) {
 		t.Fatalf("error holds the passcode: %v", err)

@@ -89,7 +89,7 @@ func DecodeRequest(site string, body []byte) (handlers.VerifyPasscode, error) {
 	}
 	cmd := handlers.VerifyPasscode{
 		Site:      site,
-		Passcode:  handlers.Secret(r.Passcode),
+		Passcode:  handlers.NewSecret(r.Passcode),
 		AttemptID: r.AttemptID,
 		Source: events.Source{IP: r.Source.IP, DeviceID: r.Source.DeviceID,
 			Platform: r.Source.Platform, UserAgent: r.Source.UserAgent},

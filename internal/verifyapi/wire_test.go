@@ -79,7 +79,7 @@ func TestDecodeRequestInvalid(t *testing.T) {
 			if strings.Contains(err.Error(), p) || strings.Contains(err.Error(), "123456789012") {
 				t.Fatalf("error quotes the input: %q", err)
 			}
-			if cmd.Passcode != "" {
+			if cmd.Passcode.Plain() != "" {
 				t.Fatal("a refused request returned its passcode")
 			}
 		})

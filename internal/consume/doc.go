@@ -3,7 +3,7 @@
 // the lockout saga and the alert publisher.
 //
 // Each Handler gets its own durable JetStream pull consumer on the events
-// stream (filtered on enrollgate.events.>, DeliverAll, AckExplicit, unbounded
+// stream (filtered on enrollgate.events.>, DeliverAll unless StartAfter, AckExplicit, unbounded
 // MaxDeliver, MaxAckPending Config.MaxAckPending, a pinned priority group),
 // its own NATS connection, and its own handler on the watermill Router
 // (AddConsumerHandler: no publisher), so that the durables progress
@@ -105,6 +105,7 @@
 //     handed to the Router; the lockout saga and the alert publisher act on
 //     two and one of the six types. An event without the header, or of a
 //     type this build does not know, is handed over as usual.
+//
 //   - WithCommit (group commit): the handler still gets one event per call,
 //     through the Router, but only stages it; the subscriber calls the
 //     handler's commit when it holds nothing further (so at low load after
@@ -114,6 +115,12 @@
 //     nothing further handed over; at Close, events whose commit failed are
 //     given back in order. The projector uses it: a backlog is written in
 //     transactions of up to CommitMax events instead of one each.
+//
+//   - StartAfter and InactiveAfter: a durable created for the first time
+//     (or again) starts after the handler's own checkpoint, and the server
+//     deletes it when no process pulled from it for a while; an existing
+//     durable keeps its position. The projector's per-instance durable uses
+//     both.
 //
 // The Deduplicator middleware is not used: it is per process, and the
 // handlers are idempotent instead.

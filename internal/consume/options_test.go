@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/events"
@@ -206,5 +207,76 @@ func TestEventsWhoseCommitFailedAtCloseGoToTheNextProcess(t *testing.T) {
 	waitCaughtUp(t, r, "handover")
 	if got, _ := next.get(); !slices.Equal(got, want) {
 		t.Fatalf("the next process committed %v, want %v", got, want)
+	}
+}
+
+func TestStartAfterAppliesToANewDurableOnly(t *testing.T) {
+	e := newEnv(t)
+	var seqs []uint64
+	for i := range 5 {
+		seqs = append(seqs, e.publish(t, "acme", i))
+	}
+	checkpoint := func() uint64 { return seqs[2] }
+
+	// A new durable starts after the checkpoint.
+	fresh := &recorder{}
+	r, _ := e.routerWith(t, "fresh", fresh.handle, consume.StartAfter(checkpoint))
+	waitCaughtUp(t, r, "fresh")
+	if got := waitLen(t, fresh.got, 2); !slices.Equal(got, seqs[3:]) {
+		t.Fatalf("a new durable handled %v, want %v", got, seqs[3:])
+	}
+
+	// A durable that exists keeps its position, whatever the checkpoint says.
+	old := &recorder{}
+	r1, stop1 := e.routerWith(t, "old", old.handle)
+	waitCaughtUp(t, r1, "old")
+	stop1()
+	more := e.publish(t, "acme", 5)
+	again := &recorder{}
+	r2, _ := e.routerWith(t, "old", again.handle, consume.StartAfter(func() uint64 { return 1 }))
+	waitCaughtUp(t, r2, "old")
+	if got := waitLen(t, again.got, 1); !slices.Equal(got, []uint64{more}) {
+		t.Fatalf("an existing durable handled %v, want only %v", got, more)
+	}
+}
+
+func TestInactiveDurableIsDeletedAndComesBackAtItsCheckpoint(t *testing.T) {
+	e := newEnv(t)
+	first := e.publish(t, "acme", 1)
+	var checkpoint atomic.Uint64
+	rec := &recorder{}
+	handle := func(ctx context.Context, r events.Record) error {
+		checkpoint.Store(r.Seq)
+		return rec.handle(ctx, r)
+	}
+	opts := []consume.Option{consume.StartAfter(checkpoint.Load), consume.InactiveAfter(time.Second)}
+	r, stopIt := e.routerWith(t, "ephemeral-ish", handle, opts...)
+	waitCaughtUp(t, r, "ephemeral-ish")
+	c, err := e.js.Consumer(context.Background(), consume.DefaultStream, "ephemeral-ish")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CachedInfo().Config.InactiveThreshold; got != time.Second {
+		t.Fatalf("inactive threshold %s, want 1s", got)
+	}
+	// Pulling keeps it alive; a process gone for longer than the threshold
+	// lets the server delete it.
+	time.Sleep(2 * time.Second)
+	if _, err := e.js.Consumer(context.Background(), consume.DefaultStream, "ephemeral-ish"); err != nil {
+		t.Fatalf("the durable of a running process was deleted: %v", err)
+	}
+	stopIt()
+	natstest.Eventually(t, 15*time.Second, func() error {
+		_, err := e.js.Consumer(context.Background(), consume.DefaultStream, "ephemeral-ish")
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil
+		}
+		return fmt.Errorf("still there: %v", err)
+	})
+	second := e.publish(t, "acme", 2)
+	r2, _ := e.routerWith(t, "ephemeral-ish", handle, opts...)
+	waitCaughtUp(t, r2, "ephemeral-ish")
+	if got := waitLen(t, rec.got, 2); !slices.Equal(got, []uint64{first, second}) {
+		t.Fatalf("handled %v, want %v (back at the checkpoint, nothing twice)", got, []uint64{first, second})
 	}
 }

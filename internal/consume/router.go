@@ -152,8 +152,10 @@ func (c Config) ConsumerConfig(durable string) jetstream.ConsumerConfig {
 type Option func(*handlerOptions)
 
 type handlerOptions struct {
-	types  map[events.Type]bool // nil: every event
-	commit func(context.Context) error
+	types      map[events.Type]bool // nil: every event
+	commit     func(context.Context) error
+	startAfter func() uint64 // nil: a new durable starts at the first event
+	inactive   time.Duration // 0: the durable stays until deleted
 }
 
 // OnlyTypes hands the handler only the events of types. An event whose
@@ -190,6 +192,58 @@ func WithCommit(commit func(ctx context.Context) error) Option {
 	return func(o *handlerOptions) { o.commit = commit }
 }
 
+// StartAfter makes a durable that does not exist yet (the first start, or
+// after the server deleted it: InactiveAfter) start after the stream
+// sequence seq returns, the handler's own checkpoint, instead of at the
+// first event. A durable that exists keeps its position. For a handler whose
+// state records how far it got, such as a read model.
+func StartAfter(seq func() uint64) Option {
+	return func(o *handlerOptions) { o.startAfter = seq }
+}
+
+// InactiveAfter lets the server delete the durable once no process has
+// pulled from it for d (the consumer's InactiveThreshold). For a durable that
+// belongs to one process's own data, such as its read model: when that data
+// is gone for good, so is the durable. With StartAfter, a process that comes
+// back after d continues from its checkpoint.
+func InactiveAfter(d time.Duration) Option {
+	return func(o *handlerOptions) { o.inactive = d }
+}
+
+// ensureConsumer creates durable's consumer, or updates the one that exists
+// (keeping its position), and returns it.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, durable string, o handlerOptions) (jetstream.Consumer, error) {
+	cc := cfg.ConsumerConfig(durable)
+	cc.InactiveThreshold = o.inactive
+	c, err := js.Consumer(ctx, cfg.Stream, durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		created := cc
+		if o.startAfter != nil {
+			if seq := o.startAfter(); seq > 0 {
+				created.DeliverPolicy, created.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+			}
+		}
+		if c, err = js.CreateConsumer(ctx, cfg.Stream, created); err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, jetstream.ErrConsumerExists) {
+			return nil, fmt.Errorf("consume: create consumer %s on %s: %w", durable, cfg.Stream, err)
+		}
+		// Another process created it meanwhile: update that one.
+		c, err = js.Consumer(ctx, cfg.Stream, durable)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("consume: consumer %s on %s: %w", durable, cfg.Stream, err)
+	}
+	// Where a consumer starts cannot change once it exists.
+	cur := c.CachedInfo().Config
+	cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = cur.DeliverPolicy, cur.OptStartSeq, cur.OptStartTime
+	if c, err = js.UpdateConsumer(ctx, cfg.Stream, cc); err != nil {
+		return nil, fmt.Errorf("consume: update consumer %s on %s: %w", durable, cfg.Stream, err)
+	}
+	return c, nil
+}
+
 // AddHandler registers h on the durable consumer durable, creating or updating
 // the consumer now. Call it before Run. Durable names are constants of the
 // callers: a renamed durable starts again from the first event.
@@ -200,6 +254,9 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 	var o handlerOptions
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.inactive < 0 {
+		return fmt.Errorf("consume: inactive threshold of %s must not be negative", durable)
 	}
 	if err := ValidateDurable(durable); err != nil {
 		return fmt.Errorf("consume: %w", err)
@@ -214,8 +271,8 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
-	if _, err := r.js.CreateOrUpdateConsumer(ctx, r.cfg.Stream, r.cfg.ConsumerConfig(durable)); err != nil {
-		return fmt.Errorf("consume: create consumer %s on %s: %w", durable, r.cfg.Stream, err)
+	if _, err := ensureConsumer(ctx, r.js, r.cfg, durable, o); err != nil {
+		return err
 	}
 	nc, err := r.connect()
 	if err != nil {

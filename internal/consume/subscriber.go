@@ -45,7 +45,6 @@ type subscriber struct {
 	js      jetstream.JetStream
 	cfg     Config
 	opts    handlerOptions
-	cons    jetstream.ConsumerConfig
 	log     zerolog.Logger
 
 	in   chan jetstream.Msg // from nats.go's callback; capacity above MaxAckPending
@@ -72,7 +71,7 @@ func newSubscriber(durable string, nc *nats.Conn, cfg Config, opts handlerOption
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, opts: opts, cons: cfg.ConsumerConfig(durable), log: log,
+	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, opts: opts, log: log,
 		in: make(chan jetstream.Msg, 2*pullMax(cfg)+16), quit: make(chan struct{}),
 		closing: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
@@ -190,7 +189,7 @@ func (s *subscriber) start(ctx context.Context) (jetstream.ConsumeContext, error
 	defer cancel()
 	c, err := s.js.Consumer(actx, s.cfg.Stream, s.durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		c, err = s.js.CreateOrUpdateConsumer(actx, s.cfg.Stream, s.cons)
+		c, err = ensureConsumer(actx, s.js, s.cfg, s.durable, s.opts)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", s.durable, s.cfg.Stream, err)

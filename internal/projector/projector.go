@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -32,15 +33,24 @@ func (p *Projector) Store() *readstore.Store {
 	return p.store
 }
 
+// InactiveAfter is how long the server keeps an instance's durable
+// (Durable(instance)) once no process pulls from it: an instance whose data
+// dir is gone for good leaves nothing behind, and one that comes back later
+// continues from its read model's checkpoint (Register).
+const InactiveAfter = 7 * 24 * time.Hour
+
 // Register adds the live durable consumer of this instance's read model
 // (Durable(instance)) to the router. Events are staged (Stage) and written
 // together, with the checkpoint, in one read-store transaction (Commit)
 // whenever the consumer has nothing more waiting, or after
 // consume.Config.CommitMax events: under load many events share one
 // transaction, when idle each event is written at once. The router
-// acknowledges the events after that transaction committed.
+// acknowledges the events after that transaction committed. The durable is
+// created (the first time, or after InactiveAfter without a pull) to start
+// after the read model's checkpoint, not at the first event.
 func (p *Projector) Register(r *consume.Router, durable string) error {
-	if err := r.AddHandler(durable, p.Stage, consume.WithCommit(p.Commit)); err != nil {
+	if err := r.AddHandler(durable, p.Stage, consume.WithCommit(p.Commit),
+		consume.StartAfter(func() uint64 { return p.Store().LastApplied() }), consume.InactiveAfter(InactiveAfter)); err != nil {
 		return fmt.Errorf("projector: %w", err)
 	}
 	return nil

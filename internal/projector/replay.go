@@ -19,9 +19,9 @@ import (
 // one service instance. Every instance keeps a read model of its own, so each
 // needs every event: one durable shared by several instances would hand each
 // event to one of them only. instance is stable for a data dir (see
-// cmd/enrollgate). WARNING: changing the name creates a new consumer that
-// starts again at sequence 1 (the read model's checkpoint skips what it
-// has) and leaves the old one on the server.
+// cmd/enrollgate). Changing the name creates a new consumer, which starts
+// after the read model's checkpoint (Register); the old one is deleted by the
+// server after InactiveAfter.
 func Durable(instance string) string { return "projections-" + instance }
 
 // Config configures replays.

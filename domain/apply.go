@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"slices"
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
@@ -24,12 +25,27 @@ func (p *Passcode) Replay(recs ...events.Record) {
 func (p *Passcode) apply(e events.Event) {
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:
+		if old := p.gen; old != nil && old.lock != nil && !old.lockoutRecorded {
+			old.secret = nil // only its failures and lock are needed now
+			if p.unrecorded = append(p.unrecorded, old); len(p.unrecorded) > maxUnrecorded {
+				p.unrecorded = p.unrecorded[1:]
+			}
+		}
 		g := newGeneration(d.PasscodeID, d.Hash, d.Sealed)
 		g.hashKeyID, g.sealKeyID, g.generatedAt, g.generatedBy = d.HashKeyID, d.SealKeyID, e.OccurredAt, canonicalActor(e.Actor)
 		p.gen = g
 	case events.PasscodeDisabled:
 		if p.gen != nil && p.gen.id == d.PasscodeID && p.gen.disabled == nil {
 			p.gen.disabled = &disableInfo{at: e.OccurredAt, by: canonicalActor(e.Actor), reason: d.Reason}
+		}
+		if d.Reason == events.DisableLockout {
+			if p.gen != nil && p.gen.id == d.PasscodeID {
+				p.gen.lockoutRecorded = true
+			}
+			p.unrecorded = slices.DeleteFunc(p.unrecorded, func(g *generation) bool { return g.id == d.PasscodeID })
+			if len(p.unrecorded) == 0 {
+				p.unrecorded = nil
+			}
 		}
 	case events.EnrollmentAttemptFailed:
 		at := unixNano(e.OccurredAt)
@@ -72,6 +88,11 @@ func (p *Passcode) apply(e events.Event) {
 		// Recorded for the audit trail; the state does not change.
 	}
 }
+
+// maxUnrecorded bounds Passcode.unrecorded: more locked generations replaced
+// while the saga is away than this is not a realistic history, and the oldest
+// lockout is the one a later alert makes least urgent.
+const maxUnrecorded = 8
 
 // canonicalActor returns the actor with a known kind as the package's
 // constant, so that an actor decoded from the stream does not keep its own

@@ -2,6 +2,7 @@ package domain_test
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -168,6 +169,19 @@ func TestDisable(t *testing.T) {
 			id: "g1", reason: events.DisableLockout, wantNoop: true},
 		{name: "lockout of a generation disabled by hand", given: []ev{generated(t0, "g1"), disabled(at(time.Minute), "g1", events.DisableManual)},
 			id: "g1", reason: events.DisableLockout, wantNoop: true},
+		// A generation that reached the threshold and was disabled by hand or
+		// replaced before the saga acted: the lockout is still recorded (the
+		// disable changes nothing), so that it is alerted; once.
+		{name: "lockout of a locked generation disabled by hand", given: []ev{generated(t0, "g1"),
+			failed(at(time.Minute), "g1", 3, 3, time.Hour, ip("10.0.0.1")), disabled(at(time.Minute), "g1", events.DisableManual)},
+			id: "g1", reason: events.DisableLockout, want: lockoutOf("g1")},
+		{name: "lockout of a locked generation replaced since (INV3: g2 untouched)", given: []ev{generated(t0, "g1"),
+			failed(at(time.Minute), "g1", 3, 3, time.Hour, ip("10.0.0.1")), generated(at(time.Minute), "g2")},
+			id: "g1", reason: events.DisableLockout, want: lockoutOf("g1")},
+		{name: "lockout of a replaced generation recorded already", given: []ev{generated(t0, "g1"),
+			failed(at(time.Minute), "g1", 3, 3, time.Hour, ip("10.0.0.1")), generated(at(time.Minute), "g2"),
+			disabled(at(time.Minute), "g1", events.DisableLockout)},
+			id: "g1", reason: events.DisableLockout, wantNoop: true},
 		{name: "lockout without a generation", given: []ev{generated(t0, "g1")}, reason: events.DisableLockout, wantErr: domain.ErrInvalid},
 		{name: "unknown reason", given: []ev{generated(t0, "g1")}, reason: "bored", wantErr: domain.ErrInvalid},
 		{name: "empty reason", given: []ev{generated(t0, "g1")}, wantErr: domain.ErrInvalid},
@@ -192,6 +206,16 @@ func TestDisable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lockoutOf is the lockout record of generation id after one stored failure
+// from 10.0.0.1 at one minute that reached a threshold of 3 (the failure says
+// so), under a one hour window.
+func lockoutOf(id string) events.PasscodeDisabled {
+	first := at(time.Minute)
+	return events.PasscodeDisabled{PasscodeID: id, Reason: events.DisableLockout, FailedAttempts: 1,
+		MaxFailedAttempts: 3, FailureWindow: events.Duration(time.Hour), FirstFailedAt: &first, LastFailedAt: &first,
+		RecentSources: []events.Source{ip("10.0.0.1")}}
 }
 
 func TestLockoutDisableCarriesTheAlert(t *testing.T) {
@@ -434,5 +458,24 @@ func TestPolicyValidate(t *testing.T) {
 	}
 	if err := (domain.Policy{MaxFailedAttempts: 3, FailureWindow: 0, MaxFailedPerSource: 1, SourceWindow: time.Second}).Validate(); err != nil {
 		t.Errorf("window 0 = %v, want valid", err)
+	}
+}
+
+// TestUnrecordedLockoutsAreBounded: the generations kept for a lockout the
+// saga has not recorded yet are bounded; the newest are kept.
+func TestUnrecordedLockoutsAreBounded(t *testing.T) {
+	var evs []ev
+	for i := range 10 {
+		id := fmt.Sprintf("g%d", i)
+		evs = append(evs, generated(at(time.Duration(i)*time.Minute), id),
+			failed(at(time.Duration(i)*time.Minute), id, 3, 3, time.Hour, ip("10.0.0.1")))
+	}
+	evs = append(evs, generated(at(time.Hour), "current"))
+	p := given(policy(3, time.Hour, 1000, 15*time.Minute), evs...)
+	for id, want := range map[string]bool{"g0": false, "g1": false, "g2": true, "g9": true} {
+		got, err := p.Disable(at(2*time.Hour), id, events.DisableLockout)
+		if err != nil || (got != nil) != want {
+			t.Errorf("lockout of %s = %#v, %v; want recorded: %v", id, got, err, want)
+		}
 	}
 }

@@ -44,6 +44,11 @@ type Passcode struct {
 	// override is the site's own threshold and window, set by LockoutPolicyChanged.
 	override *lockout
 	gen      *generation
+	// unrecorded are earlier generations that reached the threshold but were
+	// replaced before their lockout was recorded (the saga had not acted yet):
+	// the saga's disable still records it, so that the alert is not lost.
+	// Empty but for that window; at most maxUnrecorded, oldest dropped.
+	unrecorded []*generation
 	// sources holds, per source key, its recent failure times across
 	// generations: the rate limit of Policy.SourceThrottle. A slice scanned
 	// linearly: a key stays only while it has failures in the source window.
@@ -72,7 +77,10 @@ type generation struct {
 	// failures that caused it even when it comes late.
 	lock     *lockInfo
 	disabled *disableInfo
-	failures []failure
+	// lockoutRecorded: a PasscodeDisabled with reason lockout names this
+	// generation (the alert's event), whether or not it was still active.
+	lockoutRecorded bool
+	failures        []failure
 }
 
 func newGeneration(id string, hash, sealed []byte) *generation {
@@ -229,46 +237,72 @@ func (p *Passcode) Reveal() (events.Payload, error) {
 
 // Disable disables a generation. passcodeID names the generation the caller
 // aims at; empty means the current one. A disable aimed at an older generation
-// never touches a newer one: it is a no-op (nil payload, nil error). A lockout
-// of a generation that is already disabled is a no-op too, so that a
-// redelivered lockout yields no second event; a manual disable of a passcode
-// that is not active is ErrNotActive.
+// never touches a newer one: it is a no-op (nil payload, nil error); a manual
+// disable of a passcode that is not active is ErrNotActive. A lockout
+// (reason lockout, from the saga) is recorded once per generation: see
+// recordLockout; a redelivered one yields no second event.
 func (p *Passcode) Disable(now time.Time, passcodeID string, reason events.DisableReason) (events.Payload, error) {
 	if reason != events.DisableManual && reason != events.DisableLockout {
 		return nil, errors.Join(ErrInvalid, errors.New("disable reason must be manual or lockout"))
 	}
-	if reason == events.DisableLockout && passcodeID == "" {
-		return nil, errors.Join(ErrInvalid, errors.New("a lockout names the generation it disables"))
+	if reason == events.DisableLockout {
+		if passcodeID == "" {
+			return nil, errors.Join(ErrInvalid, errors.New("a lockout names the generation it disables"))
+		}
+		return p.recordLockout(now, passcodeID), nil
 	}
 	switch {
 	case p.gen != nil && passcodeID != "" && passcodeID != p.gen.id:
 		return nil, nil // aimed at another generation: never touch a newer one
 	case p.gen == nil || p.gen.disabled != nil:
-		if reason == events.DisableLockout {
-			return nil, nil
-		}
 		return nil, ErrNotActive
 	}
-	pol := p.Policy()
-	at, maxFailed, window := now, pol.MaxFailedAttempts, pol.FailureWindow
-	if l := p.gen.lock; reason == events.DisableLockout && l != nil {
-		// Count as at the lock: the saga may act after the window has passed
-		// or the policy has changed, and the alert must still report the
-		// failures that exceeded the threshold.
-		at, maxFailed, window = l.at, l.maxFailed, l.window
-	}
-	counted := p.gen.countedFailures(at, window)
-	e := events.PasscodeDisabled{PasscodeID: p.gen.id, Reason: reason, FailedAttempts: len(counted)}
-	if reason == events.DisableLockout {
-		e.MaxFailedAttempts = maxFailed
-		e.FailureWindow = events.Duration(window)
-		if len(counted) > 0 {
-			first, last := unixTime(counted[0].at), unixTime(counted[len(counted)-1].at)
-			e.FirstFailedAt, e.LastFailedAt = &first, &last
+	return events.PasscodeDisabled{PasscodeID: p.gen.id, Reason: reason,
+		FailedAttempts: len(p.gen.countedFailures(now, p.Policy().FailureWindow))}, nil
+}
+
+// recordLockout decides the lockout of generation id, once: a disable with
+// the alert's data while the generation is active, and the same record (the
+// disable changing nothing) when it was disabled by hand or replaced after it
+// reached the threshold and before the saga acted, so that the lockout is
+// still alerted. Anything else (an unknown or unlocked generation, a lockout
+// recorded already) decides nothing.
+func (p *Passcode) recordLockout(now time.Time, id string) events.Payload {
+	g := p.gen
+	if g == nil || g.id != id {
+		g = nil
+		for _, u := range p.unrecorded {
+			if u.id == id {
+				g = u
+			}
 		}
-		e.RecentSources = recentSources(counted, maxAlertSources)
 	}
-	return e, nil
+	if g == nil || g.lockoutRecorded || (g.disabled != nil || g != p.gen) && g.lock == nil {
+		return nil
+	}
+	at, maxFailed, window := p.lockMoment(g, now)
+	counted := g.countedFailures(at, window)
+	e := events.PasscodeDisabled{PasscodeID: g.id, Reason: events.DisableLockout, FailedAttempts: len(counted),
+		MaxFailedAttempts: maxFailed, FailureWindow: events.Duration(window)}
+	if len(counted) > 0 {
+		first, last := unixTime(counted[0].at), unixTime(counted[len(counted)-1].at)
+		e.FirstFailedAt, e.LastFailedAt = &first, &last
+	}
+	e.RecentSources = recentSources(counted, maxAlertSources)
+	return e
+}
+
+// lockMoment is when and under which policy g's failures are counted for its
+// lockout: as at the lock, since the saga may act after the window has
+// passed or the policy has changed, and the alert must still report the
+// failures that exceeded the threshold; without a lock (a lockout of an
+// active generation decided before its lock was folded), now.
+func (p *Passcode) lockMoment(g *generation, now time.Time) (time.Time, int, time.Duration) {
+	if l := g.lock; l != nil {
+		return l.at, l.maxFailed, l.window
+	}
+	pol := p.Policy()
+	return now, pol.MaxFailedAttempts, pol.FailureWindow
 }
 
 // maxAlertSources bounds the sources a lockout carries to its alert.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -346,19 +347,60 @@ func TestLockoutSaga(t *testing.T) {
 			t.Fatalf("%d disables, want 1 (INV2)", n)
 		}
 	})
-	t.Run("a late lockout never disables a newer generation", func(t *testing.T) {
-		e, s, saga, _ := setup(t, 1)
+	t.Run("a late lockout never disables a newer generation, and is still recorded", func(t *testing.T) {
+		e, s, saga, g1 := setup(t, 1)
 		verifyFrom(t, s, NewSecret("wrong"), "10.0.0.1")
 		locking := lastEvent(t, e)
 		g2 := generate(t, s)
-		if err := saga.Handle(bgCtx, events.Record{Event: locking}); err != nil {
-			t.Fatal(err)
+		for range 2 { // a redelivery records nothing more
+			if err := saga.Handle(bgCtx, events.Record{Event: locking}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if n := countType(t, e.store, events.TypePasscodeDisabled); n != 0 {
-			t.Fatalf("%d disables: the lockout of the old generation touched the new one (INV3)", n)
+		var lockouts []events.PasscodeDisabled
+		for _, ev := range e.store.events(t, siteID) {
+			if d, ok := ev.Data.(events.PasscodeDisabled); ok {
+				lockouts = append(lockouts, d)
+			}
+		}
+		// The lockout of the replaced generation is recorded (so that it is
+		// alerted), naming that generation only.
+		if len(lockouts) != 1 || lockouts[0].PasscodeID != g1.State.PasscodeID || lockouts[0].Reason != events.DisableLockout ||
+			lockouts[0].FailedAttempts != 1 || lockouts[0].MaxFailedAttempts != 1 {
+			t.Fatalf("disables %+v, want one lockout record of %s", lockouts, g1.State.PasscodeID)
 		}
 		if v := verifyFrom(t, s, g2.Passcode, "10.0.0.2"); !v.OK {
-			t.Fatalf("new generation after a late lockout: %+v", v)
+			t.Fatalf("new generation after a late lockout (INV3): %+v", v)
+		}
+	})
+	t.Run("a lockout after a manual disable is still recorded, once", func(t *testing.T) {
+		e, s, saga, g1 := setup(t, 1)
+		verifyFrom(t, s, NewSecret("wrong"), "10.0.0.1")
+		locking := lastEvent(t, e)
+		if _, err := s.DisablePasscode(bgCtx, DisablePasscode{Site: siteID, Actor: admin, Reason: events.DisableManual}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := saga.Handle(bgCtx, events.Record{Event: locking}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var reasons []events.DisableReason
+		for _, ev := range e.store.events(t, siteID) {
+			if d, ok := ev.Data.(events.PasscodeDisabled); ok {
+				if d.PasscodeID != g1.State.PasscodeID {
+					t.Fatalf("disable of %s, want %s", d.PasscodeID, g1.State.PasscodeID)
+				}
+				reasons = append(reasons, d.Reason)
+			}
+		}
+		if !slices.Equal(reasons, []events.DisableReason{events.DisableManual, events.DisableLockout}) {
+			t.Fatalf("disables %v, want the manual one and one lockout record", reasons)
+		}
+		// The state keeps the manual disable.
+		st, err := s.RevealPasscode(bgCtx, RevealPasscode{Site: siteID, Actor: admin})
+		if err != nil || st.State.DisabledReason != events.DisableManual {
+			t.Fatalf("state after the lockout record: %+v, %v", st.State, err)
 		}
 	})
 	t.Run("a policy change at or over the threshold locks out", func(t *testing.T) {

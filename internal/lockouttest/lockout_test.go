@@ -268,7 +268,8 @@ func TestINV2AlertPublisherRedelivered(t *testing.T) {
 }
 
 // INV3: a lockout of generation 1 that the saga processes only after the
-// admin regenerated leaves generation 2 active.
+// admin regenerated leaves generation 2 active; the lockout is still
+// recorded, for generation 1 only, and alerted once.
 func TestINV3LateLockoutLeavesNewGenerationActive(t *testing.T) {
 	h := newHarness(t, 1, testPolicy())
 	const site = "acme"
@@ -284,8 +285,13 @@ func TestINV3LateLockoutLeavesNewGenerationActive(t *testing.T) {
 	r := h.startLockout()
 	h.caughtUp(r, sagaDurable, alerts.Durable)
 
-	if n := len(h.history(site).disables); n != 0 {
-		t.Fatalf("%d disables, want none: generation 1 is already replaced", n)
+	disables := h.history(site).disables
+	if len(disables) != 1 {
+		t.Fatalf("%d disables, want the one lockout record of generation 1", len(disables))
+	}
+	if d := disables[0].Event.Data.(events.PasscodeDisabled); d.PasscodeID != gen1.State.PasscodeID ||
+		d.Reason != events.DisableLockout || d.FailedAttempts != 10 {
+		t.Fatalf("lockout record %+v, want generation 1's, with its 10 failures", d)
 	}
 	if res := h.verify(h.svcs[0], site, gen2.Passcode, source(100)); !res.OK || res.PasscodeID != gen2.State.PasscodeID {
 		t.Fatalf("generation 2 refused: %+v", res.Verdict)
@@ -293,8 +299,21 @@ func TestINV3LateLockoutLeavesNewGenerationActive(t *testing.T) {
 	if res := h.verify(h.svcs[0], site, gen1.Passcode, source(101)); res.OK || res.Reason != domain.ReasonWrongPasscode {
 		t.Fatalf("generation 1's passcode got %+v, want wrong_passcode", res.Verdict)
 	}
-	if n := len(h.storedAlerts(site)); n != 0 {
-		t.Fatalf("%d alerts, want none", n)
+	stored := h.storedAlerts(site)
+	if len(stored) != 1 {
+		t.Fatalf("%d alerts, want 1", len(stored))
+	}
+	var alert struct {
+		Data struct {
+			PasscodeID     string `json:"passcode_id"`
+			FailedAttempts int    `json:"failed_attempts"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(stored[0].Data, &alert); err != nil {
+		t.Fatal(err)
+	}
+	if alert.Data.PasscodeID != gen1.State.PasscodeID || alert.Data.FailedAttempts != 10 {
+		t.Fatalf("alert data %+v, want generation 1 with 10 failures", alert.Data)
 	}
 }
 

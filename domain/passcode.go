@@ -277,7 +277,7 @@ func (p *Passcode) recordLockout(now time.Time, id string) events.Payload {
 			}
 		}
 	}
-	if g == nil || g.lockoutRecorded || (g.disabled != nil || g != p.gen) && g.lock == nil {
+	if g == nil || g.lockoutRecorded || ((g.disabled != nil || g != p.gen) && g.lock == nil) {
 		return nil
 	}
 	at, maxFailed, window := p.lockMoment(g, now)

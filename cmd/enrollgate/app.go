@@ -49,7 +49,11 @@ type app struct {
 	httpErr  chan error
 	httpAddr net.Addr
 	natsURL  string
-	natsAuth nats.Option // how the service's connections log in
+	natsAuth nats.Option        // how the service's connections log in
+	access   *natsserver.Access // nil with --nats-url
+	// stopTokens ends the token watcher; tokensDone is closed when it has.
+	stopTokens chan struct{}
+	tokensDone chan struct{}
 	// projections is the durable consumer of this instance's read model.
 	projections string
 }
@@ -71,7 +75,12 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 		return nil, err
 	}
 	a.projections = projector.Durable(instance)
-	if err := a.connectNATS(cfg); err != nil {
+	tokens, err := auth.Open(auth.Config{File: filepath.Join(cfg.DataDir, "tokens.json"),
+		AdminToken: cfg.AdminToken, AdminEmail: cfg.AdminEmail, EnrollmentToken: cfg.EnrollmentToken})
+	if err != nil {
+		return nil, err
+	}
+	if err := a.connectNATS(cfg, tokens); err != nil {
 		return nil, err
 	}
 
@@ -98,17 +107,15 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := auth.Open(auth.Config{File: filepath.Join(cfg.DataDir, "tokens.json"),
-		AdminToken: cfg.AdminToken, AdminEmail: cfg.AdminEmail, EnrollmentToken: cfg.EnrollmentToken})
-	if err != nil {
-		return nil, err
-	}
 	if token, created, err := tokens.EnsureAdmin(cfg.AdminEmail); err != nil {
 		return nil, err
 	} else if created {
 		// Printed once, to stdout and never to the log: only its hash is kept.
 		fmt.Fprintf(stdout, "\nNo API token was configured, so an admin token for all sites was created.\n"+
 			"It is shown only this once; keep it safe:\n\n    %s\n\n", token)
+	}
+	if err := a.watchTokens(ctx, tokens); err != nil {
+		return nil, err
 	}
 
 	// The read model: durable, caught up with the stream before serving.
@@ -138,18 +145,18 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 
 // connectNATS starts the embedded server unless --nats-url is set, and
 // connects the service's main connection.
-func (a *app) connectNATS(cfg config) error {
+func (a *app) connectNATS(cfg config, tokens *auth.Store) error {
 	a.natsURL = cfg.NATSURL
 	a.natsAuth = func(*nats.Options) error { return nil }
 	if cfg.NATSCreds != "" {
 		a.natsAuth = nats.UserCredentials(cfg.NATSCreds)
 	}
 	if a.natsURL == "" {
-		ns, auth, err := startEmbedded(cfg, cfg.NATSListen, a.log)
+		ns, access, login, err := startEmbedded(cfg, cfg.NATSListen, tokens, a.log)
 		if err != nil {
 			return err
 		}
-		a.ns, a.natsURL, a.natsAuth = ns, ns.ClientURL(), auth
+		a.ns, a.access, a.natsURL, a.natsAuth = ns, access, ns.ClientURL(), login
 	}
 	nc, err := a.connect("enrollgate")
 	if err != nil {
@@ -162,24 +169,72 @@ func (a *app) connectNATS(cfg config) error {
 
 // startEmbedded starts the embedded JetStream server on the data dir with
 // access control: the service logs in with the configured password, or one
-// made for this run;
-// clients without credentials may only verify, discover the service and read
-// alerts, so that nobody else can write the event log.
-func startEmbedded(cfg config, listen string, log zerolog.Logger) (*server.Server, nats.Option, error) {
+// made for this run; every client needs an API token of tokens, and sees
+// only what its role and sites allow (natsserver.Access).
+func startEmbedded(cfg config, listen string, tokens *auth.Store, log zerolog.Logger) (*server.Server, *natsserver.Access, nats.Option, error) {
 	password := cfg.NATSServicePassword
 	if password == "" {
 		pw := make([]byte, 24)
 		if _, err := rand.Read(pw); err != nil {
-			return nil, nil, fmt.Errorf("service password: %w", err)
+			return nil, nil, nil, fmt.Errorf("service password: %w", err)
 		}
 		password = base64.RawURLEncoding.EncodeToString(pw)
 	}
-	ns, err := natsserver.Start(natsserver.Config{Listen: listen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
-		SyncAlways: cfg.SyncAlways, ServicePassword: password}, log)
+	access, err := natsserver.NewAccess(password, tokens, log.With().Str("component", "nats-access").Logger())
 	if err != nil {
-		return nil, nil, fmt.Errorf("embedded NATS: %w", err)
+		return nil, nil, nil, err
 	}
-	return ns, nats.UserInfo(natsserver.ServiceUser, password), nil
+	ns, err := natsserver.Start(natsserver.Config{Listen: listen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
+		SyncAlways: cfg.SyncAlways, Access: access}, log)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	return ns, access, nats.UserInfo(natsserver.ServiceUser, password), nil
+}
+
+// tokenReload is how often the service rereads the tokens file, so that a
+// token added or revoked by `enrollgate tokens` holds within about a second.
+const tokenReload = time.Second
+
+// watchTokens gives the embedded server's accounts the current tokens, and
+// keeps them (and HTTP) in step with the tokens file until Close.
+func (a *app) watchTokens(ctx context.Context, tokens *auth.Store) error {
+	if a.access == nil {
+		return nil
+	}
+	if err := a.access.Sync(ctx, tokens.List()); err != nil {
+		return err
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	a.stopTokens, a.tokensDone = stop, done
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(tokenReload)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			changed, err := tokens.Reload()
+			if err != nil {
+				a.log.Error().Err(err).Msg("reload tokens; keeping the tokens loaded before")
+				continue
+			}
+			if !changed {
+				continue
+			}
+			syncCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := a.access.Sync(syncCtx, tokens.List()); err != nil {
+				a.log.Error().Err(err).Msg("apply changed tokens to NATS")
+			} else {
+				a.log.Info().Int("tokens", len(tokens.List())).Msg("tokens reloaded")
+			}
+			cancel()
+		}
+	}()
+	return nil
 }
 
 // connect opens a connection that reconnects forever and logs its changes.
@@ -288,6 +343,10 @@ func (a *app) Close() error {
 		if err := <-a.httpErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
+	}
+	if a.stopTokens != nil {
+		close(a.stopTokens)
+		<-a.tokensDone
 	}
 	if a.micro != nil {
 		if err := a.micro.Stop(); err != nil {

@@ -19,7 +19,7 @@ import (
 )
 
 // addToken creates an API token in the data dir's tokens file and prints it
-// once. The service reads the file at start, so restart it afterwards.
+// once. A running service rereads the file within a second.
 func addToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tokens add", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -50,7 +50,7 @@ func addToken(args []string, getenv func(string) string, stdout, stderr io.Write
 		return err
 	}
 	fmt.Fprintf(stdout, "%s\n", token)
-	fmt.Fprintf(stderr, "token for %s (%s on %s) created; it is shown only this once. Restart the service to load it.\n",
+	fmt.Fprintf(stderr, "token for %s (%s on %s) created; it is shown only this once.\n",
 		*id, *role, strings.Join(sites, ","))
 	return nil
 }
@@ -67,19 +67,23 @@ func (s *siteList) Set(v string) error { *s = append(*s, v); return nil }
 func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	url := cfg.NATSURL
-	auth := func(*nats.Options) error { return nil }
+	login := func(*nats.Options) error { return nil }
 	if cfg.NATSCreds != "" {
-		auth = nats.UserCredentials(cfg.NATSCreds)
+		login = nats.UserCredentials(cfg.NATSCreds)
 	}
 	if url == "" {
-		ns, embeddedAuth, err := startEmbedded(cfg, "127.0.0.1:0", log)
+		tokens, err := auth.Open(auth.Config{File: filepath.Join(cfg.DataDir, "tokens.json")})
+		if err != nil {
+			return err
+		}
+		ns, _, embeddedAuth, err := startEmbedded(cfg, "127.0.0.1:0", tokens, log)
 		if err != nil {
 			return fmt.Errorf("%w (is the service still running on %s?)", err, cfg.DataDir)
 		}
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-		url, auth = ns.ClientURL(), embeddedAuth
+		url, login = ns.ClientURL(), embeddedAuth
 	}
-	nc, err := nats.Connect(url, nats.Name("enrollgate-rebuild"), auth)
+	nc, err := nats.Connect(url, nats.Name("enrollgate-rebuild"), login)
 	if err != nil {
 		return fmt.Errorf("connect to NATS: %w", err)
 	}

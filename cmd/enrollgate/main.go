@@ -28,6 +28,8 @@ commands:
   serve                  run the service (the default)
   projections rebuild    rebuild the read model from the event stream, then exit
   tokens add             create an API token: --role admin|auditor|enrollment --id NAME [--site SITE ...]
+  tokens ls              list the API tokens (without their secrets)
+  tokens revoke ID       revoke an API token; a running service drops it within seconds
   version                print the version
 
 Run 'enrollgate serve -h' for the flags; each has an environment variable.
@@ -60,10 +62,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return rebuildProjections(ctx, cfg, stdout, stderr)
 	case "tokens":
-		if len(args) == 0 || args[0] != "add" {
-			return errors.New("usage: enrollgate tokens add --role ROLE --id NAME [--site SITE ...]")
+		switch {
+		case len(args) > 0 && args[0] == "add":
+			return addToken(args[1:], getenv, stdout, stderr)
+		case len(args) > 0 && args[0] == "ls":
+			return listTokens(args[1:], getenv, stdout, stderr)
+		case len(args) > 0 && args[0] == "revoke":
+			return revokeToken(args[1:], getenv, stdout, stderr)
 		}
-		return addToken(args[1:], getenv, stdout, stderr)
+		return errors.New("usage: enrollgate tokens add|ls|revoke [flags]")
 	case "version":
 		fmt.Fprintln(stdout, "enrollgate", version)
 		return nil

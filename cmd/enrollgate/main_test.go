@@ -204,7 +204,7 @@ func TestEndToEnd(t *testing.T) {
 		wrong = "1" + passcode[1:]
 	}
 
-	nc, err := nats.Connect(in.natsURL)
+	nc, err := nats.Connect(in.natsURL, nats.Token(token))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestEndToEnd(t *testing.T) {
 	if tokenPattern.MatchString(in2.stdout.String()) {
 		t.Fatal("second run printed another admin token")
 	}
-	nc2, err := nats.Connect(in2.natsURL)
+	nc2, err := nats.Connect(in2.natsURL, nats.Token(token))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -167,7 +167,7 @@ func TestReadSideEndToEnd(t *testing.T) {
 	if wrong == gen.Passcode {
 		wrong = "1" + gen.Passcode[1:]
 	}
-	nc, err := nats.Connect(in.natsURL)
+	nc, err := nats.Connect(in.natsURL, nats.Token(admin))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,13 +149,19 @@ func Open(cfg Config) (*Store, error) {
 }
 
 // Authenticate returns the principal of a token.
+func (s *Store) Authenticate(token string) (Principal, bool) {
+	info, ok := s.Identify(token)
+	return info.Principal, ok
+}
+
+// Identify returns what the store knows of a token: its ID and principal.
 //
 // Every known hash is compared in constant time and the scan never stops
 // early, so that the answer's timing says nothing about which tokens exist;
 // a store holds few tokens, so the linear scan costs microseconds.
-func (s *Store) Authenticate(token string) (Principal, bool) {
+func (s *Store) Identify(token string) (TokenInfo, bool) {
 	if token == "" || len(token) > maxTokenLen {
-		return Principal{}, false
+		return TokenInfo{}, false
 	}
 	h := sha256.Sum256([]byte(token))
 	s.mu.RLock()
@@ -169,9 +175,28 @@ func (s *Store) Authenticate(token string) (Principal, bool) {
 		}
 	}
 	if found == nil {
-		return Principal{}, false
+		return TokenInfo{}, false
 	}
-	return clonePrincipal(found.info.Principal), true
+	info := found.info
+	info.Principal = clonePrincipal(info.Principal)
+	return info, true
+}
+
+// Reload reads the tokens file again, so that tokens added or revoked by
+// another process (`enrollgate tokens add|revoke`) hold here too. It reports
+// whether the stored tokens changed; on an error the store keeps what it had.
+func (s *Store) Reload() (changed bool, err error) {
+	stored, err := load(s.file)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.EqualFunc(stored, s.stored, func(a, b entry) bool { return a.info.ID == b.info.ID && a.hash == b.hash }) {
+		return false, nil
+	}
+	s.stored = stored
+	return true, nil
 }
 
 // Add makes a token for p, stores its hash, and returns the token: the only

@@ -35,10 +35,10 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the server to accept clients. Zero:
 	// DefaultReady.
 	ReadyTimeout time.Duration
-	// ServicePassword, when set, turns on access control: connections that
-	// log in as ServiceUser with it may do anything; connections without
-	// credentials may only verify, discover the service and read alerts.
-	ServicePassword string
+	// Access, when set, is the server's access control (NewAccess): the
+	// service logs in as ServiceUser, every client with an API token, and
+	// nobody without one. Nil leaves the server open, for tests.
+	Access *Access
 }
 
 // WithDefaults returns c with its empty fields set to the defaults.
@@ -108,10 +108,8 @@ func Start(cfg Config, log zerolog.Logger) (*server.Server, error) {
 		// The process handles its own signals (cmd cancels a context).
 		NoSigs: true,
 	}
-	if cfg.ServicePassword != "" {
-		if err := accessControl(opts, cfg.ServicePassword); err != nil {
-			return nil, err
-		}
+	if cfg.Access != nil {
+		opts.CustomClientAuthentication = cfg.Access
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -141,6 +139,13 @@ func Start(cfg Config, log zerolog.Logger) (*server.Server, error) {
 			msg = "JetStream is not enabled"
 		}
 		return nil, fmt.Errorf("nats server: %s", msg)
+	}
+	if cfg.Access != nil {
+		if err := cfg.Access.attach(s); err != nil {
+			s.Shutdown()
+			s.WaitForShutdown()
+			return nil, err
+		}
 	}
 	return s, nil
 }

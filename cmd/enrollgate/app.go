@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -49,8 +51,12 @@ type app struct {
 	httpErr  chan error
 	httpAddr net.Addr
 	natsURL  string
-	natsAuth nats.Option        // how the service's connections log in
-	access   *natsserver.Access // nil with --nats-url
+	// clientURL is where frontends and security tooling connect: the
+	// embedded server, or this replica's edge of the cluster; empty when
+	// clients connect to the cluster themselves.
+	clientURL string
+	natsAuth  nats.Option        // how the service's connections log in
+	access    *natsserver.Access // nil with --nats-url
 	// stopTokens ends the token watcher; tokensDone is closed when it has.
 	stopTokens chan struct{}
 	tokensDone chan struct{}
@@ -80,7 +86,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err != nil {
 		return nil, err
 	}
-	if err := a.connectNATS(cfg, tokens); err != nil {
+	if err := a.connectNATS(ctx, cfg, instance, tokens); err != nil {
 		return nil, err
 	}
 
@@ -136,7 +142,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err := a.startHTTP(cfg, svc, tokens); err != nil {
 		return nil, err
 	}
-	log.Info().Str("http_addr", a.httpAddr.String()).Str("nats_url", a.natsURL).
+	log.Info().Str("http_addr", a.httpAddr.String()).Str("nats_url", a.natsURL).Str("nats_client_url", a.clientURL).
 		Int("max_failed_attempts", cfg.Policy.MaxFailedAttempts).Str("failure_window", cfg.Policy.FailureWindow.String()).
 		Int("max_failed_attempts_per_source", cfg.Policy.SourceLimit()).Str("source_window", cfg.Policy.SourceWindow.String()).
 		Msg("enrollgate ready")
@@ -144,34 +150,81 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 }
 
 // connectNATS starts the embedded server unless --nats-url is set, and
-// connects the service's main connection.
-func (a *app) connectNATS(cfg config, tokens *auth.Store) error {
+// connects the service's main connection. With --nats-url and
+// --nats-leaf-url it starts the clients' edge server too, joined to the
+// cluster as a leaf node.
+func (a *app) connectNATS(ctx context.Context, cfg config, instance string, tokens *auth.Store) error {
 	a.natsURL = cfg.NATSURL
 	a.natsAuth = func(*nats.Options) error { return nil }
 	if cfg.NATSCreds != "" {
 		a.natsAuth = nats.UserCredentials(cfg.NATSCreds)
 	}
 	if a.natsURL == "" {
-		ns, access, login, err := startEmbedded(cfg, cfg.NATSListen, tokens, a.log)
+		ns, access, login, err := startEmbedded(cfg, embeddedServer(cfg), tokens, a.log)
 		if err != nil {
 			return err
 		}
-		a.ns, a.access, a.natsURL, a.natsAuth = ns, access, ns.ClientURL(), login
+		a.ns, a.access, a.natsURL, a.natsAuth, a.clientURL = ns, access, ns.ClientURL(), login, ns.ClientURL()
 	}
 	nc, err := a.connect("enrollgate")
 	if err != nil {
 		return err
 	}
 	a.nc = nc
-	a.js, err = jetstream.New(nc)
-	return err
+	if a.js, err = jetstream.New(nc); err != nil {
+		return err
+	}
+	if a.ns != nil || cfg.NATSLeafURL == "" {
+		return nil
+	}
+	edge, err := a.edgeServer(ctx, cfg, instance)
+	if err != nil {
+		return err
+	}
+	ns, access, _, err := startEmbedded(cfg, edge, tokens, a.log)
+	if err != nil {
+		return fmt.Errorf("clients' NATS edge: %w", err)
+	}
+	a.ns, a.access, a.clientURL = ns, access, ns.ClientURL()
+	return nil
 }
 
-// startEmbedded starts the embedded JetStream server on the data dir with
-// access control: the service logs in with the configured password, or one
-// made for this run; every client needs an API token of tokens, and sees
-// only what its role and sites allow (natsserver.Access).
-func startEmbedded(cfg config, listen string, tokens *auth.Store, log zerolog.Logger) (*server.Server, *natsserver.Access, nats.Option, error) {
+// embeddedServer is the embedded server that holds the streams.
+func embeddedServer(cfg config) natsserver.Config {
+	return natsserver.Config{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), SyncAlways: cfg.SyncAlways}
+}
+
+// edgeServer is the clients' server of a replica on a cluster: it keeps
+// only the token accounts' alert copies, and reaches the cluster's streams
+// through the JetStream domain the cluster reports.
+func (a *app) edgeServer(ctx context.Context, cfg config, instance string) (natsserver.Config, error) {
+	info, err := a.js.AccountInfo(ctx)
+	if err != nil {
+		return natsserver.Config{}, fmt.Errorf("cluster account info: %w", err)
+	}
+	hub := &natsserver.Hub{Domain: info.Domain, Credentials: cfg.NATSCreds}
+	for _, raw := range strings.Split(cfg.NATSLeafURL, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Host == "" {
+			return natsserver.Config{}, fmt.Errorf("--nats-leaf-url: %q is not a URL such as nats-leaf://host:7422", raw)
+		}
+		hub.URLs = append(hub.URLs, u)
+	}
+	if u, err := url.Parse(strings.Split(cfg.NATSURL, ",")[0]); err == nil && u.User != nil {
+		// The leaf logs in as the service, with the credentials of its URL.
+		hub.User = u.User.Username()
+		hub.Password, _ = u.User.Password()
+	}
+	return natsserver.Config{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "edge-jetstream"),
+		ServerName: "enrollgate-" + instance, Hub: hub}, nil
+}
+
+// startEmbedded starts an embedded server (the one holding the streams, or
+// a cluster's edge) with access control: the service logs in with the
+// configured password, or one made for this run; every client needs an API
+// token of tokens, and sees only what its role and sites allow
+// (natsserver.Access).
+func startEmbedded(cfg config, ncfg natsserver.Config, tokens *auth.Store, log zerolog.Logger) (*server.Server, *natsserver.Access, nats.Option, error) {
 	password := cfg.NATSServicePassword
 	if password == "" {
 		pw := make([]byte, 24)
@@ -184,8 +237,8 @@ func startEmbedded(cfg config, listen string, tokens *auth.Store, log zerolog.Lo
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ns, err := natsserver.Start(natsserver.Config{Listen: listen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
-		SyncAlways: cfg.SyncAlways, Access: access}, log)
+	ncfg.Access = access
+	ns, err := natsserver.Start(ncfg, log)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("embedded NATS: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/projector"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 )
@@ -76,7 +77,8 @@ func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Write
 		if err != nil {
 			return err
 		}
-		ns, _, embeddedAuth, err := startEmbedded(cfg, "127.0.0.1:0", tokens, log)
+		ns, _, embeddedAuth, err := startEmbedded(cfg, natsserver.Config{Listen: "127.0.0.1:0", StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
+			SyncAlways: cfg.SyncAlways}, tokens, log)
 		if err != nil {
 			return fmt.Errorf("%w (is the service still running on %s?)", err, cfg.DataDir)
 		}

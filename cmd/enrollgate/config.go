@@ -20,6 +20,9 @@ type config struct {
 	NATSURL    string
 	NATSListen string
 	NATSCreds  string
+	// NATSLeafURL is the cluster's leaf node URLs: with NATSURL, the
+	// replica's clients' server joins the cluster there.
+	NATSLeafURL string
 	// NATSServicePassword is the embedded server's password for the service
 	// user; empty: a random one per run.
 	NATSServicePassword string
@@ -82,6 +85,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	defaults := domain.DefaultPolicy()
 	str(&c.HTTPAddr, "http", "ENROLLGATE_HTTP_ADDR", "127.0.0.1:8080", "HTTP listen address")
 	str(&c.NATSURL, "nats-url", "ENROLLGATE_NATS_URL", "", "external NATS servers (comma-separated); empty starts an embedded JetStream server")
+	str(&c.NATSLeafURL, "nats-leaf-url", "ENROLLGATE_NATS_LEAF_URL", "", "with --nats-url: the cluster's leaf node URLs (comma-separated); the clients' NATS server on --nats-listen joins the cluster there")
 	str(&c.NATSCreds, "nats-creds", "ENROLLGATE_NATS_CREDS", "", "credentials file for --nats-url (NATS decentralised auth)")
 	str(&c.NATSServicePassword, "nats-service-password", "ENROLLGATE_NATS_SERVICE_PASSWORD", "", "embedded server: password of the user \"enrollgate\" that may write and read every stream (for operators' tools); empty: random per run")
 	str(&c.NATSListen, "nats-listen", "ENROLLGATE_NATS_LISTEN", "127.0.0.1:4222", "client address of the embedded NATS server")
@@ -120,7 +124,10 @@ func (c config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("--http %q: %w", c.HTTPAddr, err))
 	}
-	if c.NATSURL == "" {
+	if c.NATSLeafURL != "" && c.NATSURL == "" {
+		errs = append(errs, errors.New("--nats-leaf-url needs --nats-url: it joins a cluster"))
+	}
+	if c.NATSURL == "" || c.NATSLeafURL != "" {
 		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
 			errs = append(errs, fmt.Errorf("--nats-listen %q: %w", c.NATSListen, err))
 		}

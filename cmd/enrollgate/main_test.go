@@ -35,6 +35,8 @@ type instance struct {
 	done     chan error
 	httpAddr string
 	natsURL  string
+	// clientURL is where frontends and security tooling connect.
+	clientURL string
 }
 
 // startInstance runs `enrollgate serve` on random ports with dataDir and
@@ -54,12 +56,13 @@ func startInstance(t *testing.T, dataDir string, extra ...string) *instance {
 		}
 		for _, line := range strings.Split(in.stderr.String(), "\n") {
 			var rec struct {
-				Message  string `json:"message"`
-				HTTPAddr string `json:"http_addr"`
-				NATSURL  string `json:"nats_url"`
+				Message   string `json:"message"`
+				HTTPAddr  string `json:"http_addr"`
+				NATSURL   string `json:"nats_url"`
+				ClientURL string `json:"nats_client_url"`
 			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Message == "enrollgate ready" {
-				in.httpAddr, in.natsURL = rec.HTTPAddr, rec.NATSURL
+				in.httpAddr, in.natsURL, in.clientURL = rec.HTTPAddr, rec.NATSURL, rec.ClientURL
 				return nil
 			}
 		}

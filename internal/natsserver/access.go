@@ -72,6 +72,11 @@ type Access struct {
 	internalSecret string
 	log            zerolog.Logger
 
+	// alertsAPI is where the alert stream's JetStream API is: $JS.API on a
+	// server that holds the streams, the cluster's domain API on an edge
+	// (set by Start).
+	alertsAPI string
+
 	mu       sync.Mutex
 	srv      *server.Server
 	accounts map[string]*tokenAccount // by token ID
@@ -151,7 +156,7 @@ func (a *Access) attach(s *server.Server) error {
 		g.AddServiceExport(verifySubject+"*", nil),
 		g.AddServiceExportWithResponse("$SRV.>", server.Streamed, nil),
 		g.AddStreamExport(alertsSubject+">", nil),
-		g.AddServiceExportWithResponse("$JS.API.CONSUMER.CREATE."+alertsStream+".>", server.Streamed, nil),
+		g.AddServiceExportWithResponse(a.api()+".CONSUMER.CREATE."+alertsStream+".>", server.Streamed, nil),
 		g.AddServiceExport("$JS.FC.>", nil),
 		g.AddStreamExport(mirrorDeliver+">", nil),
 	}
@@ -211,7 +216,7 @@ func (a *Access) add(ctx context.Context, s *server.Server, t auth.TokenInfo) er
 		if acc, err = s.RegisterAccount(name); err != nil {
 			return fmt.Errorf("nats access: account of token %s: %w", t.ID, err)
 		}
-		if err := imports(acc, s.GlobalAccount(), t.Principal); err != nil {
+		if err := imports(acc, s.GlobalAccount(), t.Principal, a.api()); err != nil {
 			return fmt.Errorf("nats access: imports of token %s: %w", t.ID, err)
 		}
 	}
@@ -252,6 +257,13 @@ func (a *Access) remove(ctx context.Context, s *server.Server, ta *tokenAccount)
 	return errors.Join(errs...)
 }
 
+func (a *Access) api() string {
+	if a.alertsAPI == "" {
+		return "$JS.API"
+	}
+	return a.alertsAPI
+}
+
 // readsAlerts reports whether the role may read alerts.
 func readsAlerts(r auth.Role) bool { return r.Grants(auth.PermRead) }
 
@@ -270,7 +282,7 @@ func scoped(p auth.Principal, prefix, suffix, any string) []string {
 
 // imports gives a token account what its principal may reach in the
 // service's account.
-func imports(acc, g *server.Account, p auth.Principal) error {
+func imports(acc, g *server.Account, p auth.Principal, api string) error {
 	var errs []error
 	errs = append(errs, acc.AddServiceImport(g, "$SRV.>", ""))
 	if p.Role.Grants(auth.PermVerify) {
@@ -284,7 +296,7 @@ func imports(acc, g *server.Account, p auth.Principal) error {
 			// The copy's source consumers may only filter on its sites.
 			errs = append(errs, acc.AddServiceImport(g,
 				mirrorAPI+".CONSUMER.CREATE."+alertsStream+".*."+subj,
-				"$JS.API.CONSUMER.CREATE."+alertsStream+".*."+subj))
+				api+".CONSUMER.CREATE."+alertsStream+".*."+subj))
 		}
 		errs = append(errs, acc.AddServiceImport(g, "$JS.FC.>", ""))
 		errs = append(errs, acc.AddStreamImport(g, mirrorDeliver+acc.Name+".>", ""))

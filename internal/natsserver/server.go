@@ -1,9 +1,11 @@
 package natsserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -35,10 +37,29 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the server to accept clients. Zero:
 	// DefaultReady.
 	ReadyTimeout time.Duration
+	// Hub, when set, makes this server the clients' edge of a NATS cluster
+	// that holds the streams: it joins the cluster as a leaf node in the
+	// service's account, and keeps only the token accounts' alert copies
+	// itself. Clients connect here, never to the cluster.
+	Hub *Hub
 	// Access, when set, is the server's access control (NewAccess): the
 	// service logs in as ServiceUser, every client with an API token, and
 	// nobody without one. Nil leaves the server open, for tests.
 	Access *Access
+}
+
+// Hub is the cluster an edge server joins as a leaf node.
+type Hub struct {
+	// URLs are the cluster's leaf node URLs (nats-leaf://host:7422).
+	URLs []*url.URL
+	// User and Password, or Credentials (a creds file), log the leaf in as
+	// the service's user.
+	User, Password, Credentials string
+	// Domain is the cluster's JetStream domain: the alert copies reach the
+	// cluster's alert stream through it.
+	Domain string
+	// TLS, when set, secures the leaf connection.
+	TLS *tls.Config
 }
 
 // WithDefaults returns c with its empty fields set to the defaults.
@@ -63,6 +84,17 @@ func (c Config) Validate() error {
 	}
 	if c.StoreDir == "" {
 		errs = append(errs, errors.New("nats server: a JetStream store directory is required"))
+	}
+	if c.Hub != nil {
+		if len(c.Hub.URLs) == 0 {
+			errs = append(errs, errors.New("nats server: the cluster's leaf node URLs are required"))
+		}
+		if c.Hub.Domain == "" {
+			errs = append(errs, errors.New("nats server: the cluster has no JetStream domain (set jetstream.domain in its configuration)"))
+		}
+		if c.Access == nil {
+			errs = append(errs, errors.New("nats server: an edge of a cluster needs access control"))
+		}
 	}
 	if c.ReadyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("nats server: ready timeout must not be negative, got %s", c.ReadyTimeout))
@@ -110,6 +142,22 @@ func Start(cfg Config, log zerolog.Logger) (*server.Server, error) {
 	}
 	if cfg.Access != nil {
 		opts.CustomClientAuthentication = cfg.Access
+	}
+	if h := cfg.Hub; h != nil {
+		// A domain of its own keeps the edge's JetStream (the alert copies)
+		// apart from the cluster's, which it reaches as $JS.<domain>.API.
+		opts.JetStreamDomain = "edge-" + cfg.ServerName
+		urls := make([]*url.URL, len(h.URLs))
+		for i, u := range h.URLs {
+			c := *u
+			if h.User != "" {
+				c.User = url.UserPassword(h.User, h.Password)
+			}
+			urls[i] = &c
+		}
+		opts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: urls, LocalAccount: server.DEFAULT_GLOBAL_ACCOUNT,
+			Credentials: h.Credentials, TLS: h.TLS != nil, TLSConfig: h.TLS}}
+		cfg.Access.alertsAPI = "$JS." + h.Domain + ".API"
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -1,0 +1,5 @@
+// Package natscluster runs a real NATS cluster for tests: nats-server
+// processes built from the module cache, each started with the cluster
+// configuration the project ships (deploy/nats/cluster.conf), on loopback
+// ports, so that a test can SIGKILL and restart nodes.
+package natscluster

@@ -25,7 +25,7 @@ const testPassword = "s3cret-for-test-0123"
 // accessEnv is an embedded server with access control, the service's
 // streams and a verify endpoint, and a token store.
 type accessEnv struct {
-	t      *testing.T
+	t      testing.TB
 	s      *server.Server
 	access *Access
 	tokens *auth.Store
@@ -34,7 +34,7 @@ type accessEnv struct {
 	ctx    context.Context
 }
 
-func newAccessEnv(t *testing.T) *accessEnv {
+func newAccessEnv(t testing.TB) *accessEnv {
 	t.Helper()
 	tokens, err := auth.Open(auth.Config{File: filepath.Join(t.TempDir(), "tokens.json")})
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 
 type syncBuffer = natstest.LogBuffer
 
-func start(t *testing.T, cfg Config, log zerolog.Logger) *server.Server {
+func start(t testing.TB, cfg Config, log zerolog.Logger) *server.Server {
 	t.Helper()
 	s, err := Start(cfg, log)
 	if err != nil {

@@ -1,6 +1,7 @@
 package natsserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -39,6 +40,9 @@ type Config struct {
 	// log in as ServiceUser with it may do anything; connections without
 	// credentials may only verify, discover the service and read alerts.
 	ServicePassword string
+	// TLS, when set, serves the client port over TLS only (at least TLS 1.2)
+	// and ClientURL becomes tls://. In-process connections may skip it.
+	TLS *tls.Config
 }
 
 // WithDefaults returns c with its empty fields set to the defaults.
@@ -63,6 +67,9 @@ func (c Config) Validate() error {
 	}
 	if c.StoreDir == "" {
 		errs = append(errs, errors.New("nats server: a JetStream store directory is required"))
+	}
+	if c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
+		errs = append(errs, errors.New("nats server: TLS needs a certificate"))
 	}
 	if c.ReadyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("nats server: ready timeout must not be negative, got %s", c.ReadyTimeout))
@@ -107,6 +114,11 @@ func Start(cfg Config, log zerolog.Logger) (*server.Server, error) {
 		SyncAlways: cfg.SyncAlways,
 		// The process handles its own signals (cmd cancels a context).
 		NoSigs: true,
+	}
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		tc.MinVersion = max(tc.MinVersion, tls.VersionTLS12)
+		opts.TLS, opts.TLSConfig = true, tc
 	}
 	if cfg.ServicePassword != "" {
 		if err := accessControl(opts, cfg.ServicePassword); err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -50,13 +49,14 @@ type app struct {
 	httpAddr net.Addr
 	natsURL  string
 	natsAuth nats.Option // how the service's connections log in
+	lock     *os.File    // the data dir's lock, held until Close
 	// projections is the durable consumer of this instance's read model.
 	projections string
 }
 
 // start wires and starts the service. On error, whatever was started is
 // stopped again.
-func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) (_ *app, err error) {
+func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err error) {
 	a := &app{log: log}
 	defer func() {
 		if err != nil {
@@ -65,6 +65,9 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	instance, err := instanceID(cfg.DataDir)
 	if err != nil {
@@ -103,12 +106,8 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err != nil {
 		return nil, err
 	}
-	if token, created, err := tokens.EnsureAdmin(cfg.AdminEmail); err != nil {
+	if err := ensureAdminToken(tokens, cfg, log); err != nil {
 		return nil, err
-	} else if created {
-		// Printed once, to stdout and never to the log: only its hash is kept.
-		fmt.Fprintf(stdout, "\nNo API token was configured, so an admin token for all sites was created.\n"+
-			"It is shown only this once; keep it safe:\n\n    %s\n\n", token)
 	}
 
 	// The read model: durable, caught up with the stream before serving.
@@ -129,8 +128,8 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err := a.startHTTP(cfg, svc, tokens); err != nil {
 		return nil, err
 	}
-	log.Info().Str("http_addr", a.httpAddr.String()).Str("nats_url", a.natsURL).
-		Int("max_failed_attempts", cfg.Policy.MaxFailedAttempts).Str("failure_window", cfg.Policy.FailureWindow.String()).
+	log.Info().Str("http_addr", a.httpAddr.String()).Str("nats_url", redactURL(a.natsURL)).
+		Bool("tls", cfg.TLSCert != "").Int("max_failed_attempts", cfg.Policy.MaxFailedAttempts).Str("failure_window", cfg.Policy.FailureWindow.String()).
 		Int("max_failed_attempts_per_source", cfg.Policy.SourceLimit()).Str("source_window", cfg.Policy.SourceWindow.String()).
 		Msg("enrollgate ready")
 	return a, nil
@@ -140,10 +139,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 // connects the service's main connection.
 func (a *app) connectNATS(cfg config) error {
 	a.natsURL = cfg.NATSURL
-	a.natsAuth = func(*nats.Options) error { return nil }
-	if cfg.NATSCreds != "" {
-		a.natsAuth = nats.UserCredentials(cfg.NATSCreds)
-	}
+	a.natsAuth = cfg.natsClientOptions()
 	if a.natsURL == "" {
 		ns, auth, err := startEmbedded(cfg, cfg.NATSListen, a.log)
 		if err != nil {
@@ -174,12 +170,20 @@ func startEmbedded(cfg config, listen string, log zerolog.Logger) (*server.Serve
 		}
 		password = base64.RawURLEncoding.EncodeToString(pw)
 	}
+	tc, err := serverTLS(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	ns, err := natsserver.Start(natsserver.Config{Listen: listen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
-		SyncAlways: cfg.SyncAlways, ServicePassword: password}, log)
+		SyncAlways: cfg.SyncAlways, ServicePassword: password, TLS: tc}, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("embedded NATS: %w", err)
 	}
-	return ns, nats.UserInfo(natsserver.ServiceUser, password), nil
+	login := nats.UserInfo(natsserver.ServiceUser, password)
+	if tc != nil {
+		login = inProcess(ns, login)
+	}
+	return ns, login, nil
 }
 
 // connect opens a connection that reconnects forever and logs its changes.
@@ -191,7 +195,7 @@ func (a *app) connect(name string) (*nats.Conn, error) {
 				log.Warn().Err(err).Msg("NATS disconnected")
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", redactURL(c.ConnectedUrl())).Msg("NATS reconnected") }),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			ev := log.Error().Err(err)
 			if s != nil {
@@ -200,7 +204,7 @@ func (a *app) connect(name string) (*nats.Conn, error) {
 			ev.Msg("NATS async error")
 		}))
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", a.natsURL, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(a.natsURL), redactErr(err))
 	}
 	return nc, nil
 }
@@ -237,6 +241,11 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 
 func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) error {
 	hcfg := httpapi.DefaultConfig()
+	tc, err := serverTLS(cfg)
+	if err != nil {
+		return err
+	}
+	hcfg.TLS = tc
 	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: svc, Auth: tokens, Reads: projectorReads{a.proj},
 		Clock: handlers.SystemClock{}, Ready: a.ready}, a.log)
 	if err != nil {
@@ -249,7 +258,13 @@ func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) e
 	a.httpAddr = ln.Addr()
 	a.http = hcfg.NewServer(cfg.HTTPAddr, api)
 	a.httpErr = make(chan error, 1)
-	go func() { a.httpErr <- a.http.Serve(ln) }()
+	go func() {
+		if tc != nil {
+			a.httpErr <- a.http.ServeTLS(ln, "", "")
+			return
+		}
+		a.httpErr <- a.http.Serve(ln)
+	}()
 	return nil
 }
 
@@ -315,6 +330,9 @@ func (a *app) Close() error {
 	if a.ns != nil {
 		a.ns.Shutdown()
 		a.ns.WaitForShutdown()
+	}
+	if a.lock != nil {
+		a.lock.Close() // releases the flock
 	}
 	if len(errs) == 0 {
 		a.log.Info().Msg("stopped")

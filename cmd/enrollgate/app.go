@@ -3,10 +3,11 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -60,13 +61,14 @@ type app struct {
 	// stopTokens ends the token watcher; tokensDone is closed when it has.
 	stopTokens chan struct{}
 	tokensDone chan struct{}
+	lock       *os.File // the data dir's lock, held until Close
 	// projections is the durable consumer of this instance's read model.
 	projections string
 }
 
 // start wires and starts the service. On error, whatever was started is
 // stopped again.
-func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer) (_ *app, err error) {
+func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err error) {
 	a := &app{log: log}
 	defer func() {
 		if err != nil {
@@ -75,6 +77,9 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if a.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	instance, err := instanceID(cfg.DataDir)
 	if err != nil {
@@ -113,12 +118,8 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err != nil {
 		return nil, err
 	}
-	if token, created, err := tokens.EnsureAdmin(cfg.AdminEmail); err != nil {
+	if err := ensureAdminToken(tokens, cfg, log); err != nil {
 		return nil, err
-	} else if created {
-		// Printed once, to stdout and never to the log: only its hash is kept.
-		fmt.Fprintf(stdout, "\nNo API token was configured, so an admin token for all sites was created.\n"+
-			"It is shown only this once; keep it safe:\n\n    %s\n\n", token)
 	}
 	if err := a.watchTokens(ctx, tokens); err != nil {
 		return nil, err
@@ -142,8 +143,8 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err := a.startHTTP(cfg, svc, tokens); err != nil {
 		return nil, err
 	}
-	log.Info().Str("http_addr", a.httpAddr.String()).Str("nats_url", a.natsURL).Str("nats_client_url", a.clientURL).
-		Int("max_failed_attempts", cfg.Policy.MaxFailedAttempts).Str("failure_window", cfg.Policy.FailureWindow.String()).
+	log.Info().Str("http_addr", a.httpAddr.String()).Str("nats_url", redactURL(a.natsURL)).Str("nats_client_url", a.clientURL).
+		Bool("tls", cfg.TLSCert != "").Int("max_failed_attempts", cfg.Policy.MaxFailedAttempts).Str("failure_window", cfg.Policy.FailureWindow.String()).
 		Int("max_failed_attempts_per_source", cfg.Policy.SourceLimit()).Str("source_window", cfg.Policy.SourceWindow.String()).
 		Msg("enrollgate ready")
 	return a, nil
@@ -155,10 +156,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 // cluster as a leaf node.
 func (a *app) connectNATS(ctx context.Context, cfg config, instance string, tokens *auth.Store) error {
 	a.natsURL = cfg.NATSURL
-	a.natsAuth = func(*nats.Options) error { return nil }
-	if cfg.NATSCreds != "" {
-		a.natsAuth = nats.UserCredentials(cfg.NATSCreds)
-	}
+	a.natsAuth = cfg.natsClientOptions()
 	if a.natsURL == "" {
 		ns, access, login, err := startEmbedded(cfg, embeddedServer(cfg), tokens, a.log)
 		if err != nil {
@@ -210,10 +208,22 @@ func (a *app) edgeServer(ctx context.Context, cfg config, instance string) (nats
 		}
 		hub.URLs = append(hub.URLs, u)
 	}
-	if u, err := url.Parse(strings.Split(cfg.NATSURL, ",")[0]); err == nil && u.User != nil {
-		// The leaf logs in as the service, with the credentials of its URL.
+	// The leaf logs in as the service does.
+	hub.User, hub.Password = cfg.NATSUser, cfg.NATSPassword
+	if u, err := url.Parse(strings.Split(cfg.NATSURL, ",")[0]); err == nil && u.User != nil && hub.User == "" {
 		hub.User = u.User.Username()
 		hub.Password, _ = u.User.Password()
+	}
+	if cfg.NATSCA != "" {
+		pem, err := os.ReadFile(cfg.NATSCA)
+		if err != nil {
+			return natsserver.Config{}, fmt.Errorf("--nats-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return natsserver.Config{}, fmt.Errorf("--nats-ca %s: no PEM certificate", cfg.NATSCA)
+		}
+		hub.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return natsserver.Config{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "edge-jetstream"),
 		ServerName: "enrollgate-" + instance, Hub: hub}, nil
@@ -233,16 +243,24 @@ func startEmbedded(cfg config, ncfg natsserver.Config, tokens *auth.Store, log z
 		}
 		password = base64.RawURLEncoding.EncodeToString(pw)
 	}
+	tc, err := serverTLS(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	access, err := natsserver.NewAccess(password, tokens, log.With().Str("component", "nats-access").Logger())
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ncfg.Access = access
+	ncfg.Access, ncfg.TLS = access, tc
 	ns, err := natsserver.Start(ncfg, log)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("embedded NATS: %w", err)
 	}
-	return ns, access, nats.UserInfo(natsserver.ServiceUser, password), nil
+	login := nats.UserInfo(natsserver.ServiceUser, password)
+	if tc != nil {
+		login = inProcess(ns, login)
+	}
+	return ns, access, login, nil
 }
 
 // tokenReload is how often the service rereads the tokens file, so that a
@@ -299,7 +317,7 @@ func (a *app) connect(name string) (*nats.Conn, error) {
 				log.Warn().Err(err).Msg("NATS disconnected")
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("NATS reconnected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", redactURL(c.ConnectedUrl())).Msg("NATS reconnected") }),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			ev := log.Error().Err(err)
 			if s != nil {
@@ -308,7 +326,7 @@ func (a *app) connect(name string) (*nats.Conn, error) {
 			ev.Msg("NATS async error")
 		}))
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", a.natsURL, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURL(a.natsURL), redactErr(err))
 	}
 	return nc, nil
 }
@@ -345,6 +363,11 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 
 func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) error {
 	hcfg := httpapi.DefaultConfig()
+	tc, err := serverTLS(cfg)
+	if err != nil {
+		return err
+	}
+	hcfg.TLS = tc
 	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: svc, Auth: tokens, Reads: projectorReads{a.proj},
 		Clock: handlers.SystemClock{}, Ready: a.ready}, a.log)
 	if err != nil {
@@ -357,7 +380,13 @@ func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) e
 	a.httpAddr = ln.Addr()
 	a.http = hcfg.NewServer(cfg.HTTPAddr, api)
 	a.httpErr = make(chan error, 1)
-	go func() { a.httpErr <- a.http.Serve(ln) }()
+	go func() {
+		if tc != nil {
+			a.httpErr <- a.http.ServeTLS(ln, "", "")
+			return
+		}
+		a.httpErr <- a.http.Serve(ln)
+	}()
 	return nil
 }
 
@@ -427,6 +456,9 @@ func (a *app) Close() error {
 	if a.ns != nil {
 		a.ns.Shutdown()
 		a.ns.WaitForShutdown()
+	}
+	if a.lock != nil {
+		a.lock.Close() // releases the flock
 	}
 	if len(errs) == 0 {
 		a.log.Info().Msg("stopped")

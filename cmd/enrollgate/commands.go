@@ -62,16 +62,17 @@ func (s *siteList) String() string     { return strings.Join(*s, ",") }
 func (s *siteList) Set(v string) error { *s = append(*s, v); return nil }
 
 // rebuildProjections rebuilds the read model from sequence 1 of the stream
-// and swaps the file in. With the embedded server the service must be
-// stopped (the server's store is locked while it runs); with --nats-url the
-// running service should be stopped too, since it holds the read model open.
+// and swaps the file in. It refuses while a service holds the data dir: that
+// service would keep serving its open read model and miss the swap.
 func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
-	url := cfg.NATSURL
-	login := func(*nats.Options) error { return nil }
-	if cfg.NATSCreds != "" {
-		login = nats.UserCredentials(cfg.NATSCreds)
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
 	}
+	defer lock.Close()
+	url := cfg.NATSURL
+	login := cfg.natsClientOptions()
 	if url == "" {
 		tokens, err := auth.Open(auth.Config{File: filepath.Join(cfg.DataDir, "tokens.json")})
 		if err != nil {
@@ -87,7 +88,7 @@ func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Write
 	}
 	nc, err := nats.Connect(url, nats.Name("enrollgate-rebuild"), login)
 	if err != nil {
-		return fmt.Errorf("connect to NATS: %w", err)
+		return fmt.Errorf("connect to NATS at %s: %w", redactURL(url), redactErr(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

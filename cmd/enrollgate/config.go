@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/enrollgate/enrollgate/domain"
 )
 
@@ -23,6 +25,16 @@ type config struct {
 	// NATSLeafURL is the cluster's leaf node URLs: with NATSURL, the
 	// replica's clients' server joins the cluster there.
 	NATSLeafURL string
+	// NATSUser and NATSPassword log the service in to --nats-url, so that
+	// the password need not sit in the URL.
+	NATSUser     string
+	NATSPassword string
+	// NATSCA is the CA file the service trusts for --nats-url.
+	NATSCA string
+	// TLSCert and TLSKey serve HTTP and the embedded server's client port
+	// over TLS.
+	TLSCert string
+	TLSKey  string
 	// NATSServicePassword is the embedded server's password for the service
 	// user; empty: a random one per run.
 	NATSServicePassword string
@@ -82,12 +94,28 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		}
 		fs.BoolVar(p, flagName, def, usage+" ($"+env+")")
 	}
+	// A secret's environment value is applied after parsing, not made the
+	// flag's default: -h prints the defaults.
+	var secrets []func(set map[string]bool)
+	secret := func(p *string, flagName, env, usage string) {
+		fs.StringVar(p, flagName, "", usage+" ($"+env+")")
+		secrets = append(secrets, func(set map[string]bool) {
+			if !set[flagName] {
+				*p = getenv(env)
+			}
+		})
+	}
 	defaults := domain.DefaultPolicy()
 	str(&c.HTTPAddr, "http", "ENROLLGATE_HTTP_ADDR", "127.0.0.1:8080", "HTTP listen address")
 	str(&c.NATSURL, "nats-url", "ENROLLGATE_NATS_URL", "", "external NATS servers (comma-separated); empty starts an embedded JetStream server")
 	str(&c.NATSLeafURL, "nats-leaf-url", "ENROLLGATE_NATS_LEAF_URL", "", "with --nats-url: the cluster's leaf node URLs (comma-separated); the clients' NATS server on --nats-listen joins the cluster there")
 	str(&c.NATSCreds, "nats-creds", "ENROLLGATE_NATS_CREDS", "", "credentials file for --nats-url (NATS decentralised auth)")
-	str(&c.NATSServicePassword, "nats-service-password", "ENROLLGATE_NATS_SERVICE_PASSWORD", "", "embedded server: password of the user \"enrollgate\" that may write and read every stream (for operators' tools); empty: random per run")
+	str(&c.NATSUser, "nats-user", "ENROLLGATE_NATS_USER", "", "user the service logs in to --nats-url with (with --nats-password)")
+	secret(&c.NATSPassword, "nats-password", "ENROLLGATE_NATS_PASSWORD", "password of --nats-user")
+	str(&c.NATSCA, "nats-ca", "ENROLLGATE_NATS_CA", "", "PEM file of the CAs the service trusts for --nats-url; empty: the system's")
+	str(&c.TLSCert, "tls-cert", "ENROLLGATE_TLS_CERT", "", "PEM certificate (chain) that serves HTTP and the embedded NATS server over TLS (with --tls-key)")
+	str(&c.TLSKey, "tls-key", "ENROLLGATE_TLS_KEY", "", "PEM private key of --tls-cert")
+	secret(&c.NATSServicePassword, "nats-service-password", "ENROLLGATE_NATS_SERVICE_PASSWORD", "embedded server: password of the user \"enrollgate\" that may write and read every stream (for operators' tools); empty: random per run")
 	str(&c.NATSListen, "nats-listen", "ENROLLGATE_NATS_LISTEN", "127.0.0.1:4222", "client address of the embedded NATS server")
 	str(&c.DataDir, "data-dir", "ENROLLGATE_DATA_DIR", "./data", "embedded JetStream store, keys, tokens and read model")
 	num(&c.Replicas, "replicas", "ENROLLGATE_REPLICAS", 1, "replicas of the JetStream streams (1 alone, 3 in a cluster)")
@@ -96,15 +124,20 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	dur(&c.Policy.FailureWindow, "failure-window", "ENROLLGATE_FAILURE_WINDOW", defaults.FailureWindow, "failures older than this stop counting; 0 counts all since generation")
 	num(&c.Policy.MaxFailedPerSource, "max-failed-attempts-per-source", "ENROLLGATE_MAX_FAILED_ATTEMPTS_PER_SOURCE", 0, "failures one source (IP or device ID) may make before it is throttled; 0: half the threshold, at least 1")
 	dur(&c.Policy.SourceWindow, "source-window", "ENROLLGATE_SOURCE_WINDOW", defaults.SourceWindow, "window of the per-source count")
-	str(&c.AdminToken, "admin-token", "ENROLLGATE_ADMIN_TOKEN", "", "bootstrap admin token for all sites")
+	secret(&c.AdminToken, "admin-token", "ENROLLGATE_ADMIN_TOKEN", "bootstrap admin token for all sites")
 	str(&c.AdminEmail, "admin-email", "ENROLLGATE_ADMIN_EMAIL", "admin@localhost", "identity recorded for the bootstrap admin token")
-	str(&c.EnrollmentToken, "enrollment-token", "ENROLLGATE_ENROLLMENT_TOKEN", "", "bootstrap token for HTTP verify")
-	str(&c.MACKey, "mac-key", "ENROLLGATE_MAC_KEY", "", "base64 32-byte HMAC key; empty: generated into the data dir")
-	str(&c.SealKey, "seal-key", "ENROLLGATE_SEAL_KEY", "", "base64 32-byte AES-256-GCM key; empty: generated into the data dir")
+	secret(&c.EnrollmentToken, "enrollment-token", "ENROLLGATE_ENROLLMENT_TOKEN", "bootstrap token for HTTP verify")
+	secret(&c.MACKey, "mac-key", "ENROLLGATE_MAC_KEY", "base64 32-byte HMAC key; empty: generated into the data dir")
+	secret(&c.SealKey, "seal-key", "ENROLLGATE_SEAL_KEY", "base64 32-byte AES-256-GCM key; empty: generated into the data dir")
 	str(&c.LogLevel, "log-level", "ENROLLGATE_LOG_LEVEL", "info", "trace, debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "ENROLLGATE_LOG_FORMAT", "", "console or json; empty: console on a terminal, else json")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, apply := range secrets {
+		apply(set)
 	}
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
@@ -145,6 +178,10 @@ func (c config) Validate() error {
 		errs = append(errs, fmt.Errorf("--max-failed-attempts-per-source (%d) must be below --max-failed-attempts (%d), so that one source alone can never lock a site",
 			c.Policy.MaxFailedPerSource, c.Policy.MaxFailedAttempts))
 	}
+	errs = append(errs, c.validateNATSClient()...)
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together: give both or neither"))
+	}
 	if c.NATSServicePassword != "" && len(c.NATSServicePassword) < 16 {
 		errs = append(errs, errors.New("--nats-service-password must be at least 16 characters"))
 	}
@@ -165,4 +202,51 @@ func (c config) Validate() error {
 		errs = append(errs, fmt.Errorf("--log-format must be console or json, got %q", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// validateNATSClient checks how the service logs in to --nats-url.
+func (c config) validateNATSClient() []error {
+	var errs []error
+	if c.NATSURL == "" {
+		for _, f := range []struct{ name, v string }{{"--nats-user", c.NATSUser}, {"--nats-password", c.NATSPassword}, {"--nats-ca", c.NATSCA}} {
+			if f.v != "" {
+				errs = append(errs, fmt.Errorf("%s applies to --nats-url (an external cluster); the embedded server needs none", f.name))
+			}
+		}
+		return errs
+	}
+	switch {
+	case c.NATSPassword != "" && c.NATSUser == "":
+		errs = append(errs, errors.New("--nats-password needs --nats-user"))
+	case c.NATSUser != "" && c.NATSPassword == "":
+		errs = append(errs, errors.New("--nats-user needs --nats-password"))
+	}
+	if c.NATSUser != "" && c.NATSCreds != "" {
+		errs = append(errs, errors.New("--nats-creds and --nats-user are two ways to log in: give one"))
+	}
+	if c.NATSUser != "" && strings.Contains(c.NATSURL, "@") {
+		errs = append(errs, fmt.Errorf("--nats-url %s holds credentials and --nats-user is set: give them one way", redactURL(c.NATSURL)))
+	}
+	return errs
+}
+
+// natsClientOptions are how the service logs in to --nats-url and which CAs
+// it trusts there.
+func (c config) natsClientOptions() nats.Option {
+	return func(o *nats.Options) error {
+		if c.NATSCreds != "" {
+			if err := nats.UserCredentials(c.NATSCreds)(o); err != nil {
+				return err
+			}
+		}
+		if c.NATSUser != "" {
+			if err := nats.UserInfo(c.NATSUser, c.NATSPassword)(o); err != nil {
+				return err
+			}
+		}
+		if c.NATSCA != "" {
+			return nats.RootCAs(c.NATSCA)(o)
+		}
+		return nil
+	}
 }

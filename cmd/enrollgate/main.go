@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, stdout, stderr)
+		return serve(ctx, cfg, stderr)
 	case "projections":
 		if len(args) == 0 || args[0] != "rebuild" {
 			return errors.New("usage: enrollgate projections rebuild [flags]")
@@ -84,9 +84,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // serve runs the service until ctx is done, then shuts down in order: stop
 // accepting, finish in-flight requests, close consumers, stop the server.
-func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
-	app, err := start(ctx, cfg, log, stdout)
+	app, err := start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -164,6 +164,29 @@ func connectService(t *testing.T, url string) *nats.Conn {
 
 var tokenPattern = regexp.MustCompile(`eg_[A-Za-z0-9_-]+`)
 
+// readAdminToken reads the admin token a first start wrote into dataDir and
+// checks that only the owner may read the file.
+func readAdminToken(t *testing.T, dataDir string) string {
+	t.Helper()
+	path := filepath.Join(dataDir, adminTokenFile)
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatalf("no admin token file: %v", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s has mode %s, want a regular file with 0600", path, fi.Mode())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSuffix(string(b), "\n")
+	if !tokenPattern.MatchString(token) || tokenPattern.FindString(token) != token {
+		t.Fatalf("%s holds %d bytes that are not one token", path, len(b))
+	}
+	return token
+}
+
 type stateDoc struct {
 	Status         string `json:"status"`
 	PasscodeID     string `json:"passcode_id"`
@@ -179,12 +202,12 @@ func TestEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
 	in := startInstance(t, dataDir)
 
-	token := tokenPattern.FindString(in.stdout.String())
-	if token == "" {
-		t.Fatalf("first run printed no admin token; stdout:\n%s", in.stdout.String())
+	token := readAdminToken(t, dataDir)
+	if strings.Contains(in.stderr.String(), token) || strings.Contains(in.stdout.String(), token) {
+		t.Fatal("the admin token was written to the log or to stdout")
 	}
-	if strings.Contains(in.stderr.String(), token) {
-		t.Fatal("the admin token was written to the log")
+	if !strings.Contains(in.stderr.String(), filepath.Join(dataDir, adminTokenFile)) {
+		t.Fatalf("the log does not say which file holds the admin token:\n%s", in.stderr.String())
 	}
 
 	var gen struct {
@@ -240,10 +263,13 @@ func TestEndToEnd(t *testing.T) {
 	in.stop()
 
 	// A restart on the same data dir: the state comes back from the stream,
-	// the token file still admits the admin, and no new token is printed.
+	// the token file still admits the admin, and no new token is made.
 	in2 := startInstance(t, dataDir)
-	if tokenPattern.MatchString(in2.stdout.String()) {
-		t.Fatal("second run printed another admin token")
+	if tokenPattern.MatchString(in2.stdout.String()) || tokenPattern.MatchString(in2.stderr.String()) {
+		t.Fatal("second run printed a token")
+	}
+	if got := readAdminToken(t, dataDir); got != token {
+		t.Fatal("second run replaced the admin token file")
 	}
 	nc2, err := nats.Connect(in2.natsURL, nats.Token(token))
 	if err != nil {

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -28,6 +29,9 @@ type Config struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
+	// TLS, when set, is the server's TLS configuration (at least TLS 1.2):
+	// run the server with ServeTLS(ln, "", ""). Nil: plain HTTP.
+	TLS *tls.Config
 }
 
 // DefaultConfig returns the defaults.
@@ -106,6 +110,9 @@ func (c Config) Validate() error {
 		// not_caught_up with its Retry-After.
 		errs = append(errs, fmt.Errorf("httpapi: min_seq timeout (%s) must be below request timeout (%s)", c.MinSeqTimeout, c.RequestTimeout))
 	}
+	if c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
+		errs = append(errs, errors.New("httpapi: TLS needs a certificate"))
+	}
 	if c.MaxHeaderBytes < 4<<10 {
 		errs = append(errs, fmt.Errorf("httpapi: max header bytes must be at least 4 KiB, got %d", c.MaxHeaderBytes))
 	}
@@ -113,9 +120,16 @@ func (c Config) Validate() error {
 }
 
 // NewServer returns an http.Server for h on addr with the configured
-// timeouts. The caller runs it (ListenAndServe or Serve) and shuts it down.
+// timeouts and TLS. The caller runs it (Serve, or ServeTLS(ln, "", "") with
+// TLS) and shuts it down.
 func (c Config) NewServer(addr string, h http.Handler) *http.Server {
+	var tc *tls.Config
+	if c.TLS != nil {
+		tc = c.TLS.Clone()
+		tc.MinVersion = max(tc.MinVersion, tls.VersionTLS12)
+	}
 	return &http.Server{
+		TLSConfig:         tc,
 		Addr:              addr,
 		Handler:           h,
 		ReadHeaderTimeout: c.ReadHeaderTimeout,

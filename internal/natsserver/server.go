@@ -46,6 +46,9 @@ type Config struct {
 	// service logs in as ServiceUser, every client with an API token, and
 	// nobody without one. Nil leaves the server open, for tests.
 	Access *Access
+	// TLS, when set, serves the client port over TLS only (at least TLS 1.2)
+	// and ClientURL becomes tls://. In-process connections may skip it.
+	TLS *tls.Config
 }
 
 // Hub is the cluster an edge server joins as a leaf node.
@@ -96,6 +99,9 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("nats server: an edge of a cluster needs access control"))
 		}
 	}
+	if c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
+		errs = append(errs, errors.New("nats server: TLS needs a certificate"))
+	}
 	if c.ReadyTimeout < 0 {
 		errs = append(errs, fmt.Errorf("nats server: ready timeout must not be negative, got %s", c.ReadyTimeout))
 	}
@@ -139,6 +145,11 @@ func Start(cfg Config, log zerolog.Logger) (*server.Server, error) {
 		SyncAlways: cfg.SyncAlways,
 		// The process handles its own signals (cmd cancels a context).
 		NoSigs: true,
+	}
+	if cfg.TLS != nil {
+		tc := cfg.TLS.Clone()
+		tc.MinVersion = max(tc.MinVersion, tls.VersionTLS12)
+		opts.TLS, opts.TLSConfig = true, tc
 	}
 	if cfg.Access != nil {
 		opts.CustomClientAuthentication = cfg.Access

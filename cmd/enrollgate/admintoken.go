@@ -1,0 +1,79 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+
+	"github.com/enrollgate/enrollgate/internal/auth"
+)
+
+// adminTokenFile names the file in the data dir that receives the admin token
+// created on a first start.
+const adminTokenFile = "admin-token"
+
+// ensureAdminToken creates an admin token for all sites when no token is
+// configured or stored, and writes it to <data-dir>/admin-token: the token
+// goes to no log line and not to stdout (which may be a log collector); the
+// log says only which file holds it.
+func ensureAdminToken(tokens *auth.Store, cfg config, log zerolog.Logger) error {
+	path := filepath.Join(cfg.DataDir, adminTokenFile)
+	if len(tokens.List()) == 0 {
+		// Checked before the token is created: one that cannot be written
+		// would be valid and known to nobody.
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("%s is left from an earlier first start, but no API token is stored or configured, so the token in it is not valid: remove the file and start again", path)
+		}
+	}
+	token, created, err := tokens.EnsureAdmin(cfg.AdminEmail)
+	if err != nil || !created {
+		return err
+	}
+	if err := writeNewFile(path, []byte(token+"\n")); err != nil {
+		return fmt.Errorf("an admin token was created but not written (create another with `enrollgate tokens add --role admin`): %w", err)
+	}
+	log.Warn().Str("file", path).
+		Msg("no API token was configured, so an admin token for all sites was created into this file (mode 0600); keep the token elsewhere and delete the file")
+	return nil
+}
+
+// writeNewFile writes b to path with mode 0600, atomically and exclusively:
+// the file appears complete or not at all, and an existing file (or a
+// symbolic link) at path is never replaced or followed.
+func writeNewFile(path string, b []byte) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*") // O_EXCL, mode 0600
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, os.Remove(tmp.Name())) }()
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	// A hard link fails when path exists: O_EXCL for a file already written.
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s exists already: %w", path, err)
+		}
+		return err
+	}
+	// Best effort: the link survives a power loss on most file systems; not
+	// every platform can sync a directory.
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}

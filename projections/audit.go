@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/enrollgate/enrollgate/events"
 )
@@ -106,24 +107,63 @@ func NewAuditEntry(rec events.Record) AuditEntry {
 func actorName(a events.Actor) string {
 	switch {
 	case a.ID != "":
-		return a.ID
+		return displayText(a.ID)
 	case a.Kind != "":
-		return string(a.Kind)
+		return displayText(string(a.Kind))
 	}
 	return "unknown"
 }
 
 // sourceName names a source for a summary line: its IP, else its device ID.
 func sourceName(s events.Source) string {
+	ip, device := displayText(s.IP), displayText(s.DeviceID)
 	switch {
-	case s.IP != "" && s.DeviceID != "":
-		return s.IP + " (device " + s.DeviceID + ")"
-	case s.IP != "":
-		return s.IP
-	case s.DeviceID != "":
-		return "device " + s.DeviceID
+	case ip != "" && device != "":
+		return ip + " (device " + device + ")"
+	case ip != "":
+		return ip
+	case device != "":
+		return "device " + device
 	}
 	return "an unknown source"
+}
+
+// displayText returns request text for a summary line with each unsafe
+// character (events.UnsafeRune) written as \uXXXX and each invalid UTF-8
+// byte as \xXX. The verify decoder refuses such text, but events stored
+// before it did may hold an ANSI escape or a newline that would forge a line
+// wherever summaries are shown. Details keep the exact values, in JSON.
+func displayText(s string) string {
+	i := 0
+	for i < len(s) {
+		if c := s[i]; c >= 0x20 && c < 0x7f {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if (r == utf8.RuneError && size == 1) || events.UnsafeRune(r) {
+			break
+		}
+		i += size
+	}
+	if i == len(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s)+16)
+	b = append(b, s[:i]...)
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, '\\', 'x', hexDigits[s[i]>>4], hexDigits[s[i]&0xf])
+		case events.UnsafeRune(r): // all below U+10000
+			b = append(b, '\\', 'u', hexDigits[r>>12&0xf], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return string(b)
 }
 
 func windowPhrase(w events.Duration) string {

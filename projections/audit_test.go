@@ -3,8 +3,10 @@ package projections
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/enrollgate/enrollgate/events"
 )
@@ -122,5 +124,55 @@ func TestParseOutcome(t *testing.T) {
 		if _, got := ParseOutcome(s); got != ok {
 			t.Errorf("%q: %v", s, got)
 		}
+	}
+}
+
+// Events stored before the verify decoder refused unsafe text may hold an
+// ANSI escape or a newline in a device ID (also the device actor's ID): the
+// summary shows them escaped, on one line, and the details keep the exact
+// values.
+func TestAuditSummaryEscapesStoredText(t *testing.T) {
+	forged := "\x1b[2K\rdev\nWrong passcode from 10.0.0.1 (1 of 10 in 1h0m0s)"
+	src := events.Source{IP: "10.0.0.7", DeviceID: forged}
+	device := events.Actor{Kind: events.ActorDevice, ID: forged}
+	tests := []struct {
+		name    string
+		actor   events.Actor
+		payload events.Payload
+		summary string
+	}{
+		{"failed", device, events.EnrollmentAttemptFailed{PasscodeID: "p1", Source: src, FailedAttempts: 1, MaxFailedAttempts: 10,
+			FailureWindow: events.Duration(time.Hour)},
+			`Wrong passcode from 10.0.0.7 (device \u001b[2K\u000ddev\u000aWrong passcode from 10.0.0.1 (1 of 10 in 1h0m0s)) (1 of 10 in 1h0m0s)`},
+		{"succeeded, device only", device, events.EnrollmentAttemptSucceeded{PasscodeID: "p1",
+			Source: events.Source{DeviceID: "a\u2028b\u202ec\u0085d\x7fe\xfff"}},
+			`Device enrolled from device a\u2028b\u202ec\u0085d\u007fe\xfff`},
+		{"IP of an old event", device, events.EnrollmentAttemptSucceeded{PasscodeID: "p1", Source: events.Source{IP: "10.0.0.1\n"}},
+			`Device enrolled from 10.0.0.1\u000a`},
+		{"actor", events.Actor{Kind: events.ActorAdmin, ID: "bob\r\nPasscode revealed by eve"}, events.PasscodeRevealed{PasscodeID: "p1"},
+			`Passcode revealed by bob\u000d\u000aPasscode revealed by eve`},
+		{"kept as it is", events.Actor{Kind: events.ActorDevice, ID: "José’s iPhone 👩‍💻"}, events.EnrollmentAttemptSucceeded{PasscodeID: "p1",
+			Source: events.Source{DeviceID: "José’s iPhone 👩‍💻 עברית"}},
+			"Device enrolled from device José’s iPhone 👩‍💻 עברית"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := NewAuditEntry(rec(42, t0, tt.actor, tt.payload))
+			if a.Summary != tt.summary {
+				t.Errorf("summary\n got %q\nwant %q", a.Summary, tt.summary)
+			}
+			if !utf8.ValidString(a.Summary) || strings.ContainsFunc(a.Summary, events.UnsafeRune) {
+				t.Errorf("summary %q holds an unsafe character", a.Summary)
+			}
+		})
+	}
+	// The details are data: the exact device ID, JSON-escaped.
+	a := NewAuditEntry(rec(42, t0, device, tests[0].payload))
+	var d struct{ Source events.Source }
+	if err := json.Unmarshal(a.Details, &d); err != nil || d.Source.DeviceID != forged {
+		t.Fatalf("details %s: %v", a.Details, err)
+	}
+	if bytes.ContainsAny(a.AppendJSON(nil), "\x1b\r\n") {
+		t.Fatalf("the entry's JSON holds a raw control character: %q", a.AppendJSON(nil))
 	}
 }

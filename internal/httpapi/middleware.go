@@ -34,8 +34,8 @@ func infoFrom(ctx context.Context) *reqInfo {
 }
 
 // withRequest gives the request its ID and writes the access log line. The
-// line holds method, path, status, duration, request ID and principal: never
-// a body, a query string, a header value or a passcode.
+// line holds method, path (percent-encoded), status, duration, request ID and
+// principal: never a body, a query string, a header value or a passcode.
 func (a *API) withRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -55,7 +55,7 @@ func (a *API) withRequest(next http.Handler) http.Handler {
 		if status >= http.StatusInternalServerError {
 			ev = a.log.Warn()
 		}
-		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", status).
+		ev.Str("method", r.Method).Str("path", logPath(r)).Int("status", status).
 			Dur("duration", time.Since(start)).Int64("bytes", sw.bytes).
 			Str("request_id", id).Str("principal", info.principal).Msg("http request")
 	})
@@ -78,7 +78,7 @@ func (a *API) recoverPanics(next http.Handler) http.Handler {
 			if info != nil {
 				ev = ev.Str("request_id", info.id)
 			}
-			ev.Str("method", r.Method).Str("path", r.URL.Path).Msg("handler panicked")
+			ev.Str("method", r.Method).Str("path", logPath(r)).Msg("handler panicked")
 			if info != nil && info.sw.status != 0 {
 				return // headers are out: nothing more can be said
 			}
@@ -96,6 +96,11 @@ func (a *API) withTimeout(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// logPath is the request's path for a log line, percent-encoded as on the
+// wire: the decoded path may hold any character a client chose (%1b, %0a,
+// %c2%9b), and the JSON log escapes only some of them.
+func logPath(r *http.Request) string { return r.URL.EscapedPath() }
 
 func newRequestID() string {
 	var b [12]byte

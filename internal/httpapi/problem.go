@@ -134,7 +134,7 @@ func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 		if info != nil {
 			ev = ev.Str("request_id", info.id).Str("principal", info.principal)
 		}
-		ev.Err(err).Str("method", r.Method).Str("path", r.URL.Path).Int("status", p.Status).Msg("request failed")
+		ev.Err(err).Str("method", r.Method).Str("path", logPath(r)).Int("status", p.Status).Msg("request failed")
 	}
 	switch p.Status {
 	case http.StatusUnauthorized:

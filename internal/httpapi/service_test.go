@@ -128,3 +128,85 @@ func lastSeq(t *testing.T, s *eventstore.Store) uint64 {
 	}
 	return seq
 }
+
+// TestInputThatIsNotAnAttempt: a verify request whose IP is not an address,
+// whose text fields hold unsafe characters or whose text is not valid UTF-8
+// is a 400 invalid_request naming the field, and the stream holds no new
+// event after it (invariant 6), even with the right passcode.
+func TestInputThatIsNotAnAttempt(t *testing.T) {
+	ctx := context.Background()
+	ns := natstest.StartServer(t)
+	js, err := jetstream.New(natstest.Connect(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, store := servicetest.New(t, js)
+	e := newEnv(t, svc)
+	r := e.do(t, "POST", "/v1/sites/acme/passcode", e.adminAcme, nil)
+	if r.status != http.StatusCreated {
+		t.Fatalf("generate: %d %s", r.status, r.body)
+	}
+	right, _ := r.json(t)["passcode"].(string)
+	wrong := "wrong-guess"
+	stream, err := js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint64 {
+		t.Helper()
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	before := stored()
+
+	for _, c := range []struct{ name, body, field, value string }{
+		{"not an IP", `{"passcode":"` + wrong + `","source":{"ip":"not-an-ip"}}`, "source.ip", "not-an-ip"},
+		{"octet over 255", `{"passcode":"` + wrong + `","source":{"ip":"999.1.1.1"}}`, "source.ip", "999.1.1.1"},
+		{"right passcode, bad IP", `{"passcode":"` + right + `","source":{"ip":"2001:db8::g"}}`, "source.ip", "2001:db8::g"},
+		{"ANSI and newline", `{"passcode":"` + wrong + `","source":{"device_id":"\u001b[2K\rdev\nforged"}}`, "source.device_id", "forged"},
+		{"DEL", "{\"passcode\":\"" + wrong + "\",\"source\":{\"platform\":\"ios\x7f\"}}", "source.platform", "ios"},
+		{"paragraph separator", `{"passcode":"` + wrong + `","source":{"user_agent":"UA\u2029forged"}}`, "source.user_agent", "forged"},
+		{"bidi isolate", `{"passcode":"` + wrong + `","attempt_id":"a\u2066forged"}`, "attempt_id", "forged"},
+		{"invalid UTF-8 passcode", "{\"passcode\":\"" + wrong + "\xfe\"}", "passcode", wrong},
+		{"invalid UTF-8 user agent", "{\"passcode\":\"" + wrong + "\",\"source\":{\"user_agent\":\"kiosk7\xe2\x82\"}}", "source.user_agent", "kiosk7"},
+		{"lone surrogate", `{"passcode":"` + wrong + `","source":{"device_id":"\ud83d"}}`, "source.device_id", wrong},
+	} {
+		r := e.do(t, "POST", "/v1/sites/acme/enrollments/verify", e.enroll, str(c.body))
+		detail, _ := wantProblem(t, r, http.StatusBadRequest, CodeInvalidRequest)["detail"].(string)
+		if !strings.Contains(detail, c.field+" must") {
+			t.Errorf("%s: detail %q does not name %s", c.name, detail, c.field)
+		}
+		if strings.Contains(string(r.body), c.value) || strings.Contains(string(r.body), right) {
+			t.Errorf("%s: the problem quotes the request: %s", c.name, r.body)
+		}
+		if n := stored(); n != before {
+			t.Fatalf("%s: the stream holds %d events, was %d: counted as an attempt", c.name, n, before)
+		}
+	}
+
+	// A well-formed attempt is counted, under its IP's one spelling.
+	r = e.do(t, "POST", "/v1/sites/acme/enrollments/verify", e.enroll,
+		str(`{"passcode":"`+wrong+`","source":{"ip":"2001:0DB8:0:0::7"}}`))
+	if r.status != 200 || r.json(t)["reason"] != "wrong_passcode" {
+		t.Fatalf("good request: %d %s", r.status, r.body)
+	}
+	if n := stored(); n != before+1 {
+		t.Fatalf("the stream holds %d events after the good request, want %d", n, before+1)
+	}
+	recs, err := store.Load(ctx, "acme", lastSeq(t, store)-1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 {
+		t.Fatalf("loaded %d events after the last but one, want 1", len(recs))
+	}
+	if f, ok := recs[0].Event.Data.(events.EnrollmentAttemptFailed); !ok || f.Source.IP != "2001:db8::7" {
+		t.Fatalf("stored %+v, want a failure from 2001:db8::7", recs[0].Event.Data)
+	}
+	if out := e.logs.String(); strings.Contains(out, "forged") || strings.Contains(out, right) {
+		t.Fatalf("the log quotes a request: %s", out)
+	}
+}

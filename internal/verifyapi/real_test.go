@@ -15,6 +15,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
@@ -99,5 +100,91 @@ func TestWithRealService(t *testing.T) {
 	}
 	if out := logs.String(); strings.Contains(out, right) || strings.Contains(out, wrong) {
 		t.Fatalf("log holds a passcode: %s", out)
+	}
+}
+
+// TestInputThatIsNotAnAttempt sends requests that carry a candidate but whose
+// other fields are not what a frontend can mean: each is a micro 400 naming
+// the field, and the stream holds no new event after it (invariant 6), even
+// when the candidate is the right passcode.
+func TestInputThatIsNotAnAttempt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := natstest.StartServer(t)
+	js, err := jetstream.New(natstest.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, store := servicetest.New(t, js)
+	logs := &syncBuffer{}
+	ms, err := Start(natstest.Connect(t, s), svc, Config{}, zerolog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ms.Stop() })
+	nc := natstest.Connect(t, s)
+	gen, err := svc.GeneratePasscode(ctx, handlers.GeneratePasscode{Site: "acme",
+		Actor: events.Actor{Kind: events.ActorAdmin, ID: "alice@acme.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	right := gen.Passcode.Plain()
+	wrong := strings.ToLower(right[:6]) + "000000"
+	stream, err := js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint64 {
+		t.Helper()
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	before := stored()
+
+	for _, c := range []struct{ name, body, field, value string }{
+		{"not an IP", `{"passcode":"` + wrong + `","source":{"ip":"not-an-ip"}}`, "source.ip", "not-an-ip"},
+		{"octet over 255", `{"passcode":"` + wrong + `","source":{"ip":"999.1.1.1"}}`, "source.ip", "999.1.1.1"},
+		{"right passcode, bad IP", `{"passcode":"` + right + `","source":{"ip":"192.0.2.1:80"}}`, "source.ip", "192.0.2.1:80"},
+		{"ANSI and newline", `{"passcode":"` + wrong + `","source":{"device_id":"\u001b[2K\rdev\nforged"}}`, "source.device_id", "forged"},
+		{"C1 control", `{"passcode":"` + wrong + `","source":{"platform":"ios\u009b"}}`, "source.platform", "ios"},
+		{"line separator", `{"passcode":"` + wrong + `","source":{"user_agent":"UA\u2028forged"}}`, "source.user_agent", "forged"},
+		{"bidi override", `{"passcode":"` + wrong + `","attempt_id":"a\u202eforged"}`, "attempt_id", "forged"},
+		{"invalid UTF-8 passcode", "{\"passcode\":\"" + wrong + "\xff\"}", "passcode", wrong},
+		{"invalid UTF-8 device", "{\"passcode\":\"" + wrong + "\",\"source\":{\"device_id\":\"kiosk7\xc0\xaf\"}}", "source.device_id", "kiosk7"},
+		{"lone surrogate", `{"passcode":"` + wrong + `\udfff"}`, "passcode", wrong},
+	} {
+		m := request(t, nc, "enrollgate.verify.acme", c.body)
+		code, desc := m.Header.Get(micro.ErrorCodeHeader), m.Header.Get(micro.ErrorHeader)
+		if code != "400" || !strings.Contains(desc, c.field+" must") {
+			t.Errorf("%s: code %q, description %q; want 400 naming %s", c.name, code, desc, c.field)
+		}
+		if strings.Contains(desc, c.value) || strings.Contains(desc, right) {
+			t.Errorf("%s: description %q quotes the request", c.name, desc)
+		}
+		if n := stored(); n != before {
+			t.Fatalf("%s: the stream holds %d events, was %d: counted as an attempt", c.name, n, before)
+		}
+	}
+
+	// A well-formed attempt is counted, under its IP's one spelling.
+	m := request(t, nc, "enrollgate.verify.acme", `{"passcode":"`+wrong+`","source":{"ip":"::FFFF:192.0.2.9"}}`)
+	if want := `{"ok":false,"site":"acme","reason":"wrong_passcode"}`; string(m.Data) != want {
+		t.Fatalf("good request: got %s %v, want %s", m.Data, m.Header, want)
+	}
+	recs, err := store.Load(ctx, "acme", gen.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || stored() != before+1 {
+		t.Fatalf("%d events after the good request, want 1", len(recs))
+	}
+	if f, ok := recs[0].Event.Data.(events.EnrollmentAttemptFailed); !ok || f.Source.IP != "192.0.2.9" {
+		t.Fatalf("stored %+v, want a failure from 192.0.2.9", recs[0].Event.Data)
+	}
+	if out := logs.String(); strings.Contains(out, "forged") || strings.Contains(out, right) || strings.Contains(out, wrong) {
+		t.Fatalf("the log quotes a request: %s", out)
 	}
 }

@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"reflect"
+	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
@@ -70,9 +74,11 @@ const allowedFields = "passcode, attempt_id, source{ip, device_id, platform, use
 
 // DecodeRequest parses a verify request for site strictly: one JSON object,
 // only the contract's field names (case-sensitive, each at most once), string
-// values (null reads as empty), at most MaxRequestBytes; then the command's
-// own Validate. Every error wraps domain.ErrInvalid, and none quotes the
-// request: messages name fields and byte offsets, never values, so that a
+// values (null reads as empty), at most MaxRequestBytes; text that is valid
+// UTF-8, without unsafe characters in the fields events store (checkText); a
+// source.ip that is empty or an IP address, which it normalises; then the
+// command's own Validate. Every error wraps domain.ErrInvalid, and none quotes
+// the request: messages name fields and byte offsets, never values, so that a
 // passcode typed into the wrong place is not echoed either.
 func DecodeRequest(site string, body []byte) (handlers.VerifyPasscode, error) {
 	if len(body) > MaxRequestBytes {
@@ -87,17 +93,83 @@ func DecodeRequest(site string, body []byte) (handlers.VerifyPasscode, error) {
 	if err := dec.Decode(&r); err != nil {
 		return handlers.VerifyPasscode{}, describe(err)
 	}
+	ip, err := checkText(r)
+	if err != nil {
+		return handlers.VerifyPasscode{}, err
+	}
 	cmd := handlers.VerifyPasscode{
 		Site:      site,
 		Passcode:  handlers.NewSecret(r.Passcode),
 		AttemptID: r.AttemptID,
-		Source: events.Source{IP: r.Source.IP, DeviceID: r.Source.DeviceID,
+		Source: events.Source{IP: ip, DeviceID: r.Source.DeviceID,
 			Platform: r.Source.Platform, UserAgent: r.Source.UserAgent},
 	}
 	if err := cmd.Validate(); err != nil {
 		return handlers.VerifyPasscode{}, fmt.Errorf("verify request: %w", err)
 	}
 	return cmd, nil
+}
+
+// checkText refuses text that is not valid Unicode, and unsafe characters
+// (events.UnsafeRune) in the fields events store and audit lines show, and
+// returns source.ip parsed (parseIP). The JSON decoder has already turned
+// each invalid UTF-8 byte and each unpaired surrogate escape into U+FFFD, so
+// U+FFFD itself is refused: no field silently holds something other than
+// what was sent. The passcode is only hashed, never stored or shown, so only
+// its encoding is checked: a candidate with a control character is an
+// attempt like any other wrong one.
+func checkText(r Request) (ip string, err error) {
+	var notUTF8, unsafe []string
+	if strings.ContainsRune(r.Passcode, utf8.RuneError) {
+		notUTF8 = append(notUTF8, "passcode")
+	}
+	for _, f := range []struct{ name, value string }{
+		{"attempt_id", r.AttemptID},
+		{"source.ip", r.Source.IP},
+		{"source.device_id", r.Source.DeviceID},
+		{"source.platform", r.Source.Platform},
+		{"source.user_agent", r.Source.UserAgent},
+	} {
+		switch {
+		case strings.ContainsRune(f.value, utf8.RuneError):
+			notUTF8 = append(notUTF8, f.name)
+		case strings.ContainsFunc(f.value, events.UnsafeRune):
+			unsafe = append(unsafe, f.name)
+		}
+	}
+	var problems []string
+	if len(notUTF8) > 0 {
+		problems = append(problems, strings.Join(notUTF8, ", ")+" must be valid UTF-8 (no invalid byte, unpaired surrogate or U+FFFD)")
+	}
+	if len(unsafe) > 0 {
+		problems = append(problems, strings.Join(unsafe, ", ")+
+			" must not hold control characters, line or paragraph separators or bidirectional formatting characters")
+	}
+	if !slices.Contains(notUTF8, "source.ip") && !slices.Contains(unsafe, "source.ip") {
+		var ok bool
+		if ip, ok = parseIP(r.Source.IP); !ok {
+			problems = append(problems, "source.ip must be an IPv4 or IPv6 address")
+		}
+	}
+	if len(problems) > 0 {
+		return "", invalid("%s", strings.Join(problems, "; "))
+	}
+	return ip, nil
+}
+
+// parseIP accepts an empty IP (the source is then its device ID, or
+// anonymous) or an IP address, and returns the address in one spelling
+// (IPv4-mapped IPv6 unmapped, zone dropped, netip's canonical text), so that
+// the stored source is the one the throttle counts, however it was written.
+func parseIP(raw string) (string, bool) {
+	if raw == "" {
+		return "", true
+	}
+	addr, err := netip.ParseAddr(raw)
+	if err != nil { // err quotes the input: not passed on
+		return "", false
+	}
+	return addr.Unmap().WithZone("").String(), true
 }
 
 func invalid(format string, args ...any) error {

@@ -3,11 +3,14 @@ package verifyapi
 import (
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
 )
 
@@ -28,6 +31,45 @@ func TestDecodeRequestValid(t *testing.T) {
 	} {
 		if _, err := DecodeRequest("acme", []byte(body)); err != nil {
 			t.Errorf("%s: %v", body, err)
+		}
+	}
+}
+
+// Text that is not unsafe passes as it is: letters of any script (also
+// right-to-left ones), emoji with joiners, and a passcode with a control
+// character, which is only hashed and counts like any wrong candidate.
+func TestDecodeRequestKeepsText(t *testing.T) {
+	cmd, err := DecodeRequest("acme", []byte(`{"passcode":"Abc\u0007def","attempt_id":"tentative-été",
+		"source":{"device_id":"José’s iPhone 👩‍💻","platform":"ios","user_agent":"Enroll/1.0 (עברית; العربية)"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd.Passcode.Plain() != "Abc\adef" || cmd.AttemptID != "tentative-été" || cmd.Source.DeviceID != "José’s iPhone 👩‍💻" ||
+		cmd.Source.UserAgent != "Enroll/1.0 (עברית; العربية)" || cmd.Source.IP != "" {
+		t.Fatalf("decoded %+v", cmd)
+	}
+}
+
+// One address has one spelling in the command, so it is stored and
+// throttled as one source however the frontend writes it.
+func TestDecodeRequestNormalisesIP(t *testing.T) {
+	for raw, want := range map[string]string{
+		"":                        "",
+		"192.0.2.7":               "192.0.2.7",
+		"::ffff:192.0.2.7":        "192.0.2.7",
+		"::FFFF:c000:0207":        "192.0.2.7",
+		"2001:DB8::1":             "2001:db8::1",
+		"2001:0db8:0000:0000::01": "2001:db8::1",
+		"fe80::1%eth0":            "fe80::1",
+		"::1":                     "::1",
+	} {
+		cmd, err := DecodeRequest("acme", []byte(`{"passcode":"x","source":{"ip":"`+raw+`"}}`))
+		if err != nil {
+			t.Errorf("%q: %v", raw, err)
+			continue
+		}
+		if cmd.Source.IP != want {
+			t.Errorf("%q decoded as %q, want %q", raw, cmd.Source.IP, want)
 		}
 	}
 }
@@ -63,6 +105,38 @@ func TestDecodeRequestInvalid(t *testing.T) {
 		"bad escape":         {"acme", `{"passcode":"\q` + p + `"}`, "malformed JSON"},
 		"control character":  {"acme", "{\"passcode\":\"" + p + "\x01\"}", "malformed JSON"},
 		"invalid UTF-8 site": {"ac\xffme", `{"passcode":"` + p + `"}`, "invalid site ID"},
+
+		"ip not an address":      {"acme", `{"passcode":"` + p + `","source":{"ip":"not-an-ip-` + p + `"}}`, "source.ip must be an IPv4 or IPv6 address"},
+		"ip octet too large":     {"acme", `{"passcode":"` + p + `","source":{"ip":"999.1.1.1"}}`, "source.ip must be an IPv4 or IPv6 address"},
+		"ip with spaces":         {"acme", `{"passcode":"` + p + `","source":{"ip":" 192.0.2.1"}}`, "source.ip must be an IPv4 or IPv6 address"},
+		"ip with a port":         {"acme", `{"passcode":"` + p + `","source":{"ip":"192.0.2.1:443"}}`, "source.ip must be an IPv4 or IPv6 address"},
+		"ip as a CIDR":           {"acme", `{"passcode":"` + p + `","source":{"ip":"192.0.2.0/24"}}`, "source.ip must be an IPv4 or IPv6 address"},
+		"ip leading zeros":       {"acme", `{"passcode":"` + p + `","source":{"ip":"192.000.2.1"}}`, "source.ip must be an IPv4 or IPv6 address"},
+		"ip escape":              {"acme", `{"passcode":"` + p + `","source":{"ip":"192.0.2.1\u001b"}}`, "source.ip must not hold control characters"},
+		"ANSI in device_id":      {"acme", `{"passcode":"` + p + `","source":{"device_id":"\u001b[31m` + p + `"}}`, "source.device_id must not hold control characters"},
+		"newline in device":      {"acme", `{"passcode":"` + p + `","source":{"device_id":"d1\nWrong passcode from 10.0.0.1"}}`, "source.device_id must not hold"},
+		"tab in platform":        {"acme", `{"passcode":"` + p + `","source":{"platform":"ios\t"}}`, "source.platform must not hold"},
+		"NUL in user agent":      {"acme", `{"passcode":"` + p + `","source":{"user_agent":"UA\u0000"}}`, "source.user_agent must not hold"},
+		"DEL in attempt_id":      {"acme", "{\"passcode\":\"" + p + "\",\"attempt_id\":\"a\x7f\"}", "attempt_id must not hold"},
+		"C1 CSI in device":       {"acme", "{\"passcode\":\"" + p + "\",\"source\":{\"device_id\":\"\\u009b31m\"}}", "source.device_id must not hold"},
+		"raw C1 in device":       {"acme", "{\"passcode\":\"" + p + "\",\"source\":{\"device_id\":\"d\xc2\x85\"}}", "source.device_id must not hold"},
+		"line separator":         {"acme", `{"passcode":"` + p + `","source":{"user_agent":"UA\u2028x"}}`, "source.user_agent must not hold"},
+		"paragraph separator":    {"acme", `{"passcode":"` + p + `","attempt_id":"a\u2029"}`, "attempt_id must not hold"},
+		"RLO override":           {"acme", `{"passcode":"` + p + `","source":{"device_id":"\u202egnp.exe"}}`, "source.device_id must not hold"},
+		"RLI isolate":            {"acme", `{"passcode":"` + p + `","source":{"device_id":"\u2067x"}}`, "source.device_id must not hold"},
+		"RLM mark":               {"acme", `{"passcode":"` + p + `","source":{"platform":"\u200fios"}}`, "source.platform must not hold"},
+		"invalid UTF-8 device":   {"acme", "{\"passcode\":\"" + p + "\",\"source\":{\"device_id\":\"d\xff\"}}", "source.device_id must be valid UTF-8"},
+		"invalid UTF-8 passcode": {"acme", "{\"passcode\":\"" + p + "\xc3\"}", "passcode must be valid UTF-8"},
+		"overlong UTF-8":         {"acme", "{\"passcode\":\"" + p + "\",\"attempt_id\":\"\xc0\xaf\"}", "attempt_id must be valid UTF-8"},
+		"surrogate half":         {"acme", "{\"passcode\":\"" + p + "\",\"attempt_id\":\"\xed\xa0\x80\"}", "attempt_id must be valid UTF-8"},
+		"lone surrogate escape":  {"acme", `{"passcode":"` + p + `\ud800"}`, "passcode must be valid UTF-8"},
+		"replacement character":  {"acme", `{"passcode":"` + p + `","source":{"user_agent":"UA\ufffd"}}`, "source.user_agent must be valid UTF-8"},
+		"every field at once": {"acme", `{"passcode":"` + p + `","attempt_id":"\n","source":{"ip":"x","device_id":"\r","platform":"\u0085","user_agent":"\u202d"}}`,
+			"attempt_id, source.device_id, source.platform, source.user_agent must not hold control characters, " +
+				"line or paragraph separators or bidirectional formatting characters; source.ip must be an IPv4 or IPv6 address"},
+		"UTF-8 and control": {"acme", "{\"passcode\":\"\xff\",\"source\":{\"ip\":\"\\u0007\",\"user_agent\":\"\xfe\"}}",
+			"passcode, source.user_agent must be valid UTF-8 (no invalid byte, unpaired surrogate or U+FFFD); " +
+				"source.ip must not hold control characters"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -121,7 +195,9 @@ const fixedText = "invalid command: verify request: body is larger than bytes mu
 	"malformed JSON: unexpected end of input malformed JSON near byte offset must be a string an object " +
 	"of another type of type malformed request must be a JSON object passcode is required " +
 	"passcode must be valid UTF-8 of at most bytes attempt_id source.ip source.device_id source.platform " +
-	"source.user_agent invalid site ID want 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
+	"source.user_agent invalid site ID want 1-63 characters of a-z, 0-9 and '-', not starting with '-' " +
+	"must be valid UTF-8 (no invalid byte, unpaired surrogate or U+FFFD); must not hold control characters, " +
+	"line or paragraph separators or bidirectional formatting characters source.ip must be an IPv4 or IPv6 address"
 
 func FuzzDecodeRequest(f *testing.F) {
 	for _, seed := range []struct{ site, body string }{
@@ -144,6 +220,15 @@ func FuzzDecodeRequest(f *testing.F) {
 		{"ACME", `{"passcode":"Abc123def456"}`},
 		{"", `{"passcode":"Abc123def456"}`},
 		{strings.Repeat("a", 64), `{"passcode":"Abc123def456"}`},
+		{"acme", `{"passcode":"Abc123def456","source":{"ip":"::ffff:192.0.2.7"}}`},
+		{"acme", `{"passcode":"Abc123def456","source":{"ip":"fe80::1%eth0","device_id":"José’s iPhone"}}`},
+		{"acme", `{"passcode":"Abc123def456","source":{"ip":"999.1.1.1"}}`},
+		{"acme", `{"passcode":"Abc123def456","source":{"ip":"not-an-ip"}}`},
+		{"acme", `{"passcode":"Abc123def456","source":{"device_id":"\u001b[31md\nx"}}`},
+		{"acme", `{"passcode":"Abc123def456","attempt_id":"a\u2028\u202e\u0085"}`},
+		{"acme", `{"passcode":"Abc123def456\ud800","source":{"user_agent":"\udc00"}}`},
+		{"acme", "{\"passcode\":\"Abc123def456\",\"source\":{\"platform\":\"ios\xc2\x9b\x7f\"}}"},
+		{"acme", "{\"passcode\":\"Abc123def456\",\"source\":{\"device_id\":\"d\xed\xa0\x80\"}}"},
 	} {
 		f.Add(seed.site, []byte(seed.body))
 	}
@@ -156,6 +241,7 @@ func FuzzDecodeRequest(f *testing.F) {
 			if cmd.Site != site {
 				t.Fatalf("site %q, want %q", cmd.Site, site)
 			}
+			checkAccepted(t, body, cmd)
 			return
 		}
 		if !errors.Is(err, domain.ErrInvalid) {
@@ -172,6 +258,38 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkAccepted asserts what every accepted request holds: a body of valid
+// UTF-8, fields without U+FFFD (what invalid input decodes to), no unsafe
+// character in a text field, and an IP that is empty or an address in its
+// one normal spelling.
+func checkAccepted(t *testing.T, body []byte, cmd handlers.VerifyPasscode) {
+	t.Helper()
+	if !utf8.Valid(body) {
+		t.Fatalf("accepted a body that is not valid UTF-8: %q", body)
+	}
+	if p := cmd.Passcode.Plain(); !utf8.ValidString(p) || strings.ContainsRune(p, utf8.RuneError) {
+		t.Fatal("accepted a passcode that is not valid UTF-8")
+	}
+	for name, v := range map[string]string{"attempt_id": cmd.AttemptID, "ip": cmd.Source.IP,
+		"device_id": cmd.Source.DeviceID, "platform": cmd.Source.Platform, "user_agent": cmd.Source.UserAgent} {
+		if !utf8.ValidString(v) || strings.ContainsRune(v, utf8.RuneError) {
+			t.Fatalf("accepted %s %q: not valid UTF-8", name, v)
+		}
+		if strings.ContainsFunc(v, events.UnsafeRune) {
+			t.Fatalf("accepted %s %q: holds an unsafe character", name, v)
+		}
+	}
+	if ip := cmd.Source.IP; ip != "" {
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			t.Fatalf("accepted ip %q: %v", ip, err)
+		}
+		if norm := addr.Unmap().WithZone("").String(); norm != ip {
+			t.Fatalf("accepted ip %q, not in its normal spelling %q", ip, norm)
+		}
+	}
 }
 
 // stringsOf returns the strings a lenient decoder finds in body: keys and

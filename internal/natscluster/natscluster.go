@@ -110,7 +110,7 @@ func Start(tb testing.TB) *Cluster {
 	dir := tb.TempDir()
 	c := &Cluster{Password: "cluster-test-service-password"}
 	const routePassword = "cluster-test-route-password"
-	ports := freePorts(tb, 9)
+	ports := freePorts(tb, 12)
 	var routes []string
 	for i := range 3 {
 		routes = append(routes, fmt.Sprintf("NATS_ROUTE_%d=nats-route://route:%s@127.0.0.1:%d", i+1, routePassword, ports[3+i]))
@@ -120,6 +120,7 @@ func Start(tb testing.TB) *Cluster {
 		n.env = append([]string{
 			"NATS_SERVER_NAME=" + n.Name,
 			fmt.Sprintf("NATS_LISTEN=127.0.0.1:%d", n.ClientPort),
+			fmt.Sprintf("NATS_MONITOR_LISTEN=127.0.0.1:%d", ports[9+i]),
 			"NATS_STORE_DIR=" + filepath.Join(dir, n.Name),
 			"NATS_SYNC_INTERVAL=120s",
 			fmt.Sprintf("NATS_CLUSTER_LISTEN=127.0.0.1:%d", ports[3+i]),

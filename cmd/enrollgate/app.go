@@ -52,6 +52,7 @@ type app struct {
 	natsAuth nats.Option // how the service's connections log in
 	// projections is the durable consumer of this instance's read model.
 	projections string
+	auth        *eventstore.Authenticator
 }
 
 // start wires and starts the service. On error, whatever was started is
@@ -81,15 +82,21 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 	if err != nil {
 		return nil, err
 	}
-	store, err := eventstore.New(a.js, stream, esCfg)
+	keeper, err := secrets.Open(secrets.Config{Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
+	if err != nil {
+		return nil, err
+	}
+	// Signs every append, and tells the service's events from forgeries
+	// for the write side, the consumers and the replays alike.
+	a.auth, err = eventstore.NewAuthenticator(keeper, stream)
+	if err != nil {
+		return nil, err
+	}
+	store, err := eventstore.New(a.js, stream, esCfg, a.auth)
 	if err != nil {
 		return nil, err
 	}
 	if err := alerts.EnsureStream(ctx, a.js, cfg.Replicas); err != nil {
-		return nil, err
-	}
-	keeper, err := secrets.Open(secrets.Config{Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
-	if err != nil {
 		return nil, err
 	}
 	hcfg := handlers.DefaultConfig()
@@ -113,7 +120,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger, stdout io.Writer
 
 	// The read model: durable, caught up with the stream before serving.
 	readCfg := readstore.Config{Path: filepath.Join(cfg.DataDir, readstore.FileName), Defaults: cfg.Policy, NoSync: true}
-	rs, report, err := projector.OpenStore(ctx, a.js, readCfg, projector.Config{})
+	rs, report, err := projector.OpenStore(ctx, a.js, readCfg, projector.Config{Auth: a.auth})
 	if err != nil {
 		return nil, fmt.Errorf("read model: %w", err)
 	}
@@ -213,7 +220,7 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 	var n atomic.Int32 // connections are made while handlers are added; counting safely costs nothing
 	r, err := consume.NewRouter(ccfg, func() (*nats.Conn, error) {
 		return a.connect(fmt.Sprintf("enrollgate-consumer-%d", n.Add(1)))
-	}, a.log)
+	}, a.auth, a.log)
 	if err != nil {
 		return err
 	}
@@ -228,7 +235,8 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(svc).Handle, consume.OnlyTypes(handlers.LockoutSagaEvents...)); err != nil {
 		return err
 	}
-	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...)); err != nil {
+	// The one durable shared by the replicas raises the tampering alerts.
+	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...), consume.OnForged(publisher.Tampered)); err != nil {
 		return err
 	}
 	a.routerWG, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)
@@ -349,6 +357,10 @@ func logReplay(log zerolog.Logger, msg string, r projector.Report) {
 	}
 	if r.RebuildReason != nil {
 		ev = ev.AnErr("rebuild_reason", r.RebuildReason)
+	}
+	if r.Stopped != nil {
+		ev = log.Error().Uint64("stopped_at_seq", r.Stopped.Seq).Str("stopped_reason", r.Stopped.Reason)
+		msg += ": stopped at an event of a newer version; upgrade this replica"
 	}
 	ev.Uint64("from_seq", r.From).Uint64("to_seq", r.To).Uint64("applied", r.Applied).
 		Int("poison", len(r.Poison)).Bool("rebuilt", r.Rebuilt).Str("elapsed", r.Elapsed.String()).Msg(msg)

@@ -345,7 +345,7 @@ func TestTypeNames(t *testing.T) {
 	if events.ActorAdmin != "admin" || events.ActorSystem != "system" || events.ActorDevice != "device" {
 		t.Error("actor kinds changed")
 	}
-	if events.HeaderEventType != "Enrollgate-Event-Type" || events.SubjectAll != "enrollgate.events.>" {
+	if events.HeaderEventType != "Enrollgate-Event-Type" || events.HeaderMAC != "Enrollgate-Mac" || events.SubjectAll != "enrollgate.events.>" {
 		t.Error("subject or header constants changed")
 	}
 }

@@ -14,6 +14,11 @@ const (
 	SubjectAll = SubjectPrefix + ">"
 	// HeaderEventType carries the event's wire type on every stored message.
 	HeaderEventType = "Enrollgate-Event-Type"
+	// HeaderMAC authenticates a stored message: "<key-id>:<base64 HMAC-SHA256>"
+	// over its subject, event ID, type, expectation and payload (see
+	// internal/eventstore). A message without a valid one was not written by
+	// the service.
+	HeaderMAC = "Enrollgate-Mac"
 )
 
 var sitePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

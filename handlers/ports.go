@@ -25,17 +25,30 @@ var ErrBusy = errors.New("site too busy: gave up after repeated append conflicts
 // the site as it then is.
 var ErrUnavailable = errors.New("event log unavailable")
 
+// ErrUpgradeRequired is wrapped by an EventStore whose site holds an
+// authentic event of a type this build does not know (written by a newer
+// version): the site cannot be decided on until this replica is upgraded.
+var ErrUpgradeRequired = errors.New("the event log holds an event type this version does not know: upgrade required")
+
 // EventStore is the event log of all sites.
 type EventStore interface {
 	// Load returns the site's events with a sequence above afterSeq, in order.
+	// Messages on the site's subject that are not its events (not written by
+	// the service) are left out; when the last ones read are such messages,
+	// the result ends with a gap: a Record with their last sequence and no
+	// Event.Data, which only moves the caller's position past them (its next
+	// Append expects that sequence). An authentic event of an unknown type is
+	// an error wrapping ErrUpgradeRequired.
 	Load(ctx context.Context, site string, afterSeq uint64) ([]events.Record, error)
-	// Append stores e on its site's subject if the site's last stored event is
-	// still expectedSeq (0: none), and returns the stream sequence of e. It
+	// Append stores e, authenticated, on its site's subject if the site's
+	// last stored message is still expectedSeq (0: none), and returns the
+	// stream sequence of e. It
 	// returns an error wrapping ErrConflict when it is not. An append that is
 	// retried after an uncertain outcome and finds e already stored succeeds
 	// with the stored sequence.
 	Append(ctx context.Context, e events.Event, expectedSeq uint64) (uint64, error)
-	// LastSeq returns the sequence of the site's last event, 0 for none.
+	// LastSeq returns the sequence of the site's last stored message (an
+	// event, or a gap that Load reports), 0 for none.
 	LastSeq(ctx context.Context, site string) (uint64, error)
 }
 

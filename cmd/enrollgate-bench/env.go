@@ -132,6 +132,7 @@ type stack struct {
 	store   *countingStore
 	base    *eventstore.Store
 	keeper  *secrets.Keeper
+	auth    *eventstore.Authenticator // signs the events of base
 	svc     *handlers.Service
 	micro   micro.Service
 	http    *http.Server
@@ -168,14 +169,17 @@ func newStack(ctx context.Context, name, dir string, syncAlways, consumers bool,
 	if err != nil {
 		return nil, err
 	}
-	if st.base, err = eventstore.New(st.js, stream, esCfg); err != nil {
+	if st.keeper, err = secrets.Open(secrets.Config{Dir: filepath.Join(dir, "keys")}); err != nil {
+		return nil, err
+	}
+	if st.auth, err = eventstore.NewAuthenticator(st.keeper, stream); err != nil {
+		return nil, err
+	}
+	if st.base, err = eventstore.New(st.js, stream, esCfg, st.auth); err != nil {
 		return nil, err
 	}
 	st.store = &countingStore{EventStore: st.base}
 	if err := alerts.EnsureStream(ctx, st.js, 1); err != nil {
-		return nil, err
-	}
-	if st.keeper, err = secrets.Open(secrets.Config{Dir: filepath.Join(dir, "keys")}); err != nil {
 		return nil, err
 	}
 	if st.svc, err = st.newService(); err != nil {
@@ -223,7 +227,7 @@ func (st *stack) connect(name string) (*nats.Conn, error) {
 
 func (st *stack) startConsumers(ctx context.Context, dir string) error {
 	rs, _, err := projector.OpenStore(ctx, st.js, readstore.Config{Path: filepath.Join(dir, readstore.FileName),
-		Defaults: benchPolicy(), NoSync: true}, projector.Config{})
+		Defaults: benchPolicy(), NoSync: true}, projector.Config{Auth: st.auth})
 	if err != nil {
 		return fmt.Errorf("read model: %w", err)
 	}
@@ -234,7 +238,7 @@ func (st *stack) startConsumers(ctx context.Context, dir string) error {
 	r, err := consume.NewRouter(consume.DefaultConfig(), func() (*nats.Conn, error) {
 		n++
 		return nats.Connect(st.url, nats.Name(fmt.Sprintf("enrollgate-consumer-%d", n)))
-	}, st.log)
+	}, st.auth, st.log)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
+	"github.com/enrollgate/enrollgate/internal/secrets"
 )
 
 // history makes a plausible event log for the rebuild scenario: per site a
@@ -95,11 +96,12 @@ func (h *history) next() events.Event {
 // for the rebuild scenario (S6): the scenarios' own appends do not change
 // its length between rounds.
 type replayEnv struct {
-	ns  *server.Server
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	dir string
-	n   uint64
+	ns   *server.Server
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	dir  string
+	n    uint64
+	auth *eventstore.Authenticator // signed the history
 }
 
 func newReplayEnv(ctx context.Context, dir string, n int, log zerolog.Logger) (_ *replayEnv, err error) {
@@ -118,7 +120,15 @@ func newReplayEnv(ctx context.Context, dir string, n int, log zerolog.Logger) (_
 	if re.js, err = jetstream.New(re.nc, jetstream.WithPublishAsyncMaxPending(rawAsyncAhead)); err != nil {
 		return nil, err
 	}
-	if _, err := eventstore.EnsureStream(ctx, re.js, eventstore.DefaultConfig()); err != nil {
+	stream, err := eventstore.EnsureStream(ctx, re.js, eventstore.DefaultConfig())
+	if err != nil {
+		return nil, err
+	}
+	keeper, err := secrets.Open(secrets.Config{Dir: filepath.Join(dir, "keys")})
+	if err != nil {
+		return nil, err
+	}
+	if re.auth, err = eventstore.NewAuthenticator(keeper, stream); err != nil {
 		return nil, err
 	}
 	h := newHistory(42, 1000)
@@ -132,6 +142,9 @@ func newReplayEnv(ctx context.Context, dir string, n int, log zerolog.Logger) (_
 		m.Data = data
 		m.Header.Set(events.HeaderEventType, string(e.Type()))
 		m.Header.Set(jetstream.MsgIDHeader, e.ID)
+		if err := re.auth.SignMsg(m); err != nil {
+			return nil, err
+		}
 		if _, err := re.js.PublishMsgAsync(m); err != nil {
 			return nil, fmt.Errorf("publish history event %d: %w", i, err)
 		}

@@ -234,7 +234,7 @@ func (r *runner) lockouts(ctx context.Context, round int) (sample, error) {
 func (r *runner) rebuild(ctx context.Context, round int) (sample, error) {
 	path := filepath.Join(r.replay.dir, fmt.Sprintf("rebuild-%d.db", round))
 	start := time.Now()
-	st, rep, err := projector.Rebuild(ctx, r.replay.js, readstore.Config{Defaults: benchPolicy(), NoSync: true}, path, projector.Config{})
+	st, rep, err := projector.Rebuild(ctx, r.replay.js, readstore.Config{Defaults: benchPolicy(), NoSync: true}, path, projector.Config{Auth: r.replay.auth})
 	if err != nil {
 		return sample{}, err
 	}

@@ -64,6 +64,7 @@ type app struct {
 	lock       *os.File // the data dir's lock, held until Close
 	// projections is the durable consumer of this instance's read model.
 	projections string
+	auth        *eventstore.Authenticator
 }
 
 // start wires and starts the service. On error, whatever was started is
@@ -101,15 +102,21 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err != nil {
 		return nil, err
 	}
-	store, err := eventstore.New(a.js, stream, esCfg)
+	keeper, err := secrets.Open(secrets.Config{Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
+	if err != nil {
+		return nil, err
+	}
+	// Signs every append, and tells the service's events from forgeries
+	// for the write side, the consumers and the replays alike.
+	a.auth, err = eventstore.NewAuthenticator(keeper, stream)
+	if err != nil {
+		return nil, err
+	}
+	store, err := eventstore.New(a.js, stream, esCfg, a.auth)
 	if err != nil {
 		return nil, err
 	}
 	if err := alerts.EnsureStream(ctx, a.js, cfg.Replicas); err != nil {
-		return nil, err
-	}
-	keeper, err := secrets.Open(secrets.Config{Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
-	if err != nil {
 		return nil, err
 	}
 	hcfg := handlers.DefaultConfig()
@@ -127,7 +134,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 
 	// The read model: durable, caught up with the stream before serving.
 	readCfg := readstore.Config{Path: filepath.Join(cfg.DataDir, readstore.FileName), Defaults: cfg.Policy, NoSync: true}
-	rs, report, err := projector.OpenStore(ctx, a.js, readCfg, projector.Config{})
+	rs, report, err := projector.OpenStore(ctx, a.js, readCfg, projector.Config{Auth: a.auth})
 	if err != nil {
 		return nil, fmt.Errorf("read model: %w", err)
 	}
@@ -339,7 +346,7 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 	var n atomic.Int32 // connections are made while handlers are added; counting safely costs nothing
 	r, err := consume.NewRouter(ccfg, func() (*nats.Conn, error) {
 		return a.connect(fmt.Sprintf("enrollgate-consumer-%d", n.Add(1)))
-	}, a.log)
+	}, a.auth, a.log)
 	if err != nil {
 		return err
 	}
@@ -354,7 +361,8 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(svc).Handle, consume.OnlyTypes(handlers.LockoutSagaEvents...)); err != nil {
 		return err
 	}
-	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...)); err != nil {
+	// The one durable shared by the replicas raises the tampering alerts.
+	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...), consume.OnForged(publisher.Tampered)); err != nil {
 		return err
 	}
 	a.routerWG, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)
@@ -493,6 +501,10 @@ func logReplay(log zerolog.Logger, msg string, r projector.Report) {
 	}
 	if r.RebuildReason != nil {
 		ev = ev.AnErr("rebuild_reason", r.RebuildReason)
+	}
+	if r.Stopped != nil {
+		ev = log.Error().Uint64("stopped_at_seq", r.Stopped.Seq).Str("stopped_reason", r.Stopped.Reason)
+		msg += ": stopped at an event of a newer version; upgrade this replica"
 	}
 	ev.Uint64("from_seq", r.From).Uint64("to_seq", r.To).Uint64("applied", r.Applied).
 		Int("poison", len(r.Poison)).Bool("rebuilt", r.Rebuilt).Str("elapsed", r.Elapsed.String()).Msg(msg)

@@ -14,9 +14,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/projector"
 	"github.com/enrollgate/enrollgate/internal/readstore"
+	"github.com/enrollgate/enrollgate/internal/secrets"
 )
 
 // addToken creates an API token in the data dir's tokens file and prints it
@@ -95,10 +97,18 @@ func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
+	keeper, err := secrets.Open(secrets.Config{Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
+	if err != nil {
+		return err
+	}
+	eventAuth, err := eventstore.OpenAuthenticator(ctx, js, keeper)
+	if err != nil {
+		return err
+	}
 	path := filepath.Join(cfg.DataDir, readstore.FileName)
 	tmp := path + ".rebuild"
 	storeCfg := readstore.Config{Path: path, Defaults: cfg.Policy, NoSync: true}
-	st, report, err := projector.Rebuild(ctx, js, storeCfg, tmp, projector.Config{})
+	st, report, err := projector.Rebuild(ctx, js, storeCfg, tmp, projector.Config{Auth: eventAuth})
 	if err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("rebuild: %w", err)

@@ -381,8 +381,8 @@ func TestReadSidePoisonMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The next good event (on another site: the write side refuses to fold
-	// acme's log past an event it cannot decode).
+	// The next good event, on another site (acme's own commands ignore the
+	// poison as well: TestForgedEventsEndToEnd).
 	var next struct {
 		Seq   uint64    `json:"seq"`
 		State readState `json:"state"`

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"testing"
@@ -17,7 +19,14 @@ import (
 func TestTwoReplicasEachKeepACompleteReadModel(t *testing.T) {
 	s := natstest.StartServer(t)
 	const token = "replica-test-admin-token-0123"
-	flags := []string{"--nats-url", s.ClientURL(), "--admin-token", token}
+	// Replicas share their keys: each verifies the others' events (and
+	// passcodes) with them.
+	key := func() string {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	flags := []string{"--nats-url", s.ClientURL(), "--admin-token", token, "--mac-key", key(), "--seal-key", key()}
 	a := startInstance(t, t.TempDir(), flags...)
 	b := startInstance(t, t.TempDir(), flags...)
 

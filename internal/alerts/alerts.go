@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/consume"
 )
 
 // Stream and subjects of the alerts.
@@ -24,6 +27,15 @@ const (
 	SubjectAll = SubjectPrefix + ">"
 	// KindPasscodeLockout is the subject token of the lockout alert.
 	KindPasscodeLockout = "passcode_lockout"
+	// KindEventLogTampered is the subject token of the alert about a message
+	// on the event log that the service did not write.
+	KindEventLogTampered = "event_log_tampered"
+	// TypeEventLogTampered is its CloudEvents type.
+	TypeEventLogTampered = "io.enrollgate.event_log.tampered.v1"
+	// UnknownSite stands for the site in the subject of a tampering alert
+	// when the forged message's subject names none: no site ID starts with
+	// '_'.
+	UnknownSite = "_unknown"
 	// TypePasscodeLockout is the CloudEvents type of the lockout alert. A
 	// change of its data that is not backward compatible gets a new type
 	// (…v2), never a changed v1.
@@ -161,6 +173,83 @@ func NewLockoutAlert(e events.Event) (alert LockoutAlert, ok bool) {
 	}, true
 }
 
+// TamperedData is the data of an event-log tampering alert. The claimed
+// values are what the forged message's headers say, untrusted, cut to
+// maxClaim bytes.
+type TamperedData struct {
+	// Site is the site of the subject the message was stored on, or
+	// UnknownSite.
+	Site      string    `json:"site"`
+	Subject   string    `json:"subject"`
+	Stream    string    `json:"stream"`
+	StreamSeq uint64    `json:"stream_seq"`
+	StoredAt  time.Time `json:"stored_at"`
+	// Reason says why it is not authentic (no MAC, a MAC that does not
+	// match, an unknown key, not an event...).
+	Reason         string `json:"reason"`
+	ClaimedEventID string `json:"claimed_event_id,omitempty"`
+	ClaimedType    string `json:"claimed_type,omitempty"`
+	// DeadLetterSubject is where a copy of the message is kept.
+	DeadLetterSubject string `json:"dead_letter_subject"`
+}
+
+// TamperedAlert is the event-log tampering CloudEvent.
+type TamperedAlert = CloudEvent[TamperedData]
+
+const maxClaim = 256
+
+// NewTamperedAlert builds the alert about a forged message.
+func NewTamperedAlert(f consume.Forged) TamperedAlert {
+	site, err := events.SiteFromSubject(f.Subject)
+	if err != nil {
+		site = UnknownSite
+	}
+	claim := func(s string) string {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+		if len(s) > maxClaim {
+			s = strings.ToValidUTF8(s[:maxClaim], "")
+		}
+		return s
+	}
+	at := f.StoredAt.UTC()
+	return TamperedAlert{
+		SpecVersion: "1.0", ID: tamperedID(f.Stream, f.Seq), Source: "/enrollgate/sites/" + site,
+		Type: TypeEventLogTampered, Subject: site, Time: at, DataContentType: "application/json",
+		Data: TamperedData{Site: site, Subject: claim(f.Subject), Stream: f.Stream, StreamSeq: f.Seq, StoredAt: at,
+			Reason: claim(f.Reason), ClaimedEventID: claim(f.MsgID), ClaimedType: claim(f.Type), DeadLetterSubject: f.DeadLetterSubject},
+	}
+}
+
+// tamperedID is the CloudEvent id of the alert about the message at seq:
+// one message, one alert.
+func tamperedID(stream string, seq uint64) string { return stream + "-" + strconv.FormatUint(seq, 10) }
+
+// Tampered is a consume OnForged callback: it publishes one alert of kind
+// event_log_tampered about a message on the event log that the service did
+// not write. Give it to one durable only (the publisher's), so that N
+// replicas raise one alert, not N. An error means the alert may not be
+// stored: the consumer tries again, and the alert's Nats-Msg-Id and the
+// check of the site's last tampering alert keep it single.
+func (p *Publisher) Tampered(ctx context.Context, f consume.Forged) error {
+	alert := NewTamperedAlert(f)
+	subject := Subject(alert.Data.Site, KindEventLogTampered)
+	published, err := p.lastAlertCovers(ctx, subject, func(data []byte) bool {
+		var prev struct {
+			Data struct {
+				Stream    string `json:"stream"`
+				StreamSeq uint64 `json:"stream_seq"`
+			} `json:"data"`
+		}
+		// The consumer delivers in stream order and retries each message
+		// until its alert is stored: a later one's alert means this one's is.
+		return json.Unmarshal(data, &prev) == nil && prev.Data.Stream == f.Stream && prev.Data.StreamSeq >= f.Seq
+	})
+	if err != nil || published {
+		return err
+	}
+	return p.publish(ctx, subject, MsgID(KindEventLogTampered, alert.ID), alert)
+}
+
 // MsgID is the Nats-Msg-Id of the alert about the event eventID.
 func MsgID(kind, eventID string) string { return "alert:" + kind + ":" + eventID }
 
@@ -190,32 +279,42 @@ func (p *Publisher) Handle(ctx context.Context, rec events.Record) error {
 		return nil
 	}
 	subject := Subject(rec.Event.Site, KindPasscodeLockout)
-	msgID := MsgID(KindPasscodeLockout, rec.Event.ID)
-	published, err := p.alreadyPublished(ctx, subject, rec.Event.ID)
-	if err != nil {
+	eventID := rec.Event.ID
+	published, err := p.lastAlertCovers(ctx, subject, func(data []byte) bool {
+		var prev struct {
+			ID string `json:"id"`
+		}
+		// The consumer delivers disables in stream order and retries each
+		// until its alert is stored, so an alert of a later disable means
+		// this one was published too. Event IDs are ULIDs, which sort by
+		// time.
+		return json.Unmarshal(data, &prev) == nil && prev.ID >= eventID
+	})
+	if err != nil || published {
 		return err
 	}
-	if published {
-		return nil
-	}
+	return p.publish(ctx, subject, MsgID(KindPasscodeLockout, eventID), alert)
+}
+
+// publish stores one alert on subject with msgID as its Nats-Msg-Id.
+func (p *Publisher) publish(ctx context.Context, subject, msgID string, alert any) error {
 	b, err := json.Marshal(alert)
 	if err != nil {
-		return fmt.Errorf("alerts: encode lockout alert %s: %w", rec.Event.ID, err)
+		return fmt.Errorf("alerts: encode alert %s: %w", msgID, err)
 	}
 	msg := &nats.Msg{Subject: subject, Data: b, Header: nats.Header{}}
 	msg.Header.Set("Content-Type", ContentType)
 	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(StreamName)); err != nil {
-		return fmt.Errorf("alerts: publish lockout alert %s on %s: %w", rec.Event.ID, subject, err)
+		return fmt.Errorf("alerts: publish alert %s on %s: %w", msgID, subject, err)
 	}
 	return nil
 }
 
-// alreadyPublished reports whether the last alert on subject is this event's
-// or a later one's. The consumer delivers disables in stream order and
-// retries each until its alert is stored, so an alert of a later disable on
-// the subject means this one was published too: this catches a redelivery, or
-// a replay of the log, after the duplicate window.
-func (p *Publisher) alreadyPublished(ctx context.Context, subject, eventID string) (bool, error) {
+// lastAlertCovers reports whether the last alert on subject is this one or a
+// later one, as covers tells from its data (an alert that is not ours says
+// nothing). It catches a redelivery, or a replay of the log, after the
+// duplicate window.
+func (p *Publisher) lastAlertCovers(ctx context.Context, subject string, covers func(data []byte) bool) (bool, error) {
 	stream, err := p.alertStream(ctx)
 	if err != nil {
 		return false, err
@@ -227,15 +326,7 @@ func (p *Publisher) alreadyPublished(ctx context.Context, subject, eventID strin
 	if err != nil {
 		return false, fmt.Errorf("alerts: last alert on %s: %w", subject, err)
 	}
-	var prev struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(last.Data, &prev); err != nil {
-		// Not one of ours: it says nothing about this event.
-		return false, nil
-	}
-	// Event IDs are ULIDs, which sort by time.
-	return prev.ID >= eventID, nil
+	return covers(last.Data), nil
 }
 
 func (p *Publisher) alertStream(ctx context.Context) (jetstream.Stream, error) {

@@ -103,7 +103,7 @@ func BenchmarkConsumeThroughput(b *testing.B) {
 // acknowledged every event up to last.
 func runConsumers(b *testing.B, e *env, durables int, last uint64) {
 	b.Helper()
-	r, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+	r, err := consume.NewRouter(e.cfg, e.connect, e.auth, zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}

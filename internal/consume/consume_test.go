@@ -2,8 +2,11 @@ package consume_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
 	"sync"
 	"testing"
@@ -17,14 +20,27 @@ import (
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/consume"
+	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
 // env is one test's server, event stream and publishing connection.
 type env struct {
-	s   *server.Server
-	js  jetstream.JetStream
-	cfg consume.Config
+	s    *server.Server
+	js   jetstream.JetStream
+	cfg  consume.Config
+	auth *eventstore.Authenticator
+}
+
+// testKeys are the event-MAC keys of the tests: one key, "k1".
+type testKeys struct{}
+
+func (testKeys) EventMACKeyID() string { return "k1" }
+func (testKeys) NewEventMAC(id string) (hash.Hash, bool) {
+	if id != "k1" {
+		return nil, false
+	}
+	return hmac.New(sha256.New, []byte("consume-test-event-mac-key-32byt")), true
 }
 
 func newEnv(t testing.TB) *env {
@@ -43,7 +59,12 @@ func newEnv(t testing.TB) *env {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return &env{s: s, js: js, cfg: testConfig()}
+	// A stream this version never ensured: unsigned events are legacy ones.
+	auth, err := eventstore.OpenAuthenticator(ctx, js, testKeys{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{s: s, js: js, cfg: testConfig(), auth: auth}
 }
 
 func testConfig() consume.Config {
@@ -77,7 +98,7 @@ func (e *env) router(t *testing.T, log zerolog.Logger, handlers map[string]consu
 // the returned func stops it earlier.
 func (e *env) start(t *testing.T, log zerolog.Logger, add func(*consume.Router) error) (*consume.Router, func()) {
 	t.Helper()
-	r, err := consume.NewRouter(e.cfg, e.connect, log)
+	r, err := consume.NewRouter(e.cfg, e.connect, e.auth, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +384,7 @@ func TestRestartResumesAfterTheLastAck(t *testing.T) {
 		first = append(first, e.publish(t, "acme", i))
 	}
 	rec1 := &recorder{}
-	r1, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+	r1, err := consume.NewRouter(e.cfg, e.connect, e.auth, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +494,7 @@ func TestHandlerTimeoutCancelsAndRedelivers(t *testing.T) {
 
 func TestRunReturnsWhenItsContextIsCancelled(t *testing.T) {
 	e := newEnv(t)
-	r, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+	r, err := consume.NewRouter(e.cfg, e.connect, e.auth, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -509,7 +530,7 @@ func TestRunReturnsWhenItsContextIsCancelled(t *testing.T) {
 
 func TestCloseWithoutRun(t *testing.T) {
 	e := newEnv(t)
-	r, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+	r, err := consume.NewRouter(e.cfg, e.connect, e.auth, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,12 @@ const (
 )
 
 // metaHandlerError carries the error of a failed hand-over back to the
-// subscriber, which logs it once.
-const metaHandlerError = "enrollgate_handler_error"
+// subscriber, which logs it once; metaHold marks a failure that retrying
+// soon cannot cure (an event of an unknown type).
+const (
+	metaHandlerError = "enrollgate_handler_error"
+	metaHold         = "enrollgate_hold"
+)
 
 // DeadLetterSubject returns the subject durable's poison messages go to.
 func (c Config) DeadLetterSubject(durable string) string { return c.DeadLetterPrefix + "." + durable }
@@ -43,6 +47,9 @@ func (r *Router) deadLetter(durable string) message.HandlerMiddleware {
 				if err != nil {
 					// For the subscriber's log line about the Nack.
 					msg.Metadata.Set(metaHandlerError, err.Error())
+					if isHold(err) {
+						msg.Metadata.Set(metaHold, "1")
+					}
 				}
 				return out, err
 			}
@@ -62,9 +69,12 @@ func (r *Router) deadLetter(durable string) message.HandlerMiddleware {
 			if err := r.dlPub.Publish(subject, dl); err != nil {
 				return nil, fmt.Errorf("%s: dead-letter seq %s to %s: %w (poison: %s)", durable, seq, subject, err, pe.reason)
 			}
+			what := "undecodable event moved to the dead-letter subject and acknowledged"
+			if pe.forged {
+				what = "message not written by the service (not authentic) ignored, moved to the dead-letter subject and acknowledged"
+			}
 			r.log.Error().Str("durable", durable).Str("subject", msg.Metadata.Get(MetaSubject)).Str("seq", seq).
-				Str("dead_letter_subject", subject).Str("reason", pe.reason).
-				Msg("undecodable event moved to the dead-letter subject and acknowledged")
+				Str("dead_letter_subject", subject).Str("reason", pe.reason).Msg(what)
 			return nil, nil
 		}
 	}

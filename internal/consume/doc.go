@@ -9,10 +9,16 @@
 // (AddConsumerHandler: no publisher), so that the durables progress
 // independently. A Handler returns nil to acknowledge an event; an error has
 // it tried again, for as long as it takes, with the events after it held
-// back. An event is never skipped: only a payload that cannot be decoded at
-// all (poison) is moved to <DeadLetterPrefix>.<durable>, kept in the stream
-// DeadLetterStream, logged once at error level, and acknowledged so that the
-// handler goes on.
+// back. An event is never skipped: only a message that the service did not
+// write (forged: no valid MAC, which the subscriber checks with the
+// Router's Authenticator before it trusts any header, or unsigned and not
+// an event) or a payload that cannot be decoded at all (poison) is moved to
+// <DeadLetterPrefix>.<durable>, kept in the stream DeadLetterStream, logged
+// once at error level, and acknowledged so that the handler goes on. A
+// forged message never reaches a Handler; OnForged hears of it first. An
+// authentic event of a type this build does not know is held, with the
+// events after it, and tried again at RetryMaxInterval: neither skipped nor
+// dead-lettered, it waits for a process that knows the type.
 //
 // # The Router and its middleware
 //
@@ -100,11 +106,17 @@
 //
 // # Per-handler options
 //
-//   - OnlyTypes: events of other types (by their Enrollgate-Event-Type
-//     header) are acknowledged in the subscriber without being decoded or
-//     handed to the Router; the lockout saga and the alert publisher act on
-//     two and one of the six types. An event without the header, or of a
-//     type this build does not know, is handed over as usual.
+//   - OnlyTypes: authentic events of other types (by their
+//     Enrollgate-Event-Type header, which the MAC covers) are acknowledged
+//     in the subscriber without being decoded or handed to the Router; the
+//     lockout saga and the alert publisher act on two and one of the six
+//     types. An event without the header, or of a type this build does not
+//     know, and every forged message, whatever type it claims, is handed
+//     over as usual.
+//
+//   - OnForged: called for each forged message before it is dead-lettered;
+//     the alert publisher's durable, shared by the replicas, raises one
+//     event_log_tampered alert per message with it.
 //
 //   - WithCommit (group commit): the handler still gets one event per call,
 //     through the Router, but only stages it; the subscriber calls the

@@ -2,9 +2,12 @@ package consume
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
+
+	"github.com/enrollgate/enrollgate/events"
 )
 
 // Metadata keys the subscriber sets on every watermill message, from the
@@ -15,9 +18,18 @@ const (
 	MetaStreamSeq    = "nats_stream_seq"
 	MetaNumDelivered = "nats_num_delivered"
 	MetaMsgID        = "nats_msg_id"
+	MetaTimestamp    = "nats_timestamp"
 	// MetaError is set when the delivery's JetStream metadata could not be
 	// read; the handler wrapper then dead-letters the message.
 	MetaError = "nats_metadata_error"
+	// MetaForged holds why a message is not authentic (the Authenticator's
+	// error); the handler wrapper then treats it as forged.
+	MetaForged = "enrollgate_forged"
+	// MetaSigned is set when the message carries a MAC (and, without
+	// MetaForged, a valid one); MetaEventType is its type header, as
+	// claimed.
+	MetaSigned    = "enrollgate_signed"
+	MetaEventType = "enrollgate_event_type"
 )
 
 // toMessage turns a held JetStream message into a watermill message. It
@@ -25,13 +37,26 @@ const (
 // is wrong with a message is left to the innermost handler wrapper, whose
 // poison error the dead-letter middleware acts on. Only the fields the
 // wrapper and the dead letter need are copied: the subject, the stream, the
-// stream sequence, the delivery count and the event ID.
+// stream sequence, the delivery count, the event ID and type, the storage
+// time, and what the subscriber found of the message's authenticity.
 func toMessage(h held) *message.Message {
 	jm := h.jm
-	md := make(message.Metadata, 5)
+	md := make(message.Metadata, 8)
 	md.Set(MetaSubject, jm.Subject())
 	if id := jm.Headers().Get(nats.MsgIdHdr); id != "" {
 		md.Set(MetaMsgID, id)
+	}
+	if t := jm.Headers().Get(events.HeaderEventType); t != "" {
+		md.Set(MetaEventType, t)
+	}
+	if h.forged != "" {
+		md.Set(MetaForged, h.forged)
+	}
+	if h.signed {
+		md.Set(MetaSigned, "1")
+	}
+	if !h.stored.IsZero() {
+		md.Set(MetaTimestamp, h.stored.UTC().Format(time.RFC3339Nano))
 	}
 	uuid := jm.Subject()
 	if h.seq == 0 {

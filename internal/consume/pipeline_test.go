@@ -115,7 +115,7 @@ func TestCloseHandsHeldEventsToTheNextProcessFirst(t *testing.T) {
 		first = append(first, rec.Seq)
 		return nil
 	}
-	r1, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+	r1, err := consume.NewRouter(e.cfg, e.connect, e.auth, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestTwoProcessesShareADurable(t *testing.T) {
 	routers := make([]*consume.Router, 2)
 	dones := make([]chan error, 2)
 	for i := range routers {
-		r, err := consume.NewRouter(e.cfg, e.connect, zerolog.Nop())
+		r, err := consume.NewRouter(e.cfg, e.connect, e.auth, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +310,7 @@ func TestCutOffProcessStopsAndTheNextTakesOverInOrder(t *testing.T) {
 		}
 		return nil
 	}
-	r1, err := consume.NewRouter(e.cfg, connect, zerolog.Nop())
+	r1, err := consume.NewRouter(e.cfg, connect, e.auth, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,31 @@ import (
 // Handlers must be idempotent: an event can be delivered more than once.
 type Handler func(ctx context.Context, rec events.Record) error
 
+// Authenticator tells the messages the service stored on the event stream
+// from anything else there. eventstore.Authenticator implements it.
+type Authenticator interface {
+	// Authenticate returns nil for a message the service wrote, and an
+	// error saying why not otherwise (naming no secret).
+	Authenticate(subject string, seq uint64, header nats.Header, data []byte) error
+}
+
+// Forged is a message on the event stream that the service did not write:
+// without a valid MAC, or unsigned and not an event. Its header values are
+// given as found, and are not to be trusted.
+type Forged struct {
+	Subject  string
+	Stream   string
+	Seq      uint64
+	StoredAt time.Time // when the stream stored it
+	// MsgID and Type are what its Nats-Msg-Id and Enrollgate-Event-Type
+	// headers claim.
+	MsgID, Type string
+	// Reason says why it is not authentic.
+	Reason string
+	// DeadLetterSubject is where this durable moves it.
+	DeadLetterSubject string
+}
+
 // ErrRunning is returned by AddHandler once the router runs, and by Run when
 // it runs already or was closed.
 var ErrRunning = errors.New("consume: router already running or closed")
@@ -35,6 +60,7 @@ type Router struct {
 	cfg     Config
 	log     zerolog.Logger
 	connect func() (*nats.Conn, error)
+	auth    Authenticator
 
 	admin *nats.Conn // consumer management and Pending
 	js    jetstream.JetStream
@@ -58,13 +84,15 @@ const (
 // NewRouter returns a Router on cfg.Stream. connect is called once for the
 // router's own use, once for the dead-letter publisher and once per handler,
 // so that every subscriber and publisher has its own connection (their Close
-// closes it). When cfg.DeadLetterStream is set, it is created if missing.
-func NewRouter(cfg Config, connect func() (*nats.Conn, error), log zerolog.Logger) (*Router, error) {
+// closes it). auth tells the service's events from forgeries: a message it
+// refuses never reaches a handler (see OnForged). When cfg.DeadLetterStream
+// is set, it is created if missing.
+func NewRouter(cfg Config, connect func() (*nats.Conn, error), auth Authenticator, log zerolog.Logger) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("consume config: %w", err)
 	}
-	if connect == nil {
-		return nil, errors.New("consume: connect is required")
+	if connect == nil || auth == nil {
+		return nil, errors.New("consume: connect and an authenticator are required")
 	}
 	admin, err := connect()
 	if err != nil {
@@ -102,7 +130,7 @@ func NewRouter(cfg Config, connect func() (*nats.Conn, error), log zerolog.Logge
 		admin.Close()
 		return nil, fmt.Errorf("consume: watermill router: %w", err)
 	}
-	return &Router{cfg: cfg, log: log, connect: connect, admin: admin, js: js, dlPub: dlPub, wm: wm,
+	return &Router{cfg: cfg, log: log, connect: connect, auth: auth, admin: admin, js: js, dlPub: dlPub, wm: wm,
 		durables: make(map[string]bool)}, nil
 }
 
@@ -153,18 +181,19 @@ type Option func(*handlerOptions)
 
 type handlerOptions struct {
 	types      map[events.Type]bool // nil: every event
+	onForged   func(context.Context, Forged) error
 	commit     func(context.Context) error
 	startAfter func() uint64 // nil: a new durable starts at the first event
 	inactive   time.Duration // 0: the durable stays until deleted
 }
 
-// OnlyTypes hands the handler only the events of types. An event whose
-// Enrollgate-Event-Type header names another known type is acknowledged
-// without being decoded or handed over (the header is part of the
-// contract, and only the service may append); one without the header, or
-// with a type this build does not know, is handed over as usual, so that
-// the handler wrapper decodes it and a poison message is still moved
-// aside. It is the client-side counterpart of a filter subject, for a
+// OnlyTypes hands the handler only the events of types. An authentic event
+// whose Enrollgate-Event-Type header names another known type is
+// acknowledged without being decoded or handed over (the header is covered
+// by the event's MAC, checked first); one without the header, or with a
+// type this build does not know, is handed over as usual, so that the
+// handler wrapper decodes it, and so is every message that is not
+// authentic, whatever type it claims, to be dead-lettered. It is the client-side counterpart of a filter subject, for a
 // stream whose subjects name the site, not the type.
 func OnlyTypes(types ...events.Type) Option {
 	return func(o *handlerOptions) {
@@ -173,6 +202,15 @@ func OnlyTypes(types ...events.Type) Option {
 			o.types[t] = true
 		}
 	}
+}
+
+// OnForged calls fn for every message on the stream that the service did
+// not write (see Forged), before it is moved to the dead-letter subject and
+// acknowledged; the handler itself never sees it. An error has it tried
+// again like a failed event, so fn must be idempotent. For the one durable
+// that raises the alert, so that N replicas do not raise N alerts.
+func OnForged(fn func(ctx context.Context, f Forged) error) Option {
+	return func(o *handlerOptions) { o.onForged = fn }
 }
 
 // WithCommit makes the handler's work durable in groups: the handler only
@@ -278,13 +316,13 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 	if err != nil {
 		return fmt.Errorf("consume: connect subscriber %s: %w", durable, err)
 	}
-	sub, err := newSubscriber(durable, nc, r.cfg, o, r.log.With().Str("durable", durable).Logger())
+	sub, err := newSubscriber(durable, nc, r.cfg, o, r.auth, r.log.With().Str("durable", durable).Logger())
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("consume: subscriber %s: %w", durable, err)
 	}
 	// The topic is only a label: the subscriber is bound to the durable.
-	wh := r.wm.AddConsumerHandler(durable, durable, sub, r.decode(durable, h))
+	wh := r.wm.AddConsumerHandler(durable, durable, sub, r.decode(durable, h, o))
 	// The first added runs outermost. Recoverer innermost, so that a panic
 	// is an error that Retry retries (and that is never taken for poison);
 	// the dead-letter middleware outermost, so that a poison message is not
@@ -301,7 +339,7 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 			// subscriber), which bounds the retries of one hand-over too.
 			MaxElapsedTime: r.cfg.HandlerTimeout,
 			ShouldRetry: func(p middleware.RetryParams) bool {
-				return !isPoison(p.Err) && !errors.Is(p.Err, context.Canceled)
+				return !isPoison(p.Err) && !isHold(p.Err) && !errors.Is(p.Err, context.Canceled)
 			},
 		}.Middleware,
 		middleware.Recoverer,
@@ -399,8 +437,12 @@ func (r *Router) Pending(ctx context.Context, durable string) (uint64, error) {
 	return info.NumPending + uint64(info.NumAckPending), nil
 }
 
-// poisonError marks a message that no retry can make decodable.
-type poisonError struct{ reason string }
+// poisonError marks a message that no retry can make decodable; forged,
+// one that the service did not write.
+type poisonError struct {
+	reason string
+	forged bool
+}
 
 func (e *poisonError) Error() string { return "poison message: " + e.reason }
 
@@ -409,10 +451,25 @@ func isPoison(err error) bool {
 	return errors.As(err, &pe)
 }
 
+// holdError marks an authentic event of a type this build does not know: it
+// is neither skipped nor dead-lettered, but held (with everything after it)
+// until a process that knows the type handles it.
+type holdError struct{ err error }
+
+func (e *holdError) Error() string { return "upgrade required: " + e.err.Error() }
+func (e *holdError) Unwrap() error { return e.err }
+
+func isHold(err error) bool {
+	var he *holdError
+	return errors.As(err, &he)
+}
+
 // decode is the innermost wrapper: it turns the watermill message into an
 // events.Record and calls h. A message that cannot be a record of this
-// stream is a poisonError, which the dead-letter middleware acts on.
-func (r *Router) decode(durable string, h Handler) message.NoPublishHandlerFunc {
+// stream is a poisonError, which the dead-letter middleware acts on; one the
+// service did not write (the subscriber authenticated it) is first reported
+// to the handler's OnForged.
+func (r *Router) decode(durable string, h Handler, o handlerOptions) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
 		if e := msg.Metadata.Get(MetaError); e != "" {
 			return &poisonError{reason: e}
@@ -421,16 +478,48 @@ func (r *Router) decode(durable string, h Handler) message.NoPublishHandlerFunc 
 		if err != nil || seq == 0 {
 			return &poisonError{reason: "no stream sequence"}
 		}
+		if reason := msg.Metadata.Get(MetaForged); reason != "" {
+			return r.forged(durable, msg, seq, reason, o)
+		}
+		// Unsigned (a legacy event before the MAC boundary): trusted only
+		// if it is an event of the site of its subject.
+		signed := msg.Metadata.Get(MetaSigned) != ""
 		ev, err := events.Decode(msg.Payload)
-		if err != nil {
+		switch {
+		case err != nil && !signed:
+			return r.forged(durable, msg, seq, "unsigned and not an event: "+err.Error(), o)
+		case errors.Is(err, events.ErrUnknownType):
+			return &holdError{err: fmt.Errorf("%s: seq %d: %w", durable, seq, err)}
+		case err != nil:
 			return &poisonError{reason: err.Error()}
 		}
 		if subj := msg.Metadata.Get(MetaSubject); subj != events.Subject(ev.Site) {
-			return &poisonError{reason: fmt.Sprintf("event %s of site %q stored on subject %q", ev.ID, ev.Site, subj)}
+			reason := fmt.Sprintf("event %s of site %q stored on subject %q", ev.ID, ev.Site, subj)
+			if !signed {
+				return r.forged(durable, msg, seq, "unsigned "+reason, o)
+			}
+			return &poisonError{reason: reason}
 		}
 		if err := h(msg.Context(), events.Record{Seq: seq, Event: ev}); err != nil {
 			return fmt.Errorf("%s: event %s (seq %d, %s): %w", durable, ev.ID, seq, ev.Type(), err)
 		}
 		return nil
 	}
+}
+
+// forged reports a message the service did not write to the handler's
+// OnForged, then has it dead-lettered.
+func (r *Router) forged(durable string, msg *message.Message, seq uint64, reason string, o handlerOptions) error {
+	if o.onForged != nil {
+		f := Forged{Subject: msg.Metadata.Get(MetaSubject), Stream: msg.Metadata.Get(MetaStream), Seq: seq,
+			MsgID: msg.Metadata.Get(MetaMsgID), Type: msg.Metadata.Get(MetaEventType), Reason: reason,
+			DeadLetterSubject: r.cfg.DeadLetterSubject(durable)}
+		if ts := msg.Metadata.Get(MetaTimestamp); ts != "" {
+			f.StoredAt, _ = time.Parse(time.RFC3339Nano, ts)
+		}
+		if err := o.onForged(msg.Context(), f); err != nil {
+			return fmt.Errorf("%s: report message at seq %d that is not authentic (%s): %w", durable, seq, reason, err)
+		}
+	}
+	return &poisonError{reason: "not authentic: " + reason, forged: true}
 }

@@ -29,7 +29,12 @@ type held struct {
 	seq    uint64    // stream sequence; 0 when the metadata could not be read
 	stream string    // from the metadata
 	n      uint64    // delivery count
+	stored time.Time // when the stream stored it, from the metadata
 	lease  time.Time // until when the server surely leaves it to this process
+	// forged says why the message is not authentic; empty when it is.
+	// Nothing of a message's headers is trusted before this is known.
+	forged string
+	signed bool // it carries a MAC
 }
 
 // subscriber is the watermill message.Subscriber of one durable consumer:
@@ -45,6 +50,7 @@ type subscriber struct {
 	js      jetstream.JetStream
 	cfg     Config
 	opts    handlerOptions
+	auth    Authenticator
 	log     zerolog.Logger
 
 	in   chan jetstream.Msg // from nats.go's callback; capacity above MaxAckPending
@@ -66,12 +72,12 @@ type subscriber struct {
 
 var _ message.Subscriber = (*subscriber)(nil)
 
-func newSubscriber(durable string, nc *nats.Conn, cfg Config, opts handlerOptions, log zerolog.Logger) (*subscriber, error) {
+func newSubscriber(durable string, nc *nats.Conn, cfg Config, opts handlerOptions, auth Authenticator, log zerolog.Logger) (*subscriber, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, opts: opts, log: log,
+	return &subscriber{durable: durable, nc: nc, js: js, cfg: cfg, opts: opts, auth: auth, log: log,
 		in: make(chan jetstream.Msg, 2*pullMax(cfg)+16), quit: make(chan struct{}),
 		closing: make(chan struct{}), stopped: make(chan struct{})}, nil
 }
@@ -305,7 +311,14 @@ func cmpSeq(a, b uint64) int {
 func (s *subscriber) add(jm jetstream.Msg) bool {
 	h := held{jm: jm, n: 1, lease: time.Now().Add(s.leaseFor())}
 	if md, err := jm.Metadata(); err == nil {
-		h.seq, h.n, h.stream = md.Sequence.Stream, md.NumDelivered, md.Stream
+		h.seq, h.n, h.stream, h.stored = md.Sequence.Stream, md.NumDelivered, md.Stream, md.Timestamp
+	}
+	if h.seq != 0 {
+		hdr := jm.Headers()
+		if err := s.auth.Authenticate(jm.Subject(), h.seq, hdr, jm.Data()); err != nil {
+			h.forged = err.Error()
+		}
+		h.signed = hdr.Get(events.HeaderMAC) != ""
 	}
 	if p := jm.Headers().Get(pinHeader); p != "" {
 		s.pinID = p
@@ -382,7 +395,7 @@ func (s *subscriber) deliver(ctx context.Context, out chan<- *message.Message) b
 			s.abandon()
 			return false
 		}
-		res, failure := s.emit(ctx, out, h)
+		res, failure, slow := s.emit(ctx, out, h)
 		switch res {
 		case acked:
 			s.settle()
@@ -401,8 +414,15 @@ func (s *subscriber) deliver(ctx context.Context, out chan<- *message.Message) b
 		if attempt > 1 {
 			ev = s.log.Error()
 		}
-		ev.Str("error", failure).Uint64("seq", h.seq).Uint64("attempt", attempt).Dur("retry_in", d).
-			Msg("handler failed after its in-process retries; holding the later events and retrying")
+		msg := "handler failed after its in-process retries; holding the later events and retrying"
+		if slow {
+			// Nothing this process does will change it: try again at the
+			// slowest pace, in case the event turns out to be handled by
+			// an upgraded process meanwhile.
+			d, ev = s.cfg.RetryMaxInterval, s.log.Error()
+			msg = "event of a type this version does not know: holding it and the later events until this process is upgraded"
+		}
+		ev.Str("error", failure).Uint64("seq", h.seq).Uint64("attempt", attempt).Dur("retry_in", d).Msg(msg)
 		// What was handled before the failed event need not wait for it.
 		if err := s.tryCommit(ctx); err != nil {
 			s.log.Warn().Err(err).Int("events", s.stagedCount()).Msg("commit failed; retrying")
@@ -427,7 +447,9 @@ const (
 // after HandlerTimeout (or on close), and waits for its Ack or Nack. While
 // it waits, nothing else of this durable is handed over: that is what keeps
 // stream order although the router runs every message on its own goroutine.
-func (s *subscriber) emit(ctx context.Context, out chan<- *message.Message, h held) (outcome, string) {
+// A nacked outcome says whether the failure is a hold (slow): one that
+// retrying soon cannot cure.
+func (s *subscriber) emit(ctx context.Context, out chan<- *message.Message, h held) (_ outcome, failure string, slow bool) {
 	msg := toMessage(h)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandlerTimeout)
 	defer cancel()
@@ -435,18 +457,18 @@ func (s *subscriber) emit(ctx context.Context, out chan<- *message.Message, h he
 	select {
 	case out <- msg:
 	case <-ctx.Done():
-		return stopped, ""
+		return stopped, "", false
 	}
 	select {
 	case <-msg.Acked():
-		return acked, ""
+		return acked, "", false
 	case <-msg.Nacked():
 		if ctx.Err() != nil {
-			return stopped, ""
+			return stopped, "", false
 		}
 		// The Nack happened after the middleware returned: reading the
 		// metadata it set is ordered after that write.
-		return nacked, msg.Metadata.Get(metaHandlerError)
+		return nacked, msg.Metadata.Get(metaHandlerError), msg.Metadata.Get(metaHold) != ""
 	case <-ctx.Done():
 	}
 	// Closing: the handler's context is cancelled; wait for it to return
@@ -456,24 +478,29 @@ func (s *subscriber) emit(ctx context.Context, out chan<- *message.Message, h he
 	defer t.Stop()
 	select {
 	case <-msg.Acked():
-		return acked, ""
+		return acked, "", false
 	case <-msg.Nacked():
-		return stopped, ""
+		return stopped, "", false
 	case <-t.C:
-		return stuck, ""
+		return stuck, "", false
 	}
 }
 
 // wanted reports whether the first held message is for the handler
-// (OnlyTypes).
+// (OnlyTypes). Its type header is read only once the message is known to be
+// authentic: a forged one could claim any type, and is handed over to be
+// dead-lettered whatever it claims.
 func (s *subscriber) wanted() bool {
 	if s.opts.types == nil {
 		return true
 	}
 	s.mu.Lock()
-	jm := s.hold[0].jm
+	h := s.hold[0]
 	s.mu.Unlock()
-	t := events.Type(jm.Headers().Get(events.HeaderEventType))
+	if h.forged != "" || h.seq == 0 {
+		return true
+	}
+	t := events.Type(h.jm.Headers().Get(events.HeaderEventType))
 	return s.opts.types[t] || !t.Known()
 }
 

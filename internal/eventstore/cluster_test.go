@@ -107,7 +107,11 @@ func tryStore(nc *nats.Conn, cfg eventstore.Config) (*eventstore.Store, error) {
 	if _, err := stream.Info(ctx); err != nil {
 		return nil, err
 	}
-	return eventstore.New(js, stream, cfg)
+	auth, err := eventstore.NewAuthenticator(&testKeeper{}, stream)
+	if err != nil {
+		return nil, err
+	}
+	return eventstore.New(js, stream, cfg, auth)
 }
 
 // TestThreeReplicas runs, on one 3-node cluster with an R3 stream and in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -175,13 +176,48 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 
 // EnsureStream creates the events stream, or updates an existing one to the
 // configuration; calling it again with the same configuration is a no-op.
+// It records in the stream's metadata (MetaMACRequiredFrom) the first
+// sequence from which every message must carry a MAC: 1 for a new stream,
+// the last sequence + 1 the first time it runs on a stream of an earlier
+// version; once recorded, it is kept. Only the service may call it (the
+// boundary decides which unsigned messages are trusted).
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("event store config: %w", err)
 	}
-	s, err := js.CreateOrUpdateStream(ctx, StreamConfig(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+	sc := StreamConfig(cfg)
+	for range 3 {
+		cur, err := js.Stream(ctx, StreamName)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			sc.Metadata = map[string]string{MetaMACRequiredFrom: "1"}
+			s, err := js.CreateStream(ctx, sc)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				continue // another replica created it meanwhile: update that one
+			}
+			if err != nil {
+				return nil, fmt.Errorf("ensure stream %s: create: %w", StreamName, err)
+			}
+			return s, nil
+		case err != nil:
+			return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+		}
+		info := cur.CachedInfo()
+		sc.Metadata = make(map[string]string, len(info.Config.Metadata)+1)
+		for k, v := range info.Config.Metadata {
+			if !strings.HasPrefix(k, "_nats.") { // the server's own, which it sets itself
+				sc.Metadata[k] = v
+			}
+		}
+		if sc.Metadata[MetaMACRequiredFrom] == "" {
+			// Everything stored so far was written without MACs.
+			sc.Metadata[MetaMACRequiredFrom] = strconv.FormatUint(info.State.LastSeq+1, 10)
+		}
+		s, err := js.UpdateStream(ctx, sc)
+		if err != nil {
+			return nil, fmt.Errorf("ensure stream %s: update: %w", StreamName, err)
+		}
+		return s, nil
 	}
-	return s, nil
+	return nil, fmt.Errorf("ensure stream %s: created and deleted concurrently", StreamName)
 }

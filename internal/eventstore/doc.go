@@ -23,5 +23,28 @@
 // gets a few milliseconds behind. EnsureStream creates or updates the stream; it is what
 // the composition root calls at start-up.
 //
+// # Authenticity
+//
+// Every message Append stores carries a MAC (header Enrollgate-Mac:
+// "<key-id>:<base64>"), HMAC-SHA256 under the event-MAC key the replicas
+// share (derived from the MAC key keyID, see internal/secrets), over the
+// subject, the event ID, the type, the expectation and the payload, each
+// length-prefixed. Authenticator checks it for the store, the consumers
+// (internal/consume) and the replays (internal/projector) alike, and accepts
+// any key the keeper knows, so that a rotation keeps older events valid.
+// Covering the expectation, which the server keeps on the stored message,
+// makes a copy of a signed event useless: sent again as it is, the server
+// refuses it (the site has moved on); changed, its MAC fails.
+//
+// A message without a MAC is a legacy event when it was stored before the
+// boundary that EnsureStream records in the stream's metadata
+// (MetaMACRequiredFrom: 1 for a new stream, the last sequence + 1 the first
+// time this version starts on an older one), and forged after it. Load
+// leaves out whatever the service did not write (no valid MAC, or unsigned
+// and not an event of the site), ending with a gap record when that is the
+// last thing on the subject, so that the next append's expectation is
+// right; it never fails on such a message. An authentic event of a type
+// this build does not know is an error wrapping handlers.ErrUpgradeRequired.
+//
 // The package storetest holds the contract test suite of handlers.EventStore.
 package eventstore

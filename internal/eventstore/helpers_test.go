@@ -43,17 +43,36 @@ func newStoreOn(tb testing.TB, nc *nats.Conn, cfg eventstore.Config) (*eventstor
 	if err != nil {
 		tb.Fatal(err)
 	}
-	st, err := eventstore.New(js, stream, cfg)
+	auth, err := eventstore.NewAuthenticator(&testKeeper{}, stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st, err := eventstore.New(js, stream, cfg, auth)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return st, js
 }
 
-// publishRaw appends pre-encoded events to a site without expectations, as
-// fast as the server takes them; for building long histories.
+// testAuth returns the authenticator of the events stream on js, with the
+// test keys.
+func testAuth(tb testing.TB, js jetstream.JetStream) *eventstore.Authenticator {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	auth, err := eventstore.OpenAuthenticator(ctx, js, &testKeeper{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return auth
+}
+
+// publishRaw appends pre-encoded, signed events to a site without
+// expectations, as fast as the server takes them; for building long
+// histories.
 func publishRaw(tb testing.TB, js jetstream.JetStream, evs []events.Event) {
 	tb.Helper()
+	auth := testAuth(tb, js)
 	for _, e := range evs {
 		data, err := events.Encode(e)
 		if err != nil {
@@ -61,7 +80,11 @@ func publishRaw(tb testing.TB, js jetstream.JetStream, evs []events.Event) {
 		}
 		msg := &nats.Msg{Subject: events.Subject(e.Site), Data: data, Header: nats.Header{}}
 		msg.Header.Set(events.HeaderEventType, string(e.Type()))
-		if _, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(e.ID)); err != nil {
+		msg.Header.Set(jetstream.MsgIDHeader, e.ID)
+		if err := auth.SignMsg(msg); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := js.PublishMsgAsync(msg); err != nil {
 			tb.Fatal(err)
 		}
 	}

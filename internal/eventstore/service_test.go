@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,19 @@ func (*testKeeper) MAC(keyID string, p handlers.Secret) ([]byte, error) {
 	m.Write([]byte(p.Plain()))
 	return m.Sum(nil), nil
 }
+
+// EventMACKeyID and NewEventMAC make testKeeper the event store's Keys:
+// every store of a test shares them, as replicas do.
+func (*testKeeper) EventMACKeyID() string { return "test-mac" }
+
+func (*testKeeper) NewEventMAC(keyID string) (hash.Hash, bool) {
+	if keyID != "test-mac" {
+		return nil, false
+	}
+	return hmac.New(sha256.New, testEventKey), true
+}
+
+var testEventKey = []byte("enrollgate-test-event-key-32-byt")
 
 func (*testKeeper) Seal(p handlers.Secret) ([]byte, string, error) {
 	b := []byte(p.Plain())

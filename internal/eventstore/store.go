@@ -33,6 +33,7 @@ type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	cfg    Config
+	auth   *Authenticator // signs every append, and tells events from forgeries on load
 	// pub is the store's own JetStream context on js's connection, for async
 	// publishes: its window and ack timeout follow the store's Config, and
 	// its pending acks are the store's alone (the caller's js may publish
@@ -48,23 +49,23 @@ type Store struct {
 	getSubject  string // the leader's message get API
 }
 
-// New returns a Store on the stream that EnsureStream returned. js and
-// stream may share one connection with other users. On a stream with one
-// replica, reads are direct gets; on a replicated one they go to the stream
-// leader (see Config.APIPrefix), so that a read sees every acknowledged
-// append.
-func New(js jetstream.JetStream, stream jetstream.Stream, cfg Config) (*Store, error) {
+// New returns a Store on the stream that EnsureStream returned, which signs
+// and authenticates events with auth. js and stream may share one
+// connection with other users. On a stream with one replica, reads are
+// direct gets; on a replicated one they go to the stream leader (see
+// Config.APIPrefix), so that a read sees every acknowledged append.
+func New(js jetstream.JetStream, stream jetstream.Stream, cfg Config, auth *Authenticator) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("event store config: %w", err)
 	}
-	if js == nil || stream == nil {
-		return nil, errors.New("event store: js and stream are required")
+	if js == nil || stream == nil || auth == nil {
+		return nil, errors.New("event store: js, stream and authenticator are required")
 	}
 	info := stream.CachedInfo()
 	if info == nil {
 		return nil, errors.New("event store: stream has no cached info; pass the stream EnsureStream returned")
 	}
-	s := &Store{js: js, stream: stream, cfg: cfg, publish: js.PublishMsg, noRetry: jetstream.WithRetryAttempts(0),
+	s := &Store{js: js, stream: stream, cfg: cfg, auth: auth, publish: js.PublishMsg, noRetry: jetstream.WithRetryAttempts(0),
 		leaderReads: info.Config.Replicas > 1,
 		getSubject:  cfg.APIPrefix + "STREAM.MSG.GET." + info.Config.Name,
 	}
@@ -103,6 +104,11 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 		return fmt.Sprintf("append %s %s to site %s after seq %d", e.Type(), e.ID, e.Site, expectedSeq)
 	}
 	expected := strconv.FormatUint(expectedSeq, 10)
+	// Every send of this append is the same message, so one MAC serves all.
+	mac, err := s.auth.sign(subj, e.ID, string(e.Type()), expected, data)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what(), err)
+	}
 	uncertain := false // an earlier send of this call may have been stored
 	rechecks := 0
 	var lastErr error
@@ -112,7 +118,7 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 				return 0, fmt.Errorf("%s: %w: %w", what(), ErrOutcomeUnknown, err)
 			}
 		}
-		ack, err := s.publishOnce(ctx, subj, data, e, expected)
+		ack, err := s.publishOnce(ctx, subj, data, e, expected, mac)
 		if isInFlightConflict(err) && rechecks < s.cfg.ConflictRechecks {
 			// A replicated stream refuses an expectation while another
 			// message of the subject is in flight, and keeps a subject "in
@@ -157,16 +163,18 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 }
 
 // publishOnce sends the event once, bounded by PublishTimeout. Every send of
-// one Append is identical: same message ID, same expectation. The headers
-// are the ones jetstream.WithMsgID and WithExpectLastSequencePerSubject
-// write, set here so that a send costs no option closures.
-func (s *Store) publishOnce(ctx context.Context, subj string, data []byte, e events.Event, expectedSeq string) (*jetstream.PubAck, error) {
+// one Append is identical: same message ID, same expectation, same MAC. The
+// headers are the ones jetstream.WithMsgID and
+// WithExpectLastSequencePerSubject write, set here so that a send costs no
+// option closures.
+func (s *Store) publishOnce(ctx context.Context, subj string, data []byte, e events.Event, expectedSeq, mac string) (*jetstream.PubAck, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
 		events.HeaderEventType:              {string(e.Type())},
 		jetstream.MsgIDHeader:               {e.ID},
 		jetstream.ExpectedLastSubjSeqHeader: {expectedSeq},
+		events.HeaderMAC:                    {mac},
 	}}
 	// Append re-sends itself, with its own bound; the client's own
 	// no-responders retry would only stretch one attempt.
@@ -266,7 +274,7 @@ func (s *Store) findStored(ctx context.Context, subj, id string, afterSeq uint64
 		return 0, false, fmt.Errorf("read last event of %s: %w", subj, err)
 	case last.Sequence <= afterSeq:
 		return 0, false, nil
-	case last.Header.Get(jetstream.MsgIDHeader) == id:
+	case s.isStored(last, id):
 		return last.Sequence, true, nil
 	case !scan:
 		return 0, false, nil
@@ -279,7 +287,7 @@ func (s *Store) findStored(ctx context.Context, subj, id string, afterSeq uint64
 			return 0, false, nil
 		case err != nil:
 			return 0, false, fmt.Errorf("read %s from seq %d: %w", subj, next, err)
-		case m.Header.Get(jetstream.MsgIDHeader) == id:
+		case s.isStored(m, id):
 			return m.Sequence, true, nil
 		case m.Sequence >= last.Sequence:
 			return 0, false, nil
@@ -289,7 +297,16 @@ func (s *Store) findStored(ctx context.Context, subj, id string, afterSeq uint64
 	return 0, false, fmt.Errorf("event %s not among the first %d events of %s after seq %d", id, s.cfg.ResolveScanMax, subj, afterSeq)
 }
 
-// LastSeq implements handlers.EventStore.
+// isStored reports whether m is the event id as the service stored it: a
+// message that merely claims its ID is not.
+func (s *Store) isStored(m *jetstream.RawStreamMsg, id string) bool {
+	return m.Header.Get(jetstream.MsgIDHeader) == id && Signed(m.Header) &&
+		s.auth.Authenticate(m.Subject, m.Sequence, m.Header, m.Data) == nil
+}
+
+// LastSeq implements handlers.EventStore: the last message of the site,
+// authentic or not, since that is what the next append's expectation is
+// checked against.
 func (s *Store) LastSeq(ctx context.Context, site string) (uint64, error) {
 	if err := events.ValidateSite(site); err != nil {
 		return 0, fmt.Errorf("last seq: %w", err)
@@ -335,12 +352,42 @@ func (s *Store) Load(ctx context.Context, site string, afterSeq uint64) ([]event
 	return s.loadConsumer(ctx, site, afterSeq, last.Sequence)
 }
 
+// loaded collects what a Load read: the site's events, and the sequence of
+// the last message read when it was not one of them (a gap).
+type loaded struct {
+	recs []events.Record
+	last uint64 // the last sequence read, event or not
+	gap  bool   // the message at last is not an event
+}
+
+// add classifies one stored message of site and keeps it if it is an event.
+func (l *loaded) add(s *Store, site string, m *jetstream.RawStreamMsg) error {
+	rec, ok, err := s.record(site, m)
+	if err != nil {
+		return err
+	}
+	l.last, l.gap = m.Sequence, !ok
+	if ok {
+		l.recs = append(l.recs, rec)
+	}
+	return nil
+}
+
+// result returns the events, ending with a gap record when the last
+// messages read were not events (see handlers.EventStore.Load).
+func (l *loaded) result() []events.Record {
+	if l.gap {
+		return append(l.recs, events.Record{Seq: l.last})
+	}
+	return l.recs
+}
+
 // loadDirect reads the events of site after afterSeq up to last with one
 // direct get each. It reports complete=false when a get finds nothing before
 // last.
 func (s *Store) loadDirect(ctx context.Context, site string, afterSeq uint64, last *jetstream.RawStreamMsg) ([]events.Record, bool, error) {
 	subj := events.Subject(site)
-	var recs []events.Record
+	var l loaded
 	for next := afterSeq + 1; ; {
 		m := last
 		if next < last.Sequence {
@@ -353,13 +400,11 @@ func (s *Store) loadDirect(ctx context.Context, site string, afterSeq uint64, la
 				return nil, false, fmt.Errorf("load site %s: read from seq %d: %w", site, next, err)
 			}
 		}
-		rec, err := decodeRecord(site, m.Sequence, m.Data)
-		if err != nil {
+		if err := l.add(s, site, m); err != nil {
 			return nil, false, err
 		}
-		recs = append(recs, rec)
 		if m.Sequence >= last.Sequence {
-			return recs, true, nil
+			return l.result(), true, nil
 		}
 		next = m.Sequence + 1
 	}
@@ -374,25 +419,24 @@ func (s *Store) loadDirect(ctx context.Context, site string, afterSeq uint64, la
 // a consumer that delivers nothing for LoadIdleTimeout is replaced by a new
 // one that starts after the last event read.
 func (s *Store) loadConsumer(ctx context.Context, site string, afterSeq, lastSeq uint64) ([]events.Record, error) {
-	var recs []events.Record
-	next := afterSeq + 1
+	l := loaded{last: afterSeq}
 	for round := 0; ; round++ {
-		more, err := s.consumeRound(ctx, site, next, lastSeq, &recs)
-		if err != nil || !more {
-			return recs, err
+		more, err := s.consumeRound(ctx, site, l.last+1, lastSeq, &l)
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			return l.result(), nil
 		}
 		if round >= s.cfg.LoadRestarts {
-			return nil, fmt.Errorf("load site %s after seq %d (read %d): no message for %s, %d times", site, afterSeq, len(recs), s.cfg.LoadIdleTimeout, round+1)
-		}
-		if len(recs) > 0 {
-			next = recs[len(recs)-1].Seq + 1
+			return nil, fmt.Errorf("load site %s after seq %d (read %d): no message for %s, %d times", site, afterSeq, len(l.recs), s.cfg.LoadIdleTimeout, round+1)
 		}
 	}
 }
 
-// consumeRound appends to recs the events from seq next with one ordered
+// consumeRound adds to l the messages from seq next with one ordered
 // consumer; more reports that it went idle before the end.
-func (s *Store) consumeRound(ctx context.Context, site string, next, lastSeq uint64, recs *[]events.Record) (more bool, err error) {
+func (s *Store) consumeRound(ctx context.Context, site string, next, lastSeq uint64, l *loaded) (more bool, err error) {
 	subj := events.Subject(site)
 	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{subj},
@@ -417,18 +461,17 @@ func (s *Store) consumeRound(ctx context.Context, site string, next, lastSeq uin
 			return true, nil
 		}
 		if err != nil {
-			return false, fmt.Errorf("load site %s from seq %d (read %d): %w", site, next, len(*recs), err)
+			return false, fmt.Errorf("load site %s from seq %d (read %d): %w", site, next, len(l.recs), err)
 		}
 		md, err := msg.Metadata()
 		if err != nil {
 			return false, fmt.Errorf("load site %s: message metadata: %w", site, err)
 		}
-		rec, err := decodeRecord(site, md.Sequence.Stream, msg.Data())
-		if err != nil {
+		raw := &jetstream.RawStreamMsg{Subject: msg.Subject(), Sequence: md.Sequence.Stream, Header: msg.Headers(), Data: msg.Data()}
+		if err := l.add(s, site, raw); err != nil {
 			return false, err
 		}
-		*recs = append(*recs, rec)
-		if md.NumPending == 0 && rec.Seq >= lastSeq {
+		if md.NumPending == 0 && raw.Sequence >= lastSeq {
 			return false, nil
 		}
 	}
@@ -447,18 +490,31 @@ func (s *Store) deleteConsumer(cons jetstream.Consumer) {
 	_ = s.stream.DeleteConsumer(ctx, info.Name)
 }
 
-// decodeRecord decodes a stored message. An event that does not decode, or
-// belongs to another site, is an error naming its sequence: skipping it would
-// silently change the state folded from the log.
-func decodeRecord(site string, seq uint64, data []byte) (events.Record, error) {
-	e, err := events.Decode(data)
-	if err != nil {
-		return events.Record{}, fmt.Errorf("load site %s: event at seq %d: %w", site, seq, err)
+// record decodes a stored message of site; ok is false when it is not one
+// of the site's events. A message without a valid MAC, or an unsigned
+// (legacy) one that does not decode or names another site, was not written
+// by the service: it is left out, never an error, so that no message anyone
+// else puts on the subject can break the site (the consumers dead-letter it
+// and alert). An authentic event that does not decode is an error naming its
+// sequence, since skipping it would silently change the state folded from
+// the log: ErrUpgradeRequired for a type this build does not know.
+func (s *Store) record(site string, m *jetstream.RawStreamMsg) (rec events.Record, ok bool, err error) {
+	if s.auth.Authenticate(m.Subject, m.Sequence, m.Header, m.Data) != nil {
+		return events.Record{}, false, nil
 	}
-	if e.Site != site {
-		return events.Record{}, fmt.Errorf("load site %s: event at seq %d: %w: it names site %q", site, seq, events.ErrMalformed, e.Site)
+	e, err := events.Decode(m.Data)
+	switch {
+	case err == nil && e.Site == site:
+		return events.Record{Seq: m.Sequence, Event: e}, true, nil
+	case !Signed(m.Header):
+		return events.Record{}, false, nil
+	case errors.Is(err, events.ErrUnknownType):
+		return events.Record{}, false, fmt.Errorf("load site %s: event at seq %d: %w: %w", site, m.Sequence, handlers.ErrUpgradeRequired, err)
+	case err != nil:
+		return events.Record{}, false, fmt.Errorf("load site %s: event at seq %d: %w", site, m.Sequence, err)
+	default:
+		return events.Record{}, false, fmt.Errorf("load site %s: event at seq %d: %w: it names site %q", site, m.Sequence, events.ErrMalformed, e.Site)
 	}
-	return events.Record{Seq: seq, Event: e}, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -3,7 +3,6 @@ package eventstore_test
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -110,36 +109,6 @@ func TestEnsureStreamIdempotentAndUpdates(t *testing.T) {
 	}
 	if err := s.Purge(ctx); err == nil {
 		t.Fatal("purge of the event stream succeeded")
-	}
-}
-
-func TestUndecodableEventIsAnError(t *testing.T) {
-	srv := natstest.StartServer(t)
-	for _, direct := range []int{16, 0} {
-		cfg := testConfig()
-		cfg.DirectReadMax = direct
-		st, js := newStore(t, srv, cfg)
-		site := "undecodable"
-		if direct == 0 {
-			site += "-consumer"
-		}
-		b := storetest.NewEvents(site)
-		recs := storetest.Append(t, st, b, 0, 2)
-		ack, err := js.Publish(context.Background(), events.Subject(site), []byte(`{"id":"not json`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		storetest.Append(t, st, b, ack.Sequence, 1)
-		for _, after := range []uint64{0, recs[1].Seq} {
-			_, err = st.Load(context.Background(), site, after)
-			if !errors.Is(err, events.ErrMalformed) || !strings.Contains(err.Error(), "seq "+strconv.FormatUint(ack.Sequence, 10)) {
-				t.Fatalf("load over a bad event at seq %d (direct max %d, after %d): got %v", ack.Sequence, direct, after, err)
-			}
-		}
-		// After it, the site loads again.
-		if got := storetest.Load(t, st, site, ack.Sequence); len(got) != 1 {
-			t.Fatalf("load after the bad event: %d records", len(got))
-		}
 	}
 }
 
@@ -333,7 +302,8 @@ func TestNeverAnswered(t *testing.T) {
 
 // TestAppendHeaders: in both publish modes, the stored message carries the
 // event ID as Nats-Msg-Id (what dedup and the lost-answer resolution rely
-// on) and the event type header, and the expectation is enforced.
+// on), the event type header and a valid MAC, and the expectation is
+// enforced.
 func TestAppendHeaders(t *testing.T) {
 	srv := natstest.StartServer(t)
 	for _, mode := range publishModes {
@@ -367,6 +337,12 @@ func TestAppendHeaders(t *testing.T) {
 			}
 			if m.Subject != events.Subject(b.Site) {
 				t.Fatalf("subject %q", m.Subject)
+			}
+			if !strings.HasPrefix(m.Header.Get(events.HeaderMAC), "test-mac:") {
+				t.Fatalf("%s %q, want a MAC under the current key", events.HeaderMAC, m.Header.Get(events.HeaderMAC))
+			}
+			if err := testAuth(t, js).Authenticate(m.Subject, m.Sequence, m.Header, m.Data); err != nil {
+				t.Fatalf("stored event not authentic: %v", err)
 			}
 		})
 	}

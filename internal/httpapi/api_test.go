@@ -379,6 +379,8 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("generate passcode: %w", context.DeadlineExceeded), 504, CodeTimeout, true},
 		// What the event store wraps when an append went unanswered.
 		{fmt.Errorf("generate passcode: append: append outcome unknown: %w", handlers.ErrUnavailable), 503, CodeUnavailable, true},
+		// What the event store wraps for an event of a newer version.
+		{fmt.Errorf("generate passcode: load site acme: event at seq 7: %w: unknown event type", handlers.ErrUpgradeRequired), 503, CodeUpgradeRequired, true},
 		{fmt.Errorf("generate passcode: site acme: %w", domain.ErrInvalid), 400, CodeInvalidRequest, false},
 		{fmt.Errorf("generate passcode: nats: connection closed to 10.0.0.7 secret-internals"), 500, CodeInternal, true},
 	} {

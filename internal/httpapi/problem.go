@@ -25,6 +25,7 @@ const (
 	CodeBusy             = "busy"
 	CodeTimeout          = "timeout"
 	CodeUnavailable      = "unavailable"
+	CodeUpgradeRequired  = "upgrade_required"
 	CodeNotReady         = "not_ready"
 	CodeNotCaughtUp      = "not_caught_up"
 	CodeInternal         = "internal"
@@ -99,6 +100,10 @@ func problemFor(err error) (p Problem, serverFault bool) {
 		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeBusy,
 			Detail: "the site is busy with concurrent changes; retry shortly"}
 		serverFault = true
+	case errors.Is(err, handlers.ErrUpgradeRequired):
+		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeUpgradeRequired,
+			Detail: "the site's event log holds an event written by a newer version of the service; this replica must be upgraded"}
+		serverFault = true
 	case errors.Is(err, handlers.ErrUnavailable):
 		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			Detail: "the event log did not answer; the change may or may not have been made: check before retrying"}
@@ -142,6 +147,10 @@ func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 	case http.StatusServiceUnavailable:
 		if p.Code == CodeBusy || p.Code == CodeNotCaughtUp || p.Code == CodeUnavailable {
 			w.Header().Set("Retry-After", "1")
+		}
+		if p.Code == CodeUpgradeRequired {
+			// Another replica may be upgraded already; this one not soon.
+			w.Header().Set("Retry-After", "30")
 		}
 	}
 	b, mErr := json.Marshal(p)

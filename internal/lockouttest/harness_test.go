@@ -35,6 +35,8 @@ type harness struct {
 	store  *eventstore.Store   // inspection
 	svcs   []*handlers.Service // replicas, each with its own connection and store
 	alerts *nats.Subscription  // security tooling: a core NATS subscriber
+	keeper *secrets.Keeper     // shared by the replicas, as their keys are
+	auth   *eventstore.Authenticator
 }
 
 func testPolicy() domain.Policy {
@@ -47,12 +49,13 @@ func newHarness(tb testing.TB, replicas int, pol domain.Policy) *harness {
 	h := &harness{tb: tb, s: s}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h.js, h.store = h.newStore(ctx)
-	if err := alerts.EnsureStream(ctx, h.js, 1); err != nil {
-		tb.Fatal(err)
-	}
 	keeper, err := secrets.Open(secrets.Config{Dir: tb.TempDir()})
 	if err != nil {
+		tb.Fatal(err)
+	}
+	h.keeper = keeper
+	h.js, h.store = h.newStore(ctx)
+	if err := alerts.EnsureStream(ctx, h.js, 1); err != nil {
 		tb.Fatal(err)
 	}
 	cfg := handlers.DefaultConfig()
@@ -83,7 +86,12 @@ func (h *harness) newStore(ctx context.Context) (jetstream.JetStream, *eventstor
 	if err != nil {
 		h.tb.Fatal(err)
 	}
-	store, err := eventstore.New(js, stream, cfg)
+	auth, err := eventstore.NewAuthenticator(h.keeper, stream)
+	if err != nil {
+		h.tb.Fatal(err)
+	}
+	h.auth = auth
+	store, err := eventstore.New(js, stream, cfg, auth)
 	if err != nil {
 		h.tb.Fatal(err)
 	}
@@ -154,7 +162,7 @@ func (r *running) stop() {
 // the test's cleanup.
 func (h *harness) startRouter(hs map[string]consume.Handler) *running {
 	h.tb.Helper()
-	r, err := consume.NewRouter(routerConfig(), h.connect, zerolog.Nop())
+	r, err := consume.NewRouter(routerConfig(), h.connect, h.auth, zerolog.Nop())
 	if err != nil {
 		h.tb.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func BenchmarkRebuild(b *testing.B) {
 		raw, rawCPU := time.Since(t), cpuTime(b)-c
 
 		t, c = time.Now(), cpuTime(b)
-		st, rep, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, fmt.Sprintf("rebuild-%d.db", i)), Config{BatchSize: benchBatch(b)})
+		st, rep, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, fmt.Sprintf("rebuild-%d.db", i)), e.cfg(Config{BatchSize: benchBatch(b)}))
 		if err != nil {
 			b.Fatal(err)
 		}

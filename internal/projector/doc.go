@@ -9,8 +9,13 @@
 //   - Catch-up and rebuild: CatchUp replays the stream with an ordered
 //     consumer from the store's checkpoint to the stream's last sequence, in
 //     large transactions, decoding and applying in two goroutines; Rebuild
-//     does that into a fresh file from sequence 1. Poison messages are
-//     skipped and reported (Report.Poison), never fatal.
+//     does that into a fresh file from sequence 1. Forged messages (not
+//     written by the service: Config.Auth decides, by the same rules as the
+//     live router) and poison are skipped and reported (Report.Poison),
+//     never fatal. At an authentic event of a type this build does not know
+//     a replay applies what came before and stops (Report.Stopped), so that
+//     the read model stays a true prefix of the log; the live consumer then
+//     holds at the same event until the process is upgraded.
 //   - Open: OpenStore opens the durable read model, rebuilds it when it is
 //     corrupt or was left unsynced by an OS crash, and catches it up, so that
 //     after a restart the projections are ready without replaying history.

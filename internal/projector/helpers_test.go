@@ -2,8 +2,11 @@ package projector
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
+	"hash"
 	mrand "math/rand/v2"
 	"testing"
 	"time"
@@ -23,9 +26,21 @@ import (
 var t0 = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 
 type env struct {
-	url string
-	nc  *nats.Conn
-	js  jetstream.JetStream
+	url  string
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	auth *eventstore.Authenticator
+}
+
+// testKeys are the event-MAC keys of the tests: one key, "k1".
+type testKeys struct{}
+
+func (testKeys) EventMACKeyID() string { return "k1" }
+func (testKeys) NewEventMAC(id string) (hash.Hash, bool) {
+	if id != "k1" {
+		return nil, false
+	}
+	return hmac.New(sha256.New, []byte("projector-test-event-mac-key-32b")), true
 }
 
 func newEnv(tb testing.TB) *env {
@@ -38,10 +53,21 @@ func newEnv(tb testing.TB) *env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := eventstore.EnsureStream(ctx, js, eventstore.DefaultConfig()); err != nil {
+	stream, err := eventstore.EnsureStream(ctx, js, eventstore.DefaultConfig())
+	if err != nil {
 		tb.Fatal(err)
 	}
-	return &env{url: s.ClientURL(), nc: nc, js: js}
+	auth, err := eventstore.NewAuthenticator(testKeys{}, stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &env{url: s.ClientURL(), nc: nc, js: js, auth: auth}
+}
+
+// cfg is c with the env's authenticator.
+func (e *env) cfg(c Config) Config {
+	c.Auth = e.auth
+	return c
 }
 
 func storeConfig(path string) readstore.Config {
@@ -116,15 +142,19 @@ func randBytes(n int) []byte {
 	return b
 }
 
-func eventMsg(tb testing.TB, e events.Event) *nats.Msg {
-	b, err := events.Encode(e)
+// eventMsg is the message of ev as the service stores it, signed.
+func (e *env) eventMsg(tb testing.TB, ev events.Event) *nats.Msg {
+	b, err := events.Encode(ev)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m := nats.NewMsg(events.Subject(e.Site))
+	m := nats.NewMsg(events.Subject(ev.Site))
 	m.Data = b
-	m.Header.Set(events.HeaderEventType, string(e.Type()))
-	m.Header.Set(jetstream.MsgIDHeader, e.ID)
+	m.Header.Set(events.HeaderEventType, string(ev.Type()))
+	m.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	if err := e.auth.SignMsg(m); err != nil {
+		tb.Fatal(err)
+	}
 	return m
 }
 
@@ -151,7 +181,7 @@ func (e *env) publishBulk(tb testing.TB, w *workload, n int) {
 	const window = 2000
 	var futures []jetstream.PubAckFuture
 	for i := range n {
-		f, err := e.js.PublishMsgAsync(eventMsg(tb, w.next()))
+		f, err := e.js.PublishMsgAsync(e.eventMsg(tb, w.next()))
 		if err != nil {
 			tb.Fatalf("publish %d: %v", i, err)
 		}

@@ -52,7 +52,7 @@ func BenchmarkLive(b *testing.B) {
 				p := New(st)
 				// A fresh durable each time: the projector's constant would
 				// start where the previous iteration stopped.
-				r, err := consume.NewRouter(cfg, func() (*nats.Conn, error) { return nats.Connect(e.url) }, zerolog.Nop())
+				r, err := consume.NewRouter(cfg, func() (*nats.Conn, error) { return nats.Connect(e.url) }, e.auth, zerolog.Nop())
 				if err != nil {
 					b.Fatal(err)
 				}

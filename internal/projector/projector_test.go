@@ -29,7 +29,7 @@ func (e *env) router(t *testing.T, p *Projector) *consume.Router {
 	cfg.RetryMaxInterval = 20 * time.Millisecond
 	cfg.InProcessRetries = 1
 	cfg.CloseTimeout = 5 * time.Second
-	r, err := consume.NewRouter(cfg, func() (*nats.Conn, error) { return nats.Connect(e.url) }, zerolog.Nop())
+	r, err := consume.NewRouter(cfg, func() (*nats.Conn, error) { return nats.Connect(e.url) }, e.auth, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	live, rep, err := OpenStore(ctx, e.js, storeConfig(filepath.Join(dir, readstore.FileName)), Config{})
+	live, rep, err := OpenStore(ctx, e.js, storeConfig(filepath.Join(dir, readstore.FileName)), e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,11 +91,11 @@ func TestRebuildEqualsLive(t *testing.T) {
 		poisonAt = append(poisonAt, seqs[0])
 	}
 	// A well-formed event stored on another site's subject is poison too.
-	wrong := eventMsg(t, w.next())
+	wrong := e.eventMsg(t, w.next())
 	wrong.Subject = "enrollgate.events.not-its-site"
 	poisonAt = append(poisonAt, e.publish(t, wrong)[0])
 	// The next good event after the poison is applied.
-	last = e.publish(t, eventMsg(t, w.next()))[0]
+	last = e.publish(t, e.eventMsg(t, w.next()))[0]
 	waitApplied(t, p, last)
 
 	now := w.at.Add(10 * time.Minute)
@@ -104,7 +104,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 		t.Fatalf("live model has %d events up to %d, want 1201 up to %d", liveDump.Events, liveDump.Last, last)
 	}
 
-	rebuilt, rep, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "rebuilt.db"), Config{BatchSize: 100})
+	rebuilt, rep, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "rebuilt.db"), e.cfg(Config{BatchSize: 100}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,14 +126,14 @@ func TestRebuildEqualsLive(t *testing.T) {
 
 	// Swap the rebuilt model in while events keep coming.
 	e.publishBulk(t, w, 50)
-	old, _, err := p.Swap(ctx, e.js, rebuilt, Config{})
+	old, _, err := p.Swap(ctx, e.js, rebuilt, e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if old != live {
 		t.Fatal("swap did not return the previous store")
 	}
-	last = e.publish(t, eventMsg(t, w.next()))[0]
+	last = e.publish(t, e.eventMsg(t, w.next()))[0]
 	waitApplied(t, p, last)
 	if p.Store() != rebuilt || rebuilt.LastApplied() != last {
 		t.Fatalf("after swap the current store is at %d, want %d", p.Store().LastApplied(), last)
@@ -143,7 +143,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 		t.Fatalf("old store still fed after the swap")
 	}
 	nowAfter := w.at.Add(time.Minute)
-	fresh, _, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "fresh.db"), Config{})
+	fresh, _, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "fresh.db"), e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestRestartCatchesUp(t *testing.T) {
 	path := filepath.Join(dir, readstore.FileName)
 	w := newWorkload(2, 10)
 	e.publishBulk(t, w, 300)
-	st, rep, err := OpenStore(ctx, e.js, storeConfig(path), Config{BatchSize: 64})
+	st, rep, err := OpenStore(ctx, e.js, storeConfig(path), e.cfg(Config{BatchSize: 64}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestRestartCatchesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.publishBulk(t, w, 120)
-	st, rep, err = OpenStore(ctx, e.js, storeConfig(path), Config{})
+	st, rep, err = OpenStore(ctx, e.js, storeConfig(path), e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestRestartCatchesUp(t *testing.T) {
 	if rep.From != 301 || rep.Applied != 120 || rep.Rebuilt {
 		t.Fatalf("reopen replayed %+v, want only the 120 new events", rep)
 	}
-	fresh, _, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "fresh.db"), Config{})
+	fresh, _, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "fresh.db"), e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestOpenStoreRebuildsABrokenFile(t *testing.T) {
 	if err := os.WriteFile(path, make([]byte, 64<<10), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	st, rep, err := OpenStore(context.Background(), e.js, storeConfig(path), Config{})
+	st, rep, err := OpenStore(context.Background(), e.js, storeConfig(path), e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestOpenStoreRebuildsABrokenFile(t *testing.T) {
 
 func TestCatchUpOfAnEmptyStreamReturnsAtOnce(t *testing.T) {
 	e := newEnv(t)
-	st, rep, err := OpenStore(context.Background(), e.js, storeConfig(filepath.Join(t.TempDir(), readstore.FileName)), Config{IdleTimeout: time.Second})
+	st, rep, err := OpenStore(context.Background(), e.js, storeConfig(filepath.Join(t.TempDir(), readstore.FileName)), e.cfg(Config{IdleTimeout: time.Second}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestWaitForFollowsASwap(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
 	ctx := context.Background()
-	a, _, err := OpenStore(ctx, e.js, storeConfig(filepath.Join(dir, "a.db")), Config{})
+	a, _, err := OpenStore(ctx, e.js, storeConfig(filepath.Join(dir, "a.db")), e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,12 +266,12 @@ func TestWaitForFollowsASwap(t *testing.T) {
 		defer cancel()
 		done <- p.WaitFor(c, 5)
 	}()
-	b, _, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "b.db"), Config{})
+	b, _, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "b.db"), e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	old, _, err := p.Swap(ctx, e.js, b, Config{})
+	old, _, err := p.Swap(ctx, e.js, b, e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,11 +292,15 @@ func TestWaitForFollowsASwap(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	if err := (Config{}).Validate(); err != nil {
+	e := newEnv(t)
+	if err := (e.cfg(Config{})).Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
-	if err := (Config{BatchSize: -1, IdleTimeout: -time.Second}).Validate(); err == nil {
+	if err := (e.cfg(Config{BatchSize: -1, IdleTimeout: -time.Second})).Validate(); err == nil {
 		t.Fatal("bad config accepted")
+	}
+	if err := (Config{}).Validate(); err == nil {
+		t.Fatal("config without an authenticator accepted")
 	}
 }
 

@@ -9,9 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 )
 
@@ -38,6 +40,9 @@ type Config struct {
 	// IdleTimeout fails a replay when no message arrives for this long
 	// although the stream said more were there. Default 30 s.
 	IdleTimeout time.Duration
+	// Auth tells the service's events from messages it did not write, which
+	// a replay skips. Required.
+	Auth consume.Authenticator
 }
 
 func (c *Config) setDefaults() {
@@ -71,14 +76,20 @@ func (c Config) Validate() error {
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("projector: idle timeout must not be negative, got %s", c.IdleTimeout))
 	}
+	if c.Auth == nil {
+		errs = append(errs, errors.New("projector: an authenticator is required"))
+	}
 	return errors.Join(errs...)
 }
 
 // Poison is a stored message that is not a valid event: skipped by a replay.
+// Forged is set for one the service did not write (no valid MAC, or
+// unsigned and not an event).
 type Poison struct {
 	Seq     uint64
 	Subject string
 	Reason  string
+	Forged  bool
 }
 
 // Report says what a replay did. The caller logs it.
@@ -86,7 +97,13 @@ type Report struct {
 	From, To uint64 // the sequences replayed: From is the first asked for, To the stream's last at the start
 	Applied  uint64 // records handed to the store (it skips those at or below its checkpoint)
 	Poison   []Poison
-	Elapsed  time.Duration
+	// Stopped is set when the replay stopped before To at an authentic event
+	// of a type this build does not know (written by a newer version): it
+	// applied everything before it and skipped nothing, so the read model
+	// is a true prefix of the log; the live consumer holds at the same
+	// event until the process is upgraded.
+	Stopped *Poison
+	Elapsed time.Duration
 	// ApplyTime is the part of Elapsed spent in the store's transactions
 	// (the rest is reading and decoding, overlapped with it).
 	ApplyTime time.Duration
@@ -96,18 +113,32 @@ type Report struct {
 	RebuildReason error
 }
 
+// errUnknownType stops a replay: see Report.Stopped.
+var errUnknownType = errors.New("event type unknown to this version")
+
 // DecodeMessage turns a stored message into a record, with the same rules
-// as the live router (internal/consume): the payload must decode and its site
-// must match the subject. An error means a poison message.
-func DecodeMessage(subject string, seq uint64, data []byte) (events.Record, error) {
+// as the live router (internal/consume): the message must be authentic, the
+// payload must decode, and its site must match the subject. An error means a
+// message to skip (poison; forged when it wraps eventstore's
+// ErrNotAuthentic or is unsigned), except one wrapping errUnknownType.
+func DecodeMessage(auth consume.Authenticator, subject string, seq uint64, header nats.Header, data []byte) (events.Record, bool, error) {
+	if err := auth.Authenticate(subject, seq, header, data); err != nil {
+		return events.Record{}, true, err
+	}
+	signed := header.Get(events.HeaderMAC) != ""
 	e, err := events.Decode(data)
-	if err != nil {
-		return events.Record{}, err
+	switch {
+	case err != nil && !signed:
+		return events.Record{}, true, fmt.Errorf("unsigned and not an event: %w", err)
+	case errors.Is(err, events.ErrUnknownType):
+		return events.Record{}, false, fmt.Errorf("%w: %w", errUnknownType, err)
+	case err != nil:
+		return events.Record{}, false, err
 	}
 	if subject != events.Subject(e.Site) {
-		return events.Record{}, fmt.Errorf("%w: event %s of site %q stored on subject %q", events.ErrMalformed, e.ID, e.Site, subject)
+		return events.Record{}, !signed, fmt.Errorf("%w: event %s of site %q stored on subject %q", events.ErrMalformed, e.ID, e.Site, subject)
 	}
-	return events.Record{Seq: seq, Event: e}, nil
+	return events.Record{Seq: seq, Event: e}, false, nil
 }
 
 // CatchUp applies to store every event after its checkpoint up to the
@@ -132,7 +163,7 @@ func CatchUp(ctx context.Context, js jetstream.JetStream, store *readstore.Store
 		rep.Elapsed = time.Since(start)
 		return rep, nil
 	}
-	err = replay(ctx, stream, from, rep.To, cfg, func(batch []readstore.Prepared) error {
+	rep.Stopped, err = replay(ctx, stream, from, rep.To, cfg, func(batch []readstore.Prepared) error {
 		rep.Applied += uint64(len(batch))
 		t := time.Now()
 		err := store.ApplyPrepared(batch...)
@@ -211,21 +242,27 @@ type chunk struct {
 	msgs   []rawMsg
 	recs   []readstore.Prepared
 	poison []Poison
+	stop   *Poison // the first event of an unknown type; recs end before it
 	done   chan struct{}
 }
 
 type rawMsg struct {
 	subject string
 	seq     uint64
+	header  nats.Header
 	data    []byte
 }
 
-func (c *chunk) decode() {
+func (c *chunk) decode(auth consume.Authenticator) {
 	c.recs = make([]readstore.Prepared, 0, len(c.msgs))
 	for _, m := range c.msgs {
-		rec, err := DecodeMessage(m.subject, m.seq, m.data)
+		rec, forged, err := DecodeMessage(auth, m.subject, m.seq, m.header, m.data)
+		if errors.Is(err, errUnknownType) {
+			c.stop = &Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error()}
+			break
+		}
 		if err != nil {
-			c.poison = append(c.poison, Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error()})
+			c.poison = append(c.poison, Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error(), Forged: forged})
 			continue
 		}
 		// Encoding the audit entry here takes it off the single applying
@@ -244,22 +281,27 @@ const chunkSize = 256
 // the calling goroutine reads messages and cuts them into chunks, workers
 // (one per CPU) decode and prepare chunks, a collector takes the prepared
 // chunks in stream order and cuts batches of cfg.BatchSize, and an applier
-// applies each batch in one transaction.
+// applies each batch in one transaction. At an event of a type this build
+// does not know it applies what came before and stops, returning that event.
 func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg Config,
-	apply func([]readstore.Prepared) error, poison func(Poison)) error {
+	apply func([]readstore.Prepared) error, poison func(Poison)) (*Poison, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Reading stops early, without failing the replay, at an unknown type.
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	var stopped *Poison // set by the collector; read after it is done
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{cfg.FilterSubject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
 	})
 	if err != nil {
-		return fmt.Errorf("ordered consumer: %w", err)
+		return nil, fmt.Errorf("ordered consumer: %w", err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.PullMaxMessages))
 	if err != nil {
-		return fmt.Errorf("messages: %w", err)
+		return nil, fmt.Errorf("messages: %w", err)
 	}
 	defer it.Stop()
 
@@ -272,7 +314,7 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 		go func() {
 			defer wg.Done()
 			for c := range jobs {
-				c.decode()
+				c.decode(cfg.Auth)
 			}
 		}()
 	}
@@ -297,13 +339,18 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 		batch := make([]readstore.Prepared, 0, cfg.BatchSize)
 		for c := range ordered {
 			<-c.done
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || stopped != nil {
 				continue // drain so that the reader never blocks
 			}
 			for _, p := range c.poison {
 				poison(p)
 			}
 			batch = append(batch, c.recs...)
+			if c.stop != nil {
+				stopped = c.stop
+				stopReading()
+				continue
+			}
 			if len(batch) >= cfg.BatchSize {
 				batches <- batch
 				batch = make([]readstore.Prepared, 0, cfg.BatchSize)
@@ -329,25 +376,25 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 			// closes after it has taken the job.
 			select {
 			case ordered <- cur:
-			case <-ctx.Done():
-				return ctx.Err()
+			case <-readCtx.Done():
+				return readCtx.Err()
 			}
 			select {
 			case jobs <- cur:
-			case <-ctx.Done():
+			case <-readCtx.Done():
 				close(cur.done) // never decoded; the collector is draining
-				return ctx.Err()
+				return readCtx.Err()
 			}
 			cur = &chunk{done: make(chan struct{})}
 			return nil
 		}
 		for {
-			wait, cancelWait := context.WithTimeout(ctx, cfg.IdleTimeout)
+			wait, cancelWait := context.WithTimeout(readCtx, cfg.IdleTimeout)
 			msg, err := it.Next(jetstream.NextContext(wait))
 			cancelWait()
 			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
+				if readCtx.Err() != nil {
+					return readCtx.Err()
 				}
 				return fmt.Errorf("next message: %w", err)
 			}
@@ -356,7 +403,7 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 				return fmt.Errorf("message metadata: %w", err)
 			}
 			seq := md.Sequence.Stream
-			cur.msgs = append(cur.msgs, rawMsg{subject: msg.Subject(), seq: seq, data: msg.Data()})
+			cur.msgs = append(cur.msgs, rawMsg{subject: msg.Subject(), seq: seq, header: msg.Headers(), data: msg.Data()})
 			if seq >= to || md.NumPending == 0 {
 				return send()
 			}
@@ -367,9 +414,12 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 			}
 		}
 	}()
-	aerr := <-applyErr
+	aerr := <-applyErr // after the collector is done with stopped
 	if aerr != nil {
-		return fmt.Errorf("apply: %w", aerr)
+		return nil, fmt.Errorf("apply: %w", aerr)
 	}
-	return readErr
+	if stopped != nil {
+		return stopped, nil
+	}
+	return nil, readErr
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"regexp"
 
@@ -26,6 +27,9 @@ const (
 	// follows it, so that a sealed copy presented under another key ID fails
 	// authentication instead of being opened.
 	sealAD = "enrollgate/passcode/v1\x00"
+	// eventMACLabel derives the event-MAC key from a MAC key, so that
+	// passcode hashes and event MACs never share a key.
+	eventMACLabel = "enrollgate event MAC v1"
 )
 
 var keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -52,11 +56,13 @@ type Config struct {
 
 // Keeper holds the keys. Safe for concurrent use: it is immutable after Open.
 type Keeper struct {
-	macKeys  map[string][]byte
-	sealKeys map[string]cipher.AEAD
-	curMAC   string
-	curSeal  string
-	random   io.Reader
+	macKeys map[string][]byte
+	// eventKeys are derived from macKeys, under the same IDs.
+	eventKeys map[string][]byte
+	sealKeys  map[string]cipher.AEAD
+	curMAC    string
+	curSeal   string
+	random    io.Reader
 }
 
 // Open returns a Keeper with the keys of cfg: configured keys, else the keys
@@ -115,6 +121,12 @@ func Open(cfg Config) (*Keeper, error) {
 		}
 		k.curSeal = id
 	}
+	k.eventKeys = make(map[string][]byte, len(k.macKeys))
+	for id, key := range k.macKeys {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(eventMACLabel))
+		k.eventKeys[id] = m.Sum(nil)
+	}
 	return k, nil
 }
 
@@ -155,6 +167,22 @@ func (k *Keeper) MAC(keyID string, passcode handlers.Secret) ([]byte, error) {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(passcode.Plain()))
 	return m.Sum(nil), nil
+}
+
+// EventMACKeyID names the key new events are authenticated with: the
+// event-MAC key derived from the current MAC key, under that key's ID.
+func (k *Keeper) EventMACKeyID() string { return k.curMAC }
+
+// NewEventMAC returns an HMAC-SHA256 under the event-MAC key keyID (derived
+// as HMAC-SHA256(MAC key, "enrollgate event MAC v1")); false when no MAC key
+// has that ID. Every key the keeper knows verifies, so that events signed
+// before a rotation stay authentic.
+func (k *Keeper) NewEventMAC(keyID string) (hash.Hash, bool) {
+	key, ok := k.eventKeys[keyID]
+	if !ok {
+		return nil, false
+	}
+	return hmac.New(sha256.New, key), true
 }
 
 // Seal implements handlers.SecretKeeper: AES-256-GCM under the current seal

@@ -336,3 +336,45 @@ func TestNoSecretInFormattedErrors(t *testing.T) {
 		t.Fatalf("error holds the passcode: %v", err)
 	}
 }
+
+// TestEventMACKeys: the event-MAC key of every MAC key is derived from it
+// (so replicas with the same keys agree), is not the key itself (passcode
+// hashes and event MACs never share a key), and survives a rotation.
+func TestEventMACKeys(t *testing.T) {
+	dir := t.TempDir()
+	k := openDir(t, dir)
+	old := k.EventMACKeyID()
+	if old != k.MACKeyID() {
+		t.Fatalf("event-MAC key ID %q, want the current MAC key's %q", old, k.MACKeyID())
+	}
+	sum := func(k *Keeper, id string) []byte {
+		t.Helper()
+		m, ok := k.NewEventMAC(id)
+		if !ok {
+			t.Fatalf("event-MAC key %s unknown", id)
+		}
+		m.Write([]byte("an event"))
+		return m.Sum(nil)
+	}
+	want := sum(k, old)
+	if got := sum(openDir(t, dir), old); !bytes.Equal(got, want) {
+		t.Fatal("the same keys file derives another event-MAC key")
+	}
+	// The passcode HMAC of the same bytes is another value.
+	if mac, err := k.MAC(old, handlers.NewSecret("an event")); err != nil || bytes.Equal(mac, want) {
+		t.Fatalf("event MAC equals the passcode MAC under the same key (err %v)", err)
+	}
+	if _, ok := k.NewEventMAC("mac-00000000"); ok {
+		t.Fatal("unknown event-MAC key accepted")
+	}
+	if _, _, err := Rotate(dir); err != nil {
+		t.Fatal(err)
+	}
+	rotated := openDir(t, dir)
+	if rotated.EventMACKeyID() == old {
+		t.Fatal("rotation kept the old event-MAC key current")
+	}
+	if got := sum(rotated, old); !bytes.Equal(got, want) {
+		t.Fatal("after a rotation the old event-MAC key no longer verifies")
+	}
+}

@@ -23,11 +23,15 @@ func New(tb testing.TB, js jetstream.JetStream) (*handlers.Service, *eventstore.
 	if err != nil {
 		tb.Fatal(err)
 	}
-	store, err := eventstore.New(js, stream, cfg)
+	keeper, err := secrets.Open(secrets.Config{Dir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	keeper, err := secrets.Open(secrets.Config{Dir: tb.TempDir()})
+	auth, err := eventstore.NewAuthenticator(keeper, stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	store, err := eventstore.New(js, stream, cfg, auth)
 	if err != nil {
 		tb.Fatal(err)
 	}

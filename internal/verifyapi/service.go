@@ -337,6 +337,10 @@ func classify(err error) (code, desc string) {
 	switch {
 	case errors.Is(err, domain.ErrInvalid):
 		return CodeBadRequest, err.Error()
+	case errors.Is(err, handlers.ErrUpgradeRequired):
+		// The HTTP API's problem code, so that a frontend tells it apart
+		// from a passing outage.
+		return CodeUnavailable, "upgrade_required: the site's event log holds an event written by a newer version of the service"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
 		errors.Is(err, handlers.ErrBusy), errors.Is(err, handlers.ErrUnavailable), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionClosed),

@@ -41,6 +41,73 @@ func RunPrefixed(t *testing.T, prefix string, newStore func(t *testing.T) handle
 	}
 }
 
+// Forge stores on the site's subject a message that the service did not
+// write (its store must not take it for an event), and returns its stream
+// sequence.
+type Forge func(t *testing.T, site string) uint64
+
+// RunForged runs the part of the contract about messages on a site's
+// subject that are not its events: Load leaves them out, ending with a gap
+// record (a sequence and no event data) when they are the last ones, and the
+// position they occupy is what the next Append expects.
+func RunForged(t *testing.T, prefix string, newStore func(t *testing.T) handlers.EventStore, forge Forge) {
+	t.Helper()
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s handlers.EventStore, prefix string, forge Forge)
+	}{
+		{"ForgedTail", testForgedTail},
+		{"ForgedOnly", testForgedOnly},
+		{"ForgedBetween", testForgedBetween},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t), prefix, forge) })
+	}
+}
+
+// Gap is the record Load ends with after messages that are not events.
+func Gap(seq uint64) events.Record { return events.Record{Seq: seq} }
+
+func testForgedTail(t *testing.T, s handlers.EventStore, prefix string, forge Forge) {
+	b := NewEvents(prefix + "forged-tail")
+	want := Append(t, s, b, 0, 3)
+	f := forge(t, b.Site)
+	Equal(t, Load(t, s, b.Site, 0), append(want[:3:3], Gap(f)))
+	Equal(t, Load(t, s, b.Site, want[2].Seq), []events.Record{Gap(f)})
+	Equal(t, Load(t, s, b.Site, f), nil)
+	if got := lastSeq(t, s, b.Site); got != f {
+		t.Fatalf("last seq %d, want the forged message's %d", got, f)
+	}
+	// The next append expects the forged message's position, not the last event's.
+	if _, err := s.Append(context.Background(), b.Next(), want[2].Seq); !errors.Is(err, handlers.ErrConflict) {
+		t.Fatalf("append expecting the last event %d before forged %d: got %v, want ErrConflict", want[2].Seq, f, err)
+	}
+	next := Append(t, s, b, f, 1)
+	Equal(t, Load(t, s, b.Site, 0), append(want[:3:3], next...))
+	Equal(t, Load(t, s, b.Site, want[2].Seq), next)
+}
+
+func testForgedOnly(t *testing.T, s handlers.EventStore, prefix string, forge Forge) {
+	b := NewEvents(prefix + "forged-only")
+	f := forge(t, b.Site)
+	Equal(t, Load(t, s, b.Site, 0), []events.Record{Gap(f)})
+	if _, err := s.Append(context.Background(), b.Next(), 0); !errors.Is(err, handlers.ErrConflict) {
+		t.Fatalf("append expecting an empty site after forged %d: got %v, want ErrConflict", f, err)
+	}
+	first := Append(t, s, b, f, 1)
+	Equal(t, Load(t, s, b.Site, 0), first)
+}
+
+func testForgedBetween(t *testing.T, s handlers.EventStore, prefix string, forge Forge) {
+	b := NewEvents(prefix + "forged-between")
+	want := Append(t, s, b, 0, 1)
+	forge(t, b.Site)
+	f := forge(t, b.Site)
+	want = append(want, Append(t, s, b, f, 2)...)
+	Equal(t, Load(t, s, b.Site, 0), want)
+	Equal(t, Load(t, s, b.Site, want[0].Seq), want[1:])
+}
+
 // Events builds valid events of every type for one site, with fixed UTC
 // times so that decoded events compare equal field for field.
 type Events struct {

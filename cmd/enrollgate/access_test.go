@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/enrollgate/enrollgate/internal/alerts"
+	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
@@ -139,5 +141,13 @@ func TestNATSAccessEndToEnd(t *testing.T) {
 		t.Fatal("a revoked token connected again")
 	} else if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
 		t.Fatalf("revoked token: %v, want an authorization error", err)
+	}
+}
+
+// TestAlertCopiesKeepAlertsAsLongAsTheStream: a token's copy of the alerts
+// must not forget one that ENROLLGATE_ALERTS still holds.
+func TestAlertCopiesKeepAlertsAsLongAsTheStream(t *testing.T) {
+	if natsserver.AlertCopyMaxAge != alerts.MaxAge {
+		t.Fatalf("alert copies keep alerts %s, the stream %s", natsserver.AlertCopyMaxAge, alerts.MaxAge)
 	}
 }

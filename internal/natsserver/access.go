@@ -54,8 +54,12 @@ type TokenLookup interface {
 // accountLimits bound what a token account may keep in JetStream: its copy
 // of the alerts of its sites and the consumers its security tooling makes.
 var accountLimits = map[string]server.JetStreamAccountLimits{"": {
-	MaxMemory: 0, MaxStore: 256 << 20, MaxStreams: 1, MaxConsumers: 64,
+	MaxMemory: 0, MaxStore: 64 << 20, MaxStreams: 1, MaxConsumers: 64,
 }}
+
+// AlertCopyMaxAge is how long a token account's alert copy keeps an alert:
+// as long as ENROLLGATE_ALERTS does (alerts.MaxAge; a test keeps them equal).
+const AlertCopyMaxAge = 90 * 24 * time.Hour
 
 // Access is the embedded server's access control. The service logs in as
 // ServiceUser in the server's global account, which holds the streams and
@@ -352,6 +356,7 @@ func alertCopyConfig(acc string, p auth.Principal) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxBytes:    accountLimits[""].MaxStore / 2,
+		MaxAge:      AlertCopyMaxAge,
 		DenyDelete:  true,
 		DenyPurge:   true,
 		AllowDirect: true,

@@ -144,7 +144,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err := a.startConsumers(ctx, cfg, svc); err != nil {
 		return nil, err
 	}
-	if a.micro, err = verifyapi.Start(a.nc, svc, verifyapi.Config{Version: semver()}, log); err != nil {
+	if a.micro, err = verifyapi.Start(a.nc, svc, verifyapi.Config{Version: buildVersion()}, log); err != nil {
 		return nil, err
 	}
 	if err := a.startHTTP(cfg, svc, tokens); err != nil {
@@ -510,10 +510,3 @@ func logReplay(log zerolog.Logger, msg string, r projector.Report) {
 		Int("poison", len(r.Poison)).Bool("rebuilt", r.Rebuilt).Str("elapsed", r.Elapsed.String()).Msg(msg)
 }
 
-// semver is the version micro reports: it must be SemVer.
-func semver() string {
-	if version == "dev" {
-		return verifyapi.DefaultVersion
-	}
-	return version
-}

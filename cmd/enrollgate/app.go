@@ -509,4 +509,3 @@ func logReplay(log zerolog.Logger, msg string, r projector.Report) {
 	ev.Uint64("from_seq", r.From).Uint64("to_seq", r.To).Uint64("applied", r.Applied).
 		Int("poison", len(r.Poison)).Bool("rebuilt", r.Rebuilt).Str("elapsed", r.Elapsed.String()).Msg(msg)
 }
-

@@ -25,6 +25,7 @@ func (a *API) routes() []route {
 	return []route{
 		{"GET /healthz", a.public(a.healthz)},
 		{"GET /readyz", a.public(a.readyz)},
+		{"GET /metrics", a.metricsRoute()},
 
 		// Reads (queries.go): every one accepts ?min_seq=N (read.go).
 		{"GET /v1/sites", a.authenticated(auth.PermRead, a.listSites)},

@@ -10,8 +10,13 @@ BENCHFLAGS ?=
 run:
 	$(GO) run ./cmd/enrollgate serve
 
+# The version `enrollgate version`, micro and /metrics report: a release tag,
+# else the commit.
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' || true)
+VERSION   := $(or $(VERSION),0.0.0-dev+$(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))
+
 build:
-	$(GO) build -trimpath -o bin/enrollgate ./cmd/enrollgate
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/enrollgate ./cmd/enrollgate
 
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)

@@ -29,6 +29,7 @@ import (
 	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/httpapi"
+	"github.com/enrollgate/enrollgate/internal/metrics"
 	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/projector"
 	"github.com/enrollgate/enrollgate/internal/readstore"
@@ -62,6 +63,7 @@ type app struct {
 	stopTokens chan struct{}
 	tokensDone chan struct{}
 	lock       *os.File // the data dir's lock, held until Close
+	metrics    *metrics.Metrics
 	// projections is the durable consumer of this instance's read model.
 	projections string
 	auth        *eventstore.Authenticator
@@ -119,9 +121,10 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err := alerts.EnsureStream(ctx, a.js, cfg.Replicas); err != nil {
 		return nil, err
 	}
+	a.metrics = metrics.New(buildVersion(), a.metricsProbes())
 	hcfg := handlers.DefaultConfig()
 	hcfg.Policy = cfg.Policy
-	svc, err := handlers.NewService(hcfg, store, keeper, handlers.SystemClock{}, handlers.NewULIDs())
+	svc, err := handlers.NewService(hcfg, a.metrics.Store(store), keeper, handlers.SystemClock{}, handlers.NewULIDs())
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +147,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err := a.startConsumers(ctx, cfg, svc); err != nil {
 		return nil, err
 	}
-	if a.micro, err = verifyapi.Start(a.nc, svc, verifyapi.Config{Version: semver()}, log); err != nil {
+	if a.micro, err = verifyapi.Start(a.nc, a.metrics.Verify(svc, metrics.NATS), verifyapi.Config{Version: buildVersion()}, log); err != nil {
 		return nil, err
 	}
 	if err := a.startHTTP(cfg, svc, tokens); err != nil {
@@ -362,7 +365,15 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 		return err
 	}
 	// The one durable shared by the replicas raises the tampering alerts.
-	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...), consume.OnForged(publisher.Tampered)); err != nil {
+	tampered := func(ctx context.Context, f consume.Forged) error {
+		if err := publisher.Tampered(ctx, f); err != nil {
+			return err
+		}
+		a.metrics.AlertPublished(alerts.KindEventLogTampered)
+		return nil
+	}
+	if err := r.AddHandler(alerts.Durable, consume.Handler(a.metrics.AlertPublisher(metrics.Handler(publisher.Handle), alerts.KindPasscodeLockout)),
+		consume.OnlyTypes(alerts.Events...), consume.OnForged(tampered)); err != nil {
 		return err
 	}
 	a.routerWG, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)
@@ -376,8 +387,10 @@ func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) e
 		return err
 	}
 	hcfg.TLS = tc
-	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: svc, Auth: tokens, Reads: projectorReads{a.proj},
-		Clock: handlers.SystemClock{}, Ready: a.ready}, a.log)
+	hcfg.MetricsPublic = cfg.MetricsPublic
+	commands := httpCommands{Service: svc, verify: a.metrics.Verify(svc, metrics.HTTP)}
+	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: commands, Auth: tokens, Reads: projectorReads{a.proj},
+		Clock: handlers.SystemClock{}, Ready: a.ready, Metrics: a.metrics.Handler()}, a.log)
 	if err != nil {
 		return err
 	}
@@ -474,6 +487,37 @@ func (a *app) Close() error {
 	return errors.Join(errs...)
 }
 
+// httpCommands are the HTTP API's commands, with its verifies counted.
+type httpCommands struct {
+	*handlers.Service
+	verify metrics.Verifier
+}
+
+func (c httpCommands) VerifyPasscode(ctx context.Context, cmd handlers.VerifyPasscode) (handlers.VerifyResult, error) {
+	return c.verify.VerifyPasscode(ctx, cmd)
+}
+
+// metricsProbes read, at each scrape, the consumers' lag and the read
+// model's sequence from what start has made by then.
+func (a *app) metricsProbes() metrics.Probes {
+	return metrics.Probes{
+		Pending: func(ctx context.Context, durable string) (uint64, error) {
+			if a.router == nil {
+				return 0, errors.New("consumers not started")
+			}
+			return a.router.Pending(ctx, durable)
+		},
+		Consumers: map[string]string{"lockout_saga": handlers.LockoutSagaDurable, "alert_publisher": alerts.Durable,
+			"projections": a.projections},
+		ReadModelSeq: func() uint64 {
+			if a.proj == nil {
+				return 0
+			}
+			return a.proj.Store().LastApplied()
+		},
+	}
+}
+
 // projectorReads serves the HTTP reads from the projector's current store, so
 // that a store swapped in by a rebuild is read at once and a min_seq wait
 // follows the swap.
@@ -508,12 +552,4 @@ func logReplay(log zerolog.Logger, msg string, r projector.Report) {
 	}
 	ev.Uint64("from_seq", r.From).Uint64("to_seq", r.To).Uint64("applied", r.Applied).
 		Int("poison", len(r.Poison)).Bool("rebuilt", r.Rebuilt).Str("elapsed", r.Elapsed.String()).Msg(msg)
-}
-
-// semver is the version micro reports: it must be SemVer.
-func semver() string {
-	if version == "dev" {
-		return verifyapi.DefaultVersion
-	}
-	return version
 }

@@ -47,8 +47,10 @@ type config struct {
 	EnrollmentToken     string
 	MACKey              string
 	SealKey             string
-	LogLevel            string
-	LogFormat           string
+	// MetricsPublic serves /metrics without a token.
+	MetricsPublic bool
+	LogLevel      string
+	LogFormat     string
 }
 
 // parseConfig reads args (without the subcommand) and the environment.
@@ -129,6 +131,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	secret(&c.EnrollmentToken, "enrollment-token", "ENROLLGATE_ENROLLMENT_TOKEN", "bootstrap token for HTTP verify")
 	secret(&c.MACKey, "mac-key", "ENROLLGATE_MAC_KEY", "base64 32-byte HMAC key; empty: generated into the data dir")
 	secret(&c.SealKey, "seal-key", "ENROLLGATE_SEAL_KEY", "base64 32-byte AES-256-GCM key; empty: generated into the data dir")
+	boolean(&c.MetricsPublic, "metrics-public", "ENROLLGATE_METRICS_PUBLIC", "serve /metrics without a token (else it needs an admin or auditor token)")
 	str(&c.LogLevel, "log-level", "ENROLLGATE_LOG_LEVEL", "info", "trace, debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "ENROLLGATE_LOG_FORMAT", "", "console or json; empty: console on a terminal, else json")
 	if err := fs.Parse(args); err != nil {

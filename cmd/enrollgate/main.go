@@ -14,10 +14,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "enrollgate:", err)
-		}
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp): // -h of a subcommand: its usage was printed
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "enrollgate:", err)
 		os.Exit(1)
 	}
 }
@@ -35,14 +36,14 @@ commands:
 Run 'enrollgate serve -h' for the flags; each has an environment variable.
 `
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 // run is the whole program: tests call it with their own arguments,
 // environment and writers, on random ports.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+	switch {
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		cmd = "help"
+	case len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-':
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -72,7 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return errors.New("usage: enrollgate tokens add|ls|revoke [flags]")
 	case "version":
-		fmt.Fprintln(stdout, "enrollgate", version)
+		fmt.Fprintln(stdout, "enrollgate", buildVersion())
 		return nil
 	case "help":
 		fmt.Fprint(stdout, usage)

@@ -147,6 +147,9 @@ func TestOpenAPIEndToEnd(t *testing.T) {
 	c.call("GET", "/readyz", "", nil, 200)
 	r := c.call("GET", "/openapi.json", "", nil, 200)
 	c.call("GET", "/openapi.json", "", nil, 304, "If-None-Match", r.header.Get("ETag"))
+	c.call("GET", "/metrics", auditor, nil, 200)
+	c.call("GET", "/metrics", frontend, nil, 403)
+	c.call("GET", "/metrics", "", nil, 401)
 
 	// Access: no token, a role without the permission, a site outside the
 	// token's scope, a malformed site ID.

@@ -25,6 +25,7 @@ func (a *API) routes() []route {
 	return []route{
 		{"GET /healthz", a.public(a.healthz)},
 		{"GET /readyz", a.public(a.readyz)},
+		{"GET /metrics", a.metricsRoute()},
 		{"GET /openapi.json", a.public(a.openAPI)}, // openapi.go
 
 		// Reads (queries.go): every one accepts ?min_seq=N (read.go).

@@ -19,7 +19,7 @@ func main() {
 	case errors.Is(err, flag.ErrHelp): // -h of a subcommand: its usage was printed
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "enrollgate:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -33,12 +33,26 @@ commands:
   tokens revoke ID       revoke an API token; a running service drops it within seconds
   version                print the version
 
+admin commands, over the HTTP API (--url, default http://127.0.0.1:8080 or $ENROLLGATE_URL;
+the token from $ENROLLGATE_TOKEN; --json prints the API's JSON):
+  sites ls                                  the sites the token may see
+  passcode show|generate|reveal|disable     --site SITE
+  attempts                                  --site SITE [--outcome failed|succeeded] [--limit N]
+  audit                                     --site SITE [--limit N] [--cursor C]
+  policy set                                --site SITE --max-failed-attempts N --failure-window D
+  verify                                    --site SITE [--ip IP] [--device-id ID] [--passcode-file F] (default: stdin)
+exit codes: 0 ok, 1 failed, 2 usage, 3 no valid token, 4 forbidden, 5 not found, 6 conflict,
+7 request refused (400), 8 unavailable (429, 503, unreachable)
+
 Run 'enrollgate serve -h' for the flags; each has an environment variable.
 `
 
 // run is the whole program: tests call it with their own arguments,
 // environment and writers, on random ports.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if words, rest, ok := adminWords(args); ok {
+		return runAdmin(ctx, words, rest, getenv, stdout, stderr)
+	}
 	cmd := "serve"
 	switch {
 	case len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):

@@ -101,11 +101,11 @@ func TestMetricsAfterALockout(t *testing.T) {
 		`enrollgate_verify_verdicts_total{reason="wrong_passcode",transport="nats"}`: 2,
 		`enrollgate_verify_verdicts_total{reason="wrong_passcode",transport="http"}`: 1,
 		`enrollgate_verify_verdicts_total{reason="not_generated",transport="http"}`:  1,
-		`enrollgate_verify_duration_seconds_count{transport="nats"}`:                  3,
-		`enrollgate_verify_duration_seconds_count{transport="http"}`:                  2,
-		`enrollgate_alerts_published_total{kind="passcode_lockout"}`:                  1,
-		`enrollgate_event_append_conflicts_total`:                                     0,
-		`enrollgate_consumer_pending_events{consumer="alert_publisher"}`:              0,
+		`enrollgate_verify_duration_seconds_count{transport="nats"}`:                 3,
+		`enrollgate_verify_duration_seconds_count{transport="http"}`:                 2,
+		`enrollgate_alerts_published_total{kind="passcode_lockout"}`:                 1,
+		`enrollgate_event_append_conflicts_total`:                                    0,
+		`enrollgate_consumer_pending_events{consumer="alert_publisher"}`:             0,
 	} {
 		if got := sample(text, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)

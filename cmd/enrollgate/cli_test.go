@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
 // admin runs an admin command with token and returns stdout and the exit
@@ -42,13 +46,24 @@ func TestAdminCLI(t *testing.T) {
 		return out
 	}
 
+	// A read follows the writes before it within milliseconds: poll it.
+	waitFor := func(ok func(string) bool, token string, args ...string) string {
+		t.Helper()
+		var out string
+		natstest.Eventually(t, 5*time.Second, func() error {
+			if out = mustOK(token, args...); !ok(out) {
+				return fmt.Errorf("%s:\n%s", strings.Join(args, " "), out)
+			}
+			return nil
+		})
+		return out
+	}
+
 	passcode := strings.TrimSpace(mustOK(admin, "passcode", "generate", "--site", "acme"))
 	if !regexp.MustCompile(`^[0-9A-Za-z]{12}$`).MatchString(passcode) {
 		t.Fatalf("generate printed %q", passcode)
 	}
-	if out := mustOK(admin, "sites", "ls"); !regexp.MustCompile(`(?m)^acme\s+active\s+0/10\s`).MatchString(out) {
-		t.Fatalf("sites ls:\n%s", out)
-	}
+	waitFor(regexp.MustCompile(`(?m)^acme\s+active\s+0/10\s`).MatchString, admin, "sites", "ls")
 	if out := mustOK(auditor, "passcode", "show", "--site", "acme"); !strings.Contains(out, "status           active") ||
 		!strings.Contains(out, "by admin@localhost") || strings.Contains(out, passcode) {
 		t.Fatalf("passcode show:\n%s", out)
@@ -60,16 +75,13 @@ func TestAdminCLI(t *testing.T) {
 	if out := mustOK(admin, "verify", "--site", "acme", "--ip", "192.0.2.9", "--passcode-file", file); out != "refused: wrong_passcode\n" {
 		t.Fatalf("verify: %q", out)
 	}
-	if out := mustOK(auditor, "attempts", "--site", "acme", "--outcome", "failed"); !regexp.MustCompile(`(?m)failed\s+1\s+192\.0\.2\.9`).MatchString(out) {
-		t.Fatalf("attempts:\n%s", out)
-	}
+	waitFor(regexp.MustCompile(`(?m)failed\s+1\s+192\.0\.2\.9`).MatchString, auditor, "attempts", "--site", "acme", "--outcome", "failed")
 	if out := mustOK(admin, "passcode", "reveal", "--site", "acme"); strings.TrimSpace(out) != passcode {
 		t.Fatalf("reveal printed %q", out)
 	}
-	out := mustOK(auditor, "audit", "--site", "acme", "--limit", "2")
-	if !strings.Contains(out, "PasscodeRevealed") || !strings.Contains(out, "more: --cursor ") {
-		t.Fatalf("audit page 1:\n%s", out)
-	}
+	out := waitFor(func(out string) bool {
+		return strings.Contains(out, "PasscodeRevealed") && strings.Contains(out, "more: --cursor ")
+	}, auditor, "audit", "--site", "acme", "--limit", "2")
 	cursor := regexp.MustCompile(`--cursor (\S+)`).FindStringSubmatch(out)[1]
 	if out := mustOK(auditor, "audit", "--site", "acme", "--limit", "2", "--cursor", cursor); !strings.Contains(out, "PasscodeGenerated") {
 		t.Fatalf("audit page 2:\n%s", out)

@@ -284,3 +284,73 @@ func TestLockoutFailoverAfterSIGKILL(t *testing.T) {
 		return nil
 	})
 }
+
+// TestReadyzReportsALateAlertPublisher: when lockout alerts cannot be
+// stored (here the alert stream no longer takes their subjects), /readyz
+// stays 200 for sharedLag after the disable, so that a failover under way
+// does not make the replicas unready, then answers 503 naming the alert
+// publisher and how late it is, and 200 again once the alert is out.
+func TestReadyzReportsALateAlertPublisher(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the readiness bound")
+	}
+	const admin, enrollment = "readyz-test-admin-token-0123", "readyz-test-enrollment-token-0123"
+	in := startInstance(t, t.TempDir(), "--admin-token", admin, "--enrollment-token", enrollment, "--max-failed-attempts", "2")
+	in.generate("acme", admin)
+	js, err := jetstream.New(connectService(t, in.natsURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	broken := alerts.StreamConfig(1)
+	broken.Subjects = []string{"enrollgate.alerts-misconfigured.>"}
+	if _, err := js.UpdateStream(ctx, broken); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		var v verdict
+		req := map[string]any{"passcode": fmt.Sprintf("wrong-guess-%d", i), "source": map[string]any{"ip": fmt.Sprintf("192.0.2.%d", i+1)}}
+		if code, _ := in.do("POST", "/v1/sites/acme/enrollments/verify", enrollment, req, &v); code != http.StatusOK || v.OK {
+			t.Fatalf("failure %d: %d %+v", i+1, code, v)
+		}
+	}
+	var st struct {
+		Status     string    `json:"status"`
+		DisabledAt time.Time `json:"disabled_at"`
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if code, _ := in.do("GET", "/v1/sites/acme/passcode", admin, nil, &st); code != http.StatusOK || st.Status != "disabled" {
+			return fmt.Errorf("state %d %+v", code, st)
+		}
+		return nil
+	})
+	var detail string
+	natstest.Eventually(t, sharedLag+10*time.Second, func() error {
+		code, _, b := in.raw("GET", "/readyz", "")
+		if code == http.StatusOK {
+			return errors.New("still ready")
+		}
+		if since := time.Since(st.DisabledAt); since < sharedLag-time.Second {
+			t.Fatalf("not ready %s after the disable, before the bound %s: %d %s", since, sharedLag, code, b)
+		}
+		var p struct {
+			Detail string `json:"detail"`
+		}
+		_ = json.Unmarshal(b, &p)
+		detail = p.Detail
+		return nil
+	})
+	if !strings.Contains(detail, alerts.Durable) || !strings.Contains(detail, "1 events behind") {
+		t.Fatalf("readyz detail %q does not name the late alert publisher and its backlog", detail)
+	}
+	t.Logf("readyz: %s", detail)
+	if _, err := js.UpdateStream(ctx, alerts.StreamConfig(1)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 40*time.Second, func() error {
+		if code, _, b := in.raw("GET", "/readyz", ""); code != http.StatusOK {
+			return fmt.Errorf("not ready: %d %s", code, b)
+		}
+		return nil
+	})
+}

@@ -411,8 +411,15 @@ func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) e
 	return nil
 }
 
+// sharedLag is how old the oldest event the lockout saga or the alert
+// publisher has not acknowledged may be before /readyz reports it: above the
+// failover bound (DESIGN "Replicas"), so that a failover under way does not
+// make every replica unready at once.
+const sharedLag = 10 * time.Second
+
 // ready is /readyz: NATS connected, the streams present, the projections
-// caught up with the stream.
+// caught up with the stream, and neither the lockout saga nor the alert
+// publisher (durables shared by the replicas) fallen behind.
 func (a *app) ready(ctx context.Context) error {
 	if !a.nc.IsConnected() {
 		return errors.New("NATS not connected")
@@ -428,6 +435,16 @@ func (a *app) ready(ctx context.Context) error {
 	}
 	if lag > 0 {
 		return fmt.Errorf("projections %d events behind", lag)
+	}
+	for _, d := range []string{handlers.LockoutSagaDurable, alerts.Durable} {
+		b, err := a.router.Backlog(ctx, d)
+		if err != nil {
+			return fmt.Errorf("%s lag: %w", d, err)
+		}
+		if b.Pending > 0 && b.Age > sharedLag {
+			return fmt.Errorf("%s %d events behind, the oldest stored %s ago: lockout disables or alerts are late",
+				d, b.Pending, b.Age.Round(time.Second))
+		}
 	}
 	return nil
 }

@@ -437,6 +437,41 @@ func (r *Router) Pending(ctx context.Context, durable string) (uint64, error) {
 	return info.NumPending + uint64(info.NumAckPending), nil
 }
 
+// Backlog is how far a durable is behind the stream.
+type Backlog struct {
+	// Pending counts the events it has not acknowledged: those not
+	// delivered and those delivered but not acknowledged.
+	Pending uint64
+	// Age is how long ago the oldest of them was stored, by the server's
+	// clock; 0 when Pending is 0.
+	Age time.Duration
+}
+
+// Backlog returns how many events durable has not acknowledged and how old
+// the oldest of them is. Its events are acknowledged in stream order, so the
+// oldest is the first after the consumer's ack floor.
+func (r *Router) Backlog(ctx context.Context, durable string) (Backlog, error) {
+	c, err := r.js.Consumer(ctx, r.cfg.Stream, durable)
+	if err != nil {
+		return Backlog{}, fmt.Errorf("consume: consumer %s: %w", durable, err)
+	}
+	info := c.CachedInfo()
+	b := Backlog{Pending: info.NumPending + uint64(info.NumAckPending)}
+	if b.Pending == 0 {
+		return b, nil
+	}
+	st, err := r.js.Stream(ctx, r.cfg.Stream)
+	if err != nil {
+		return Backlog{}, fmt.Errorf("consume: stream %s: %w", r.cfg.Stream, err)
+	}
+	m, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(r.cfg.FilterSubject))
+	if err != nil {
+		return Backlog{}, fmt.Errorf("consume: oldest event pending for %s: %w", durable, err)
+	}
+	b.Age = max(info.TimeStamp.Sub(m.Time), 0)
+	return b, nil
+}
+
 // poisonError marks a message that no retry can make decodable; forged,
 // one that the service did not write.
 type poisonError struct {

@@ -94,6 +94,10 @@ func TestMetricsAfterALockout(t *testing.T) {
 		if got := sample(text, "enrollgate_lockouts_total"); got != 1 {
 			return fmt.Errorf("enrollgate_lockouts_total %v", got)
 		}
+		// Counted when the handler returns, acknowledged just after.
+		if got := sample(text, `enrollgate_consumer_pending_events{consumer="alert_publisher"}`); got != 0 {
+			return fmt.Errorf("alert publisher pending %v", got)
+		}
 		return nil
 	})
 	for series, want := range map[string]float64{

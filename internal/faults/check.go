@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -211,6 +212,7 @@ func (s *Suite) check(ctx context.Context, r *round, res *Result) {
 	}
 	msgIDs := map[string]int{}
 	attempts := map[string][]events.Type{}
+	attemptAt := map[string][]rawMsg{} // where each attempt's events are
 	lastSeq := map[string]uint64{}
 	loadSites := map[string]bool{}
 	for _, site := range r.loadSite {
@@ -228,6 +230,7 @@ func (s *Suite) check(ctx context.Context, r *round, res *Result) {
 		switch d := e.Data.(type) {
 		case events.EnrollmentAttemptFailed:
 			attempts[d.AttemptID] = append(attempts[d.AttemptID], e.Type())
+			attemptAt[d.AttemptID] = append(attemptAt[d.AttemptID], m)
 			gg := g(d.PasscodeID)
 			gg.failures++
 			if d.ReachesThreshold() && gg.nth.IsZero() {
@@ -235,6 +238,7 @@ func (s *Suite) check(ctx context.Context, r *round, res *Result) {
 			}
 		case events.EnrollmentAttemptSucceeded:
 			attempts[d.AttemptID] = append(attempts[d.AttemptID], e.Type())
+			attemptAt[d.AttemptID] = append(attemptAt[d.AttemptID], m)
 		case events.PasscodeDisabled:
 			if loadSites[site] {
 				r.fail("load site %s was disabled (%s)", site, d.Reason)
@@ -244,17 +248,28 @@ func (s *Suite) check(ctx context.Context, r *round, res *Result) {
 			}
 		}
 	}
+	var dupEvents, dupAttempts []string
 	for id, n := range msgIDs {
 		if n > 1 {
 			res.Duplicates += n - 1
-			r.fail("event %s stored %d times", id, n)
+			dupEvents = append(dupEvents, fmt.Sprintf("%s (%d times)", id, n))
 		}
 	}
 	for id, types := range attempts {
 		if id != "" && len(types) > 1 {
 			res.Duplicates += len(types) - 1
-			r.fail("attempt %s stored %d times", id, len(types))
+			at := attemptAt[id]
+			dupAttempts = append(dupAttempts, fmt.Sprintf("%s as %s at seq %d and %d, %s apart", id, types[0], at[0].seq, at[len(at)-1].seq,
+				fmtDuration(at[len(at)-1].at.Sub(at[0].at))))
 		}
+	}
+	if len(dupEvents) > 0 {
+		slices.Sort(dupEvents)
+		r.fail("%d events stored more than once, e.g. %s", len(dupEvents), strings.Join(dupEvents[:min(3, len(dupEvents))], "; "))
+	}
+	if len(dupAttempts) > 0 {
+		slices.Sort(dupAttempts)
+		r.fail("%d attempts (the same attempt_id and passcode) stored more than once, e.g. %s", len(dupAttempts), strings.Join(dupAttempts[:min(3, len(dupAttempts))], "; "))
 	}
 
 	var lost []string
@@ -314,7 +329,7 @@ func (s *Suite) check(ctx context.Context, r *round, res *Result) {
 			d := al[0].Sub(gg.nth)
 			res.AlertDelay = max(res.AlertDelay, d)
 			if d > lo.allowed {
-				r.fail("%s: alert %s after the last failure, allowed %s (%s)", lo.site, d.Round(10*time.Millisecond), lo.allowed.Round(10*time.Millisecond), lo.why)
+				r.fail("%s: alert %s after the last failure, allowed %s (%s)", lo.site, fmtDuration(d), fmtDuration(lo.allowed), lo.why)
 			}
 		}
 	}

@@ -5,7 +5,7 @@ FUZZTIME  ?= 5s
 PKGS      := ./...
 BENCHFLAGS ?=
 
-.PHONY: run build test lint fmt-check vet fuzz bench clean
+.PHONY: run build test lint fmt-check vet fuzz bench faults clean
 
 run:
 	$(GO) run ./cmd/enrollgate serve
@@ -41,6 +41,12 @@ fuzz:
 # Writes bench-results.json; see docs/benchmarks.md.
 bench:
 	$(GO) run ./cmd/enrollgate-bench $(BENCHFLAGS)
+
+# The fault suite on a real 3-node cluster with three replicas (see
+# docs/faults.md); e.g. make faults FAULTSFLAGS=-scenarios=stream-leader.
+FAULTSFLAGS ?=
+faults:
+	$(GO) run ./cmd/enrollgate-faults $(FAULTSFLAGS)
 
 clean:
 	rm -rf bin

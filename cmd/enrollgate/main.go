@@ -31,6 +31,7 @@ commands:
   tokens add             create an API token: --role admin|auditor|enrollment --id NAME [--site SITE ...]
   tokens ls              list the API tokens (without their secrets)
   tokens revoke ID       revoke an API token; a running service drops it within seconds
+  health                 exit 0 when a running service's /readyz says ready, else 1 with the reason
   version                print the version
 
 admin commands, over the HTTP API (--url, default http://127.0.0.1:8080 or $ENROLLGATE_URL;
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return revokeToken(args[1:], getenv, stdout, stderr)
 		}
 		return errors.New("usage: enrollgate tokens add|ls|revoke [flags]")
+	case "health":
+		return health(ctx, args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollgate", buildVersion())
 		return nil

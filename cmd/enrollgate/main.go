@@ -30,6 +30,8 @@ commands:
   tokens add             create an API token: --role admin|auditor|enrollment --id NAME [--site SITE ...]
   tokens ls              list the API tokens (without their secrets)
   tokens revoke ID       revoke an API token; a running service drops it within seconds
+  keys init              create a keys file the replicas share: --keys-file FILE [--from data/keys.json ...]
+  keys rotate            add new current keys to a keys file, keeping the old: --keys-file FILE [--activate-after 1m]
   version                print the version
 
 Run 'enrollgate serve -h' for the flags; each has an environment variable.
@@ -71,6 +73,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return revokeToken(args[1:], getenv, stdout, stderr)
 		}
 		return errors.New("usage: enrollgate tokens add|ls|revoke [flags]")
+	case "keys":
+		return keysCommand(args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollgate", version)
 		return nil

@@ -27,7 +27,7 @@ const (
 	Max   = 5 * time.Second
 	// Attempt bounds one attempt, so that a request the cluster never
 	// answers is sent again rather than waited on until the deadline.
-	Attempt = 10 * time.Second
+	Attempt = 5 * time.Second
 )
 
 // Retry calls fn until it succeeds, returns a configuration error

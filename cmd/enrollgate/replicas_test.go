@@ -302,3 +302,43 @@ func TestReplicaWithOtherKeysRefusesToStart(t *testing.T) {
 		t.Fatal("the log was scanned twice")
 	}
 }
+
+// TestMissingKeyAtRunTime: a key another replica began to use after this
+// one started (here a sealing key given to one replica only) is never a
+// 500: reveal answers 503 key_unavailable, verify still works, and /readyz
+// reports the key missing.
+func TestMissingKeyAtRunTime(t *testing.T) {
+	s := natstest.StartServer(t)
+	const token = "replica-test-admin-token-0123"
+	file, _ := keysInit(t)
+	base := []string{"--nats-url", s.ClientURL(), "--admin-token", token, "--keys-file", file}
+	b := startInstance(t, t.TempDir(), base...)
+	a := startInstance(t, t.TempDir(), append(base, "--seal-key", randomKey(t))...)
+	g := a.generate("late", token)
+
+	var p struct {
+		Code string `json:"code"`
+	}
+	code, h := b.do("POST", "/v1/sites/late/passcode/reveal", token, nil, &p)
+	if code != http.StatusServiceUnavailable || p.Code != "key_unavailable" || h.Get("Retry-After") == "" {
+		t.Fatalf("reveal without the seal key: %d %q, Retry-After %q", code, p.Code, h.Get("Retry-After"))
+	}
+	var v verdict
+	if code, _ := b.do("POST", "/v1/sites/late/enrollments/verify", token,
+		map[string]any{"passcode": g.Passcode, "source": map[string]any{"ip": "192.0.2.1"}}, &v); code != http.StatusOK || !v.OK {
+		t.Fatalf("verify: %d %+v", code, v)
+	}
+	natstest.Eventually(t, 15*time.Second, func() error {
+		var body bytes.Buffer
+		resp, err := http.Get("http://" + b.httpAddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(&body, resp.Body)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body.String(), "recorded in use by another replica") {
+			return fmt.Errorf("readyz %d %s", resp.StatusCode, body.String())
+		}
+		return nil
+	})
+}

@@ -34,6 +34,7 @@ import (
 	"github.com/enrollgate/enrollgate/internal/projector"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 	"github.com/enrollgate/enrollgate/internal/secrets"
+	"github.com/enrollgate/enrollgate/internal/startup"
 	"github.com/enrollgate/enrollgate/internal/verifyapi"
 	"github.com/enrollgate/enrollgate/projections"
 )
@@ -67,6 +68,7 @@ type app struct {
 	// projections is the durable consumer of this instance's read model.
 	projections string
 	auth        *eventstore.Authenticator
+	keys        keyWatch // the keys file's watcher and the key registry
 }
 
 // start wires and starts the service. On error, whatever was started is
@@ -98,13 +100,20 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 		return nil, err
 	}
 
+	// What the start creates on JetStream is retried until this deadline:
+	// a cluster that is just forming answers late or not at all.
+	sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
 	esCfg := eventstore.DefaultConfig()
 	esCfg.Replicas = cfg.Replicas
-	stream, err := eventstore.EnsureStream(ctx, a.js, esCfg)
-	if err != nil {
+	var stream jetstream.Stream
+	if err := startup.Retry(sctx, log, "ensure stream "+eventstore.StreamName, func(ctx context.Context) (err error) {
+		stream, err = eventstore.EnsureStream(ctx, a.js, esCfg)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	keeper, err := secrets.Open(secrets.Config{Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
+	keeper, err := secrets.Open(secrets.Config{File: cfg.KeysFile, Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
 	if err != nil {
 		return nil, err
 	}
@@ -114,11 +123,17 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err != nil {
 		return nil, err
 	}
+	// Before anything is appended: every key the log names is here.
+	if err := a.checkKeys(ctx, sctx, cfg, keeper, instance); err != nil {
+		return nil, err
+	}
 	store, err := eventstore.New(a.js, stream, esCfg, a.auth)
 	if err != nil {
 		return nil, err
 	}
-	if err := alerts.EnsureStream(ctx, a.js, cfg.Replicas); err != nil {
+	if err := startup.Retry(sctx, log, "ensure stream "+alerts.StreamName, func(ctx context.Context) error {
+		return alerts.EnsureStream(ctx, a.js, cfg.Replicas)
+	}); err != nil {
 		return nil, err
 	}
 	a.metrics = metrics.New(buildVersion(), a.metricsProbes())
@@ -346,6 +361,7 @@ func (a *app) connect(name string) (*nats.Conn, error) {
 func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Service) error {
 	ccfg := consume.DefaultConfig()
 	ccfg.DeadLetterReplicas = cfg.Replicas
+	ccfg.StartTimeout = cfg.StartTimeout
 	var n atomic.Int32 // connections are made while handlers are added; counting safely costs nothing
 	r, err := consume.NewRouter(ccfg, func() (*nats.Conn, error) {
 		return a.connect(fmt.Sprintf("enrollgate-consumer-%d", n.Add(1)))
@@ -429,6 +445,9 @@ func (a *app) ready(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
+	if err := a.keys.ready(); err != nil {
+		return err
+	}
 	lag, err := a.router.Pending(ctx, a.projections)
 	if err != nil {
 		return fmt.Errorf("projection lag: %w", err)
@@ -468,6 +487,7 @@ func (a *app) Close() error {
 		close(a.stopTokens)
 		<-a.tokensDone
 	}
+	a.keys.stop()
 	if a.micro != nil {
 		if err := a.micro.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("verify endpoint: %w", err))

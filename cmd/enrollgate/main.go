@@ -32,6 +32,8 @@ commands:
   tokens ls              list the API tokens (without their secrets)
   tokens revoke ID       revoke an API token; a running service drops it within seconds
   health                 exit 0 when a running service's /readyz says ready, else 1 with the reason
+  keys init              create a keys file the replicas share: --keys-file FILE [--from data/keys.json ...]
+  keys rotate            add new current keys to a keys file, keeping the old: --keys-file FILE [--activate-after 1m]
   version                print the version
 
 admin commands, over the HTTP API (--url, default http://127.0.0.1:8080 or $ENROLLGATE_URL;
@@ -89,6 +91,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errors.New("usage: enrollgate tokens add|ls|revoke [flags]")
 	case "health":
 		return health(ctx, args, getenv, stdout, stderr)
+	case "keys":
+		return keysCommand(args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "enrollgate", buildVersion())
 		return nil

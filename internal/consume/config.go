@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/startup"
 )
 
 // Defaults of the event log this package consumes. They repeat the contract of
@@ -82,6 +83,10 @@ type Config struct {
 	// CommitMax is how many events a handler with WithCommit stages at most
 	// before its commit is called, even while more are waiting.
 	CommitMax int
+	// StartTimeout bounds how long NewRouter and AddHandler keep retrying
+	// to create the dead-letter stream and the consumers (internal/startup);
+	// 0 tries once.
+	StartTimeout time.Duration
 }
 
 // DefaultConfig returns the production defaults.
@@ -101,6 +106,7 @@ func DefaultConfig() Config {
 		MaxAckPending:        256,
 		CloseTimeout:         10 * time.Second,
 		CommitMax:            128,
+		StartTimeout:         startup.DefaultTimeout,
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/startup"
 )
 
 // Handler processes one stored event. nil acknowledges it; an error has it
@@ -104,9 +105,9 @@ func NewRouter(cfg Config, connect func() (*nats.Conn, error), auth Authenticato
 		return nil, fmt.Errorf("consume: jetstream: %w", err)
 	}
 	if cfg.DeadLetterStream != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
-		err := EnsureDeadLetterStream(ctx, js, cfg)
-		cancel()
+		err := cfg.retryAtStart(log, "ensure dead-letter stream "+cfg.DeadLetterStream, func(ctx context.Context) error {
+			return EnsureDeadLetterStream(ctx, js, cfg)
+		})
 		if err != nil {
 			admin.Close()
 			return nil, err
@@ -150,6 +151,20 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, cfg Con
 		return fmt.Errorf("consume: ensure dead-letter stream %s: %w", cfg.DeadLetterStream, err)
 	}
 	return nil
+}
+
+// retryAtStart runs fn, a creation at start, retrying until StartTimeout
+// on a cluster that does not answer yet; each try is bounded by
+// adminTimeout.
+func (c Config) retryAtStart(log zerolog.Logger, what string, fn func(context.Context) error) error {
+	if c.StartTimeout <= 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		defer cancel()
+		return fn(ctx)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.StartTimeout)
+	defer cancel()
+	return startup.Retry(ctx, log, what, fn)
 }
 
 // ConsumerConfig returns the configuration of durable's consumer.
@@ -307,9 +322,10 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 	if r.durables[durable] {
 		return fmt.Errorf("consume: durable %q added twice", durable)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
-	defer cancel()
-	if _, err := ensureConsumer(ctx, r.js, r.cfg, durable, o); err != nil {
+	if err := r.cfg.retryAtStart(r.log, "ensure consumer "+durable, func(ctx context.Context) error {
+		_, err := ensureConsumer(ctx, r.js, r.cfg, durable, o)
+		return err
+	}); err != nil {
 		return err
 	}
 	nc, err := r.connect()

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/enrollgate/enrollgate/events"
 )
@@ -80,20 +82,36 @@ func (p Principal) Allows(perm Permission, site string) bool {
 	return p.CanSee(site) && p.Role.Grants(perm)
 }
 
-// maxIDLen bounds a principal ID: it is recorded in every event it causes.
-const maxIDLen = 254
+// ManagesTokens reports whether the principal may create, list and revoke
+// API tokens: an admin of every site, since a token it made could reach any
+// site.
+func (p Principal) ManagesTokens() bool { return p.Role == RoleAdmin && p.AllSitesVisible() }
+
+// MaxIDLen bounds a principal ID: it is recorded in every event it causes.
+const MaxIDLen = 254
+
+// MaxSites bounds the sites of a principal: each is an import of its NATS
+// account.
+const MaxSites = 256
 
 // Validate reports every problem of the principal.
 func (p Principal) Validate() error {
 	var errs []error
-	if p.ID == "" || len(p.ID) > maxIDLen {
-		errs = append(errs, fmt.Errorf("principal ID must be 1 to %d bytes, got %d", maxIDLen, len(p.ID)))
+	if p.ID == "" || len(p.ID) > MaxIDLen {
+		errs = append(errs, fmt.Errorf("principal ID must be 1 to %d bytes, got %d", MaxIDLen, len(p.ID)))
+	}
+	// The ID is the actor of events and shows in audit lines and logs.
+	if !utf8.ValidString(p.ID) || strings.ContainsRune(p.ID, utf8.RuneError) || strings.ContainsFunc(p.ID, events.UnsafeRune) {
+		errs = append(errs, errors.New("principal ID must be valid UTF-8 without control, line separator or bidi formatting characters"))
 	}
 	if !p.Role.Valid() {
 		errs = append(errs, fmt.Errorf("role must be admin, auditor or enrollment, got %q", p.Role))
 	}
 	if len(p.Sites) == 0 {
 		errs = append(errs, errors.New("a principal needs at least one site, or \"*\" for all"))
+	}
+	if len(p.Sites) > MaxSites {
+		errs = append(errs, fmt.Errorf("a principal may have at most %d sites, got %d", MaxSites, len(p.Sites)))
 	}
 	for _, s := range p.Sites {
 		if s == AllSites {

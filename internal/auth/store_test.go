@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -134,7 +135,7 @@ func TestDefaultAdminEmail(t *testing.T) {
 func TestEnsureAdmin(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "tokens.json")
 	s := open(t, Config{File: file})
-	tok, created, err := s.EnsureAdmin("first@acme.example")
+	tok, _, created, err := s.EnsureAdmin(context.Background(), "first@acme.example")
 	if err != nil || !created || tok == "" {
 		t.Fatalf("first run: %q %v %v", tok, created, err)
 	}
@@ -144,7 +145,7 @@ func TestEnsureAdmin(t *testing.T) {
 	}
 	// Second run: a token exists, nothing is made.
 	s2 := open(t, Config{File: file})
-	if tok2, created, err := s2.EnsureAdmin("first@acme.example"); err != nil || created || tok2 != "" {
+	if tok2, _, created, err := s2.EnsureAdmin(context.Background(), "first@acme.example"); err != nil || created || tok2 != "" {
 		t.Fatalf("second run: %q %v %v", tok2, created, err)
 	}
 	if _, ok := s2.Authenticate(tok); !ok {
@@ -152,7 +153,7 @@ func TestEnsureAdmin(t *testing.T) {
 	}
 	// A bootstrap token counts as configured.
 	s3 := open(t, Config{File: filepath.Join(t.TempDir(), "tokens.json"), EnrollmentToken: bootEnroll})
-	if _, created, err := s3.EnsureAdmin(""); err != nil || created {
+	if _, _, created, err := s3.EnsureAdmin(context.Background(), ""); err != nil || created {
 		t.Fatalf("with a bootstrap token: created=%v err=%v", created, err)
 	}
 }
@@ -224,7 +225,6 @@ func TestValidation(t *testing.T) {
 		}
 	}
 	for _, cfg := range []Config{
-		{},
 		{File: "f", AdminToken: "short"},
 		{File: "f", AdminToken: bootAdmin, EnrollmentToken: bootAdmin},
 	} {

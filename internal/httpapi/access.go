@@ -56,6 +56,25 @@ func (a *API) authenticated(perm auth.Permission, h handlerFunc) http.Handler {
 	})
 }
 
+// tokenAdmin serves a token route for admins of every site only: a token
+// such an admin makes may reach any site. The routes concern no site, so
+// there is nothing to hide: another token gets 403, like a role without the
+// permission on a route without {site}.
+func (a *API) tokenAdmin(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := a.authenticate(r)
+		if !ok {
+			a.writeProblem(w, r, errUnauthenticated)
+			return
+		}
+		if !p.ManagesTokens() {
+			a.writeProblem(w, r, errNotTokenAdmin)
+			return
+		}
+		a.serve(w, r, h, &call{Principal: p})
+	})
+}
+
 // onSite serves a {site} route for principals that see the site and whose
 // role grants perm. The order matters: no token says nothing about the site
 // (401); a malformed site ID is a client error (400); a site outside the

@@ -27,6 +27,13 @@ type Authenticator interface {
 	Authenticate(token string) (auth.Principal, bool)
 }
 
+// Tokens manages the API tokens; *auth.Store implements it.
+type Tokens interface {
+	Create(ctx context.Context, p auth.Principal, createdBy string) (string, auth.TokenInfo, error)
+	List() []auth.TokenInfo
+	Delete(ctx context.Context, id string) error
+}
+
 // ReadyFunc reports why the service is not ready (NATS down, streams missing,
 // projections behind), or nil when it is.
 type ReadyFunc func(ctx context.Context) error
@@ -37,6 +44,8 @@ type Deps struct {
 	Auth     Authenticator
 	// Reads is the read model the query routes answer from (read.go).
 	Reads ReadModel
+	// Tokens serves the token routes (tokens.go); nil: they do not exist.
+	Tokens Tokens
 	// Clock dates the state documents of reads (failures are counted in the
 	// window that ends now); nil means the system clock.
 	Clock handlers.Clock

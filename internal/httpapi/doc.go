@@ -23,6 +23,11 @@
 // (read-your-writes); then 503 not_caught_up with Retry-After. Audit cursors
 // are opaque: base64url of a version byte and a stream sequence.
 //
+// The token routes (tokens.go; when Deps.Tokens is set) create, list and
+// revoke API tokens for admins of every site only (tokenAdmin: 401 without a
+// token, 403 for any other); the token itself is only in the create
+// response, with Cache-Control: no-store.
+//
 // The plain-text passcode leaves the service only in the generate and reveal
 // responses (handlers.Secret.Plain is called there and nowhere else), with
 // Cache-Control: no-store. Malformed requests are refused before any command

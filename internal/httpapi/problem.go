@@ -9,6 +9,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/internal/auth"
 )
 
 // Problem codes: the stable `code` member of problem documents.
@@ -20,6 +21,7 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	CodeNotActive        = "not_active"
 	CodeNotGenerated     = "not_generated"
+	CodeBootstrapToken   = "bootstrap_token"
 	CodeBodyTooLarge     = "body_too_large"
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeBusy             = "busy"
@@ -71,6 +73,9 @@ var (
 		detail: "the request body must be application/json"}
 )
 
+var errNotTokenAdmin = &apiError{status: http.StatusForbidden, code: CodeForbidden,
+	detail: `managing API tokens needs an admin token for all sites ("*")`}
+
 func forbidden(perm string) error {
 	return &apiError{status: http.StatusForbidden, code: CodeForbidden,
 		detail: fmt.Sprintf("this token's role does not allow %s", perm)}
@@ -97,6 +102,17 @@ func problemFor(err error) (p Problem, serverFault bool) {
 		p = Problem{Status: http.StatusConflict, Code: CodeNotActive, Detail: domain.ErrNotActive.Error()}
 	case errors.Is(err, domain.ErrNotGenerated):
 		p = Problem{Status: http.StatusConflict, Code: CodeNotGenerated, Detail: domain.ErrNotGenerated.Error()}
+	case errors.Is(err, auth.ErrNotFound):
+		p = Problem{Status: http.StatusNotFound, Code: CodeNotFound, Detail: "no such token"}
+	case errors.Is(err, auth.ErrBootstrap):
+		p = Problem{Status: http.StatusConflict, Code: CodeBootstrapToken,
+			Detail: "a bootstrap token (--admin-token, --enrollment-token) is configured on its replica and cannot be revoked here: remove the flag and restart that replica"}
+	case errors.Is(err, auth.ErrInvalid):
+		p = Problem{Status: http.StatusBadRequest, Code: CodeInvalidRequest, Detail: err.Error()}
+	case errors.Is(err, auth.ErrUnavailable):
+		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
+			Detail: "the token store did not answer; the change may or may not have been made: check GET /v1/tokens before retrying"}
+		serverFault = true
 	case errors.Is(err, handlers.ErrBusy):
 		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeBusy,
 			Detail: "the site is busy with concurrent changes; retry shortly"}

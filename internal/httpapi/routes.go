@@ -19,10 +19,11 @@ type route struct {
 //	public(h)                 no token (health checks)
 //	onSite(perm, h)           a {site} route: token, valid site, scope, role
 //	authenticated(perm, h)    a route without {site}, e.g. GET /v1/sites
+//	tokenAdmin(h)             the token routes: an admin of every site
 //
 // A read route is e.g. {"GET /v1/sites/{site}/audit", a.onSite(auth.PermRead, a.audit)}.
 func (a *API) routes() []route {
-	return []route{
+	rs := []route{
 		{"GET /healthz", a.public(a.healthz)},
 		{"GET /readyz", a.public(a.readyz)},
 		{"GET /metrics", a.metricsRoute()},
@@ -43,4 +44,13 @@ func (a *API) routes() []route {
 		// Enrollment (verify.go).
 		{"POST /v1/sites/{site}/enrollments/verify", a.onSite(auth.PermVerify, a.verifyEnrollment)},
 	}
+	if a.deps.Tokens != nil {
+		// API tokens (tokens.go).
+		rs = append(rs,
+			route{"POST /v1/tokens", a.tokenAdmin(a.createToken)},
+			route{"GET /v1/tokens", a.tokenAdmin(a.listTokens)},
+			route{"DELETE /v1/tokens/{token_id}", a.tokenAdmin(a.revokeToken)},
+		)
+	}
+	return rs
 }

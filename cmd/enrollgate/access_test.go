@@ -18,20 +18,31 @@ import (
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
-// runCmd runs a subcommand of the binary and returns its stdout.
-func runCmd(t *testing.T, args ...string) string {
+// runCmd runs a subcommand of the binary with token as $ENROLLGATE_TOKEN
+// and returns its stdout.
+func runCmd(t *testing.T, token string, args ...string) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut); err != nil {
+	if err := run(context.Background(), args, tokenEnv(token), &out, &errOut); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, errOut.String())
 	}
 	return out.String()
 }
 
+// tokenEnv is an environment holding only ENROLLGATE_TOKEN.
+func tokenEnv(token string) func(string) string {
+	return func(k string) string {
+		if k == "ENROLLGATE_TOKEN" {
+			return token
+		}
+		return ""
+	}
+}
+
 // tokenID finds the ID of the token of identity in `tokens ls`.
-func tokenID(t *testing.T, dataDir, identity string) string {
+func tokenID(t *testing.T, in *instance, admin, identity string) string {
 	t.Helper()
-	for _, line := range strings.Split(runCmd(t, "tokens", "ls", "--data-dir", dataDir), "\n") {
+	for _, line := range strings.Split(runCmd(t, admin, "tokens", "ls", "--url", "http://"+in.httpAddr), "\n") {
 		if f := strings.Fields(line); len(f) >= 3 && f[2] == identity {
 			return f[0]
 		}
@@ -47,8 +58,8 @@ func tokenID(t *testing.T, dataDir, identity string) string {
 // revoked one is cut off on NATS and HTTP within seconds (INV8).
 func TestNATSAccessEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
 	in := startInstance(t, dataDir)
+	admin := readAdminToken(t, dataDir)
 
 	if nc, err := nats.Connect(in.natsURL, nats.MaxReconnects(0)); err == nil {
 		nc.Close()
@@ -64,9 +75,9 @@ func TestNATSAccessEndToEnd(t *testing.T) {
 	}
 
 	// Tokens made while the service runs.
-	frontend := addTokenCmd(t, dataDir, "enrollment", "acme-frontend", "acme")
-	other := addTokenCmd(t, dataDir, "enrollment", "beta-frontend", "beta")
-	auditor := addTokenCmd(t, dataDir, "auditor", "auditor@acme.example", "acme")
+	frontend := addTokenCmd(t, in, admin, "enrollment", "acme-frontend", "acme")
+	other := addTokenCmd(t, in, admin, "enrollment", "beta-frontend", "beta")
+	auditor := addTokenCmd(t, in, admin, "auditor", "auditor@acme.example", "acme")
 	connect := func(token string, opts ...nats.Option) *nats.Conn {
 		t.Helper()
 		var nc *nats.Conn
@@ -123,7 +134,7 @@ func TestNATSAccessEndToEnd(t *testing.T) {
 		t.Fatalf("auditor reads before revoke: %d", code)
 	}
 	start := time.Now()
-	runCmd(t, "tokens", "revoke", "--data-dir", dataDir, tokenID(t, dataDir, "auditor@acme.example"))
+	runCmd(t, admin, "tokens", "revoke", "--url", "http://"+in.httpAddr, tokenID(t, in, admin, "auditor@acme.example"))
 	select {
 	case <-closed:
 	case <-time.After(5 * time.Second):

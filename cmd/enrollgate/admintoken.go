@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,30 +14,60 @@ import (
 )
 
 // adminTokenFile names the file in the data dir that receives the admin token
-// created on a first start.
+// created on a cluster's first start.
 const adminTokenFile = "admin-token"
 
+// tokensFile is the per-replica tokens file of earlier versions, imported
+// into the token bucket once.
+const tokensFile = "tokens.json"
+
+// shareTokens gives the store the cluster's token bucket, imports the data
+// dir's tokens file of an earlier version, and makes the first admin token
+// when the cluster has none.
+func (a *app) shareTokens(ctx context.Context, cfg config, tokens *auth.Store) error {
+	log := a.log.With().Str("component", "tokens").Logger()
+	if err := tokens.Share(ctx, a.js, auth.ShareConfig{Replicas: cfg.Replicas, Log: log}); err != nil {
+		return err
+	}
+	a.tokens = tokens
+	rep, err := tokens.Import(ctx, filepath.Join(cfg.DataDir, tokensFile))
+	if err != nil {
+		return err
+	}
+	if rep.RenamedTo != "" {
+		log.Info().Int("imported", rep.Imported).Int("kept", rep.Kept).Str("file", rep.RenamedTo).
+			Msg("the tokens file was imported into the token bucket " + auth.Bucket + " and renamed")
+	}
+	return ensureAdminToken(ctx, tokens, cfg, log)
+}
+
 // ensureAdminToken creates an admin token for all sites when no token is
-// configured or stored, and writes it to <data-dir>/admin-token: the token
-// goes to no log line and not to stdout (which may be a log collector); the
-// log says only which file holds it.
-func ensureAdminToken(tokens *auth.Store, cfg config, log zerolog.Logger) error {
+// configured or stored, once per cluster, and writes it to
+// <data-dir>/admin-token: the token goes to no log line and not to stdout
+// (which may be a log collector); the log says only which file holds it.
+func ensureAdminToken(ctx context.Context, tokens *auth.Store, cfg config, log zerolog.Logger) error {
 	path := filepath.Join(cfg.DataDir, adminTokenFile)
 	if len(tokens.List()) == 0 {
 		// Checked before the token is created: one that cannot be written
 		// would be valid and known to nobody.
 		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("%s is left from an earlier first start, but no API token is stored or configured, so the token in it is not valid: remove the file and start again", path)
+			return fmt.Errorf("%s is left from an earlier first start, but no API token is stored or configured, so the token in it is not valid: remove the file and start again (with --admin-token if this cluster made its first admin token already)", path)
 		}
 	}
-	token, created, err := tokens.EnsureAdmin(cfg.AdminEmail)
-	if err != nil || !created {
+	token, info, created, err := tokens.EnsureAdmin(ctx, cfg.AdminEmail)
+	if err != nil {
 		return err
 	}
-	if err := writeNewFile(path, []byte(token+"\n")); err != nil {
-		return fmt.Errorf("an admin token was created but not written (create another with `enrollgate tokens add --role admin`): %w", err)
+	if !created {
+		if len(tokens.List()) == 0 {
+			log.Warn().Msg("no API token is stored or configured, and this cluster's first admin token was made before: start a replica with --admin-token to create tokens again")
+		}
+		return nil
 	}
-	log.Warn().Str("file", path).
+	if err := writeNewFile(path, []byte(token+"\n")); err != nil {
+		return fmt.Errorf("the admin token %s was created but not written: start a replica with --admin-token, create another and revoke %s: %w", info.ID, info.ID, err)
+	}
+	log.Warn().Str("file", path).Str("token_id", info.ID).
 		Msg("no API token was configured, so an admin token for all sites was created into this file (mode 0600); keep the token elsewhere and delete the file")
 	return nil
 }

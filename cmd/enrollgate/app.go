@@ -60,6 +60,7 @@ type app struct {
 	clientURL string
 	natsAuth  nats.Option        // how the service's connections log in
 	access    *natsserver.Access // nil with --nats-url
+	tokens    *auth.Store
 	// stopTokens ends the token watcher; tokensDone is closed when it has.
 	stopTokens chan struct{}
 	tokensDone chan struct{}
@@ -91,8 +92,9 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 		return nil, err
 	}
 	a.projections = projector.Durable(instance)
-	tokens, err := auth.Open(auth.Config{File: filepath.Join(cfg.DataDir, "tokens.json"),
-		AdminToken: cfg.AdminToken, AdminEmail: cfg.AdminEmail, EnrollmentToken: cfg.EnrollmentToken})
+	// The stored tokens join once NATS is up (shareTokens); until then the
+	// embedded server's access control knows the bootstrap tokens only.
+	tokens, err := auth.Open(auth.Config{AdminToken: cfg.AdminToken, AdminEmail: cfg.AdminEmail, EnrollmentToken: cfg.EnrollmentToken})
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +145,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureAdminToken(tokens, cfg, log); err != nil {
+	if err := a.shareTokens(ctx, cfg, tokens); err != nil {
 		return nil, err
 	}
 	if err := a.watchTokens(ctx, tokens); err != nil {
@@ -288,12 +290,10 @@ func startEmbedded(cfg config, ncfg natsserver.Config, tokens *auth.Store, log z
 	return ns, access, login, nil
 }
 
-// tokenReload is how often the service rereads the tokens file, so that a
-// token added or revoked by `enrollgate tokens` holds within about a second.
-const tokenReload = time.Second
-
 // watchTokens gives the embedded server's accounts the current tokens, and
-// keeps them (and HTTP) in step with the tokens file until Close.
+// keeps them in step with the token bucket until Close: each change a
+// replica makes reaches this one's store through its watch (HTTP follows at
+// once), and is applied to NATS here.
 func (a *app) watchTokens(ctx context.Context, tokens *auth.Store) error {
 	if a.access == nil {
 		return nil
@@ -305,27 +305,21 @@ func (a *app) watchTokens(ctx context.Context, tokens *auth.Store) error {
 	a.stopTokens, a.tokensDone = stop, done
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(tokenReload)
-		defer tick.Stop()
+		var retry <-chan time.Time // set after a failed Sync: no change may come to try again
 		for {
 			select {
 			case <-stop:
 				return
-			case <-tick.C:
+			case <-tokens.Changes():
+			case <-retry:
 			}
-			changed, err := tokens.Reload()
-			if err != nil {
-				a.log.Error().Err(err).Msg("reload tokens; keeping the tokens loaded before")
-				continue
-			}
-			if !changed {
-				continue
-			}
+			retry = nil
 			syncCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			if err := a.access.Sync(syncCtx, tokens.List()); err != nil {
-				a.log.Error().Err(err).Msg("apply changed tokens to NATS")
+				a.log.Error().Err(err).Msg("apply changed tokens to NATS; trying again in a second")
+				retry = time.After(time.Second)
 			} else {
-				a.log.Info().Int("tokens", len(tokens.List())).Msg("tokens reloaded")
+				a.log.Info().Int("tokens", len(tokens.List())).Msg("tokens applied to NATS")
 			}
 			cancel()
 		}
@@ -405,7 +399,7 @@ func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) e
 	hcfg.TLS = tc
 	hcfg.MetricsPublic = cfg.MetricsPublic
 	commands := httpCommands{Service: svc, verify: a.metrics.Verify(svc, metrics.HTTP)}
-	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: commands, Auth: tokens, Reads: projectorReads{a.proj},
+	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: commands, Auth: tokens, Tokens: tokens, Reads: projectorReads{a.proj},
 		Clock: handlers.SystemClock{}, Ready: a.ready, Metrics: a.metrics.Handler()}, a.log)
 	if err != nil {
 		return err
@@ -486,6 +480,9 @@ func (a *app) Close() error {
 	if a.stopTokens != nil {
 		close(a.stopTokens)
 		<-a.tokensDone
+	}
+	if a.tokens != nil {
+		_ = a.tokens.Close() // writes the last uses not yet in the bucket
 	}
 	a.keys.stop()
 	if a.micro != nil {

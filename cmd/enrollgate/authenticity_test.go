@@ -82,8 +82,8 @@ func tamperAlerts(t *testing.T, js jetstream.JetStream, site string) []uint64 {
 // event_log_tampered alert, and the service stays ready.
 func TestForgedEventsEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
 	in := startInstance(t, dataDir)
+	admin := readAdminToken(t, dataDir)
 	acme := in.generate("acme", admin)
 
 	// Only the service may write the event log; the test logs in as it, as
@@ -236,8 +236,8 @@ func TestForgedEventsEndToEnd(t *testing.T) {
 // upgrade_required over HTTP and NATS, never 500; other sites still work.
 func TestNewerEventTypeIsUpgradeRequired(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
 	in := startInstance(t, dataDir)
+	admin := readAdminToken(t, dataDir)
 	gamma := in.generate("gamma", admin)
 	acme := in.generate("acme", admin)
 

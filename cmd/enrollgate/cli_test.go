@@ -34,9 +34,9 @@ func (in *instance) admin(token string, args ...string) (string, int) {
 // print tables or the API's JSON, and exit with a code that says what failed.
 func TestAdminCLI(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
-	auditor := addTokenCmd(t, dataDir, "auditor", "auditor@acme.example", "acme")
 	in := startInstance(t, dataDir)
+	admin := readAdminToken(t, dataDir)
+	auditor := addTokenCmd(t, in, admin, "auditor", "auditor@acme.example", "acme")
 	mustOK := func(token string, args ...string) string {
 		t.Helper()
 		out, code := in.admin(token, args...)

@@ -34,6 +34,9 @@ func randomKey(t *testing.T) string {
 // edge with their token, where the access model is the embedded server's: a
 // scoped frontend verifies its site only and captures no event, and
 // auditors get the lockout alert of their sites, live and replayed (INV8).
+// Tokens are the cluster's: one made through replica A's API works on B,
+// over HTTP and NATS, within a second, and one revoked through B stops on
+// both within a second, its NATS connections closed.
 func TestNATSAccessOnACluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster of processes")
@@ -52,9 +55,6 @@ func TestNATSAccessOnACluster(t *testing.T) {
 
 	const admin = "cluster-test-admin-token-0123"
 	dirA, dirB := t.TempDir(), t.TempDir()
-	frontend := addTokenCmd(t, dirB, "enrollment", "acme-frontend", "acme")
-	auditor := addTokenCmd(t, dirA, "auditor", "auditor@acme.example", "acme")
-	outsider := addTokenCmd(t, dirA, "auditor", "auditor@globex.example", "globex")
 	// The replicas mount one keys file, and share nothing else but the
 	// cluster.
 	keys, _ := keysInit(t)
@@ -76,12 +76,28 @@ func TestNATSAccessOnACluster(t *testing.T) {
 		t.Cleanup(nc.Close)
 		return nc
 	}
-	// Tokens are per replica until they move to the cluster: each works on
-	// the replica whose data dir holds it.
-	if nc, err := nats.Connect(a.clientURL, nats.Token(frontend), nats.MaxReconnects(0)); err == nil {
-		nc.Close()
-		t.Fatal("replica A admitted a token of replica B")
+	// Made through A, the frontend's token works on B within a second, over
+	// HTTP and on B's edge.
+	frontend := addTokenCmd(t, a, admin, "enrollment", "acme-frontend", "acme")
+	made := time.Now()
+	verifyHTTP := func(in *instance) int {
+		code, _ := in.do("POST", "/v1/sites/acme/enrollments/verify", frontend, map[string]any{"passcode": "000000000000"}, nil)
+		return code
 	}
+	natstest.Eventually(t, time.Second, func() error {
+		if code := verifyHTTP(b); code != http.StatusOK {
+			return fmt.Errorf("B answers %d over HTTP", code)
+		}
+		nc, err := nats.Connect(b.clientURL, nats.Token(frontend), nats.MaxReconnects(0))
+		if err != nil {
+			return fmt.Errorf("B's edge: %w", err)
+		}
+		nc.Close()
+		return nil
+	})
+	t.Logf("a token made on A works on B after %s", time.Since(made).Round(time.Millisecond))
+	auditor := addTokenCmd(t, b, admin, "auditor", "auditor@acme.example", "acme")
+	outsider := addTokenCmd(t, b, admin, "auditor", "auditor@globex.example", "globex")
 	live := connect(a.clientURL, auditor)
 	liveAlerts, err := live.SubscribeSync("enrollgate.alerts.>")
 	if err != nil {
@@ -176,9 +192,44 @@ func TestNATSAccessOnACluster(t *testing.T) {
 	all := strings.Join(seen, "\n")
 	mu.Unlock()
 	// (The passcode itself is in the spy's own requests.)
-	for _, leak := range []string{"PasscodeGenerated", "EnrollmentAttempt", "attempt_digest", "ENROLLGATE_EVENTS", "passcode_lockout", "sealed"} {
+	for _, leak := range []string{"PasscodeGenerated", "EnrollmentAttempt", "attempt_digest", "ENROLLGATE_EVENTS", "passcode_lockout", "sealed", "ENROLLGATE_TOKENS"} {
 		if strings.Contains(all, leak) {
 			t.Errorf("acme's frontend captured %q on B's edge:\n%s", leak, all)
 		}
 	}
+
+	// Revoked through B: refused on both, over HTTP and NATS, and its
+	// connections on both edges closed, within a second.
+	closed := make(chan string, 2)
+	for name, in := range map[string]*instance{"A": a, "B": b} {
+		nc, err := nats.Connect(in.clientURL, nats.Token(frontend), nats.MaxReconnects(0),
+			nats.ClosedHandler(func(*nats.Conn) { closed <- name }))
+		if err != nil {
+			t.Fatalf("frontend on %s's edge before the revoke: %v", name, err)
+		}
+		t.Cleanup(nc.Close)
+	}
+	id := tokenID(t, b, admin, "acme-frontend")
+	revoked := time.Now()
+	runCmd(t, admin, "tokens", "revoke", "--url", "http://"+b.httpAddr, id)
+	for range 2 {
+		select {
+		case <-closed:
+		case <-time.After(time.Until(revoked.Add(time.Second))):
+			t.Fatal("a revoked token's NATS connection is still open a second after the revoke")
+		}
+	}
+	natstest.Eventually(t, time.Until(revoked.Add(time.Second)), func() error {
+		for name, in := range map[string]*instance{"A": a, "B": b} {
+			if code := verifyHTTP(in); code != http.StatusUnauthorized {
+				return fmt.Errorf("%s answers %d over HTTP to a revoked token", name, code)
+			}
+			if nc, err := nats.Connect(in.clientURL, nats.Token(frontend), nats.MaxReconnects(0)); err == nil {
+				nc.Close()
+				return fmt.Errorf("%s's edge admits a revoked token", name)
+			}
+		}
+		return nil
+	})
+	t.Logf("revoked on B, refused on both after %s", time.Since(revoked).Round(time.Millisecond))
 }

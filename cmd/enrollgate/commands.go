@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,48 +18,6 @@ import (
 	"github.com/enrollgate/enrollgate/internal/readstore"
 	"github.com/enrollgate/enrollgate/internal/secrets"
 )
-
-// addToken creates an API token in the data dir's tokens file and prints it
-// once. A running service rereads the file within a second.
-func addToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tokens add", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dataDir := getenv("ENROLLGATE_DATA_DIR")
-	if dataDir == "" {
-		dataDir = "./data"
-	}
-	fs.StringVar(&dataDir, "data-dir", dataDir, "data dir holding tokens.json ($ENROLLGATE_DATA_DIR)")
-	role := fs.String("role", "", "admin, auditor or enrollment")
-	id := fs.String("id", "", "the identity recorded for the token: an administrator's email, or a service name")
-	var sites siteList
-	fs.Var(&sites, "site", "a site the token may see; repeat for several; omit for all sites")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if len(sites) == 0 {
-		sites = siteList{auth.AllSites}
-	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	store, err := auth.Open(auth.Config{File: filepath.Join(dataDir, "tokens.json")})
-	if err != nil {
-		return err
-	}
-	token, err := store.Add(auth.Principal{ID: *id, Role: auth.Role(*role), Sites: sites})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s\n", token)
-	fmt.Fprintf(stderr, "token for %s (%s on %s) created; it is shown only this once.\n",
-		*id, *role, strings.Join(sites, ","))
-	return nil
-}
-
-type siteList []string
-
-func (s *siteList) String() string     { return strings.Join(*s, ",") }
-func (s *siteList) Set(v string) error { *s = append(*s, v); return nil }
 
 // rebuildProjections rebuilds the read model from sequence 1 of the stream
 // and swaps the file in. It refuses while a service holds the data dir: that
@@ -76,7 +32,8 @@ func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Write
 	url := cfg.NATSURL
 	login := cfg.natsClientOptions()
 	if url == "" {
-		tokens, err := auth.Open(auth.Config{File: filepath.Join(cfg.DataDir, "tokens.json")})
+		// The rebuild's own server admits no client: no token is needed.
+		tokens, err := auth.Open(auth.Config{})
 		if err != nil {
 			return err
 		}

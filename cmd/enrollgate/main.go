@@ -30,7 +30,9 @@ commands:
   projections rebuild    rebuild the read model from the event stream, then exit
   tokens add             create an API token: --role admin|auditor|enrollment --id NAME [--site SITE ...]
   tokens ls              list the API tokens (without their secrets)
-  tokens revoke ID       revoke an API token; a running service drops it within seconds
+  tokens revoke ID       revoke an API token; every replica drops it within about a second
+                         (the tokens commands are admin commands, below, and need an admin
+                         token for all sites)
   health                 exit 0 when a running service's /readyz says ready, else 1 with the reason
   keys init              create a keys file the replicas share: --keys-file FILE [--from data/keys.json ...]
   keys rotate            add new current keys to a keys file, keeping the old: --keys-file FILE [--activate-after 1m]
@@ -82,11 +84,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "tokens":
 		switch {
 		case len(args) > 0 && args[0] == "add":
-			return addToken(args[1:], getenv, stdout, stderr)
+			return addToken(ctx, args[1:], getenv, stdout, stderr)
 		case len(args) > 0 && args[0] == "ls":
-			return listTokens(args[1:], getenv, stdout, stderr)
+			return listTokens(ctx, args[1:], getenv, stdout, stderr)
 		case len(args) > 0 && args[0] == "revoke":
-			return revokeToken(args[1:], getenv, stdout, stderr)
+			return revokeToken(ctx, args[1:], getenv, stdout, stderr)
 		}
 		return errors.New("usage: enrollgate tokens add|ls|revoke [flags]")
 	case "health":

@@ -48,10 +48,10 @@ func sample(text, series string) float64 {
 // /metrics needs an admin or auditor token.
 func TestMetricsAfterALockout(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
-	auditor := addTokenCmd(t, dataDir, "auditor", "auditor@acme.example", "acme")
-	frontend := addTokenCmd(t, dataDir, "enrollment", "frontend")
 	in := startInstance(t, dataDir, "--max-failed-attempts", "3")
+	admin := readAdminToken(t, dataDir)
+	auditor := addTokenCmd(t, in, admin, "auditor", "auditor@acme.example", "acme")
+	frontend := addTokenCmd(t, in, admin, "enrollment", "frontend")
 
 	var gen struct {
 		Passcode string `json:"passcode"`

@@ -75,20 +75,18 @@ func (in *instance) wantStatus(method, path, token string, status int, code stri
 	}
 }
 
-// addToken runs `enrollgate tokens add` on dataDir and returns the token.
-func addTokenCmd(t *testing.T, dataDir, role, id string, sites ...string) string {
+// addTokenCmd runs `enrollgate tokens add` against in's token API with the
+// admin token in $ENROLLGATE_TOKEN, and returns the token it printed.
+func addTokenCmd(t *testing.T, in *instance, admin, role, id string, sites ...string) string {
 	t.Helper()
-	args := []string{"tokens", "add", "--data-dir", dataDir, "--role", role, "--id", id}
+	args := []string{"tokens", "add", "--url", "http://" + in.httpAddr, "--role", role, "--id", id}
 	for _, s := range sites {
 		args = append(args, "--site", s)
 	}
-	var out, errOut bytes.Buffer
-	if err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut); err != nil {
-		t.Fatalf("tokens add: %v\n%s", err, errOut.String())
-	}
-	token := tokenPattern.FindString(out.String())
-	if token == "" {
-		t.Fatalf("tokens add printed no token: %q", out.String())
+	out := runCmd(t, admin, args...)
+	token := tokenPattern.FindString(out)
+	if token == "" || strings.TrimSpace(out) != token {
+		t.Fatalf("tokens add printed %q, want the token alone", out)
 	}
 	return token
 }
@@ -148,9 +146,9 @@ func siteEvents(t *testing.T, natsURL, site string) (seqs []uint64, ids []string
 // rules; and after a restart on the same data dir the reads are the same.
 func TestReadSideEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
-	auditor := addTokenCmd(t, dataDir, "auditor", "auditor@acme.example", "acme")
 	in := startInstance(t, dataDir)
+	admin := readAdminToken(t, dataDir) // recorded as admin@localhost
+	auditor := addTokenCmd(t, in, admin, "auditor", "auditor@acme.example", "acme")
 
 	var gen struct {
 		Passcode string          `json:"passcode"`
@@ -357,8 +355,8 @@ func TestReadSideEndToEnd(t *testing.T) {
 // dead-letter subject with its reason, and the next good event is applied.
 func TestReadSidePoisonMessage(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
 	in := startInstance(t, dataDir)
+	admin := readAdminToken(t, dataDir)
 
 	var first struct {
 		Seq uint64 `json:"seq"`

@@ -1,65 +1,130 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
+	"net/url"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/internal/httpapi"
 )
 
-// openTokens opens the tokens file of the data dir named by --data-dir or
-// $ENROLLGATE_DATA_DIR; what remains of args is returned.
-func openTokens(name string, args []string, getenv func(string) string, stderr io.Writer) (*auth.Store, []string, error) {
+// tokenCommand parses the flags of a `tokens` command, the admin commands'
+// common ones (--url, --ca, --json; the token from $ENROLLGATE_TOKEN) and
+// what own adds, and returns the client and the arguments left.
+func tokenCommand(name, usage string, args []string, getenv func(string) string, stdout, stderr io.Writer, own func(*flag.FlagSet)) (*adminClient, []string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dataDir := getenv("ENROLLGATE_DATA_DIR")
-	if dataDir == "" {
-		dataDir = "./data"
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: enrollgate %s\n(an admin token for all sites comes from $ENROLLGATE_TOKEN)\n", usage)
+		fs.PrintDefaults()
 	}
-	fs.StringVar(&dataDir, "data-dir", dataDir, "data dir holding tokens.json ($ENROLLGATE_DATA_DIR)")
+	var common adminFlags
+	common.register(fs, getenv)
+	if own != nil {
+		own(fs)
+	}
 	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, err
+		}
+		return nil, nil, &cliError{code: exitUsage, msg: err.Error()}
 	}
-	store, err := auth.Open(auth.Config{File: filepath.Join(dataDir, "tokens.json")})
-	return store, fs.Args(), err
+	c, err := common.client(getenv, stdout)
+	return c, fs.Args(), err
 }
 
-// listTokens prints the stored tokens without their secrets.
-func listTokens(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	store, rest, err := openTokens("tokens ls", args, getenv, stderr)
+// addToken creates an API token through the token API of a running service
+// and prints it once on stdout; every replica accepts it within about a
+// second.
+func addToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var role, id *string
+	var sites siteList
+	c, rest, err := tokenCommand("tokens add", "tokens add --role admin|auditor|enrollment --id NAME [--site SITE ...]", args, getenv, stdout, stderr,
+		func(fs *flag.FlagSet) {
+			role = fs.String("role", "", "admin, auditor or enrollment")
+			id = fs.String("id", "", "the identity recorded for the token: an administrator's email, or a service name")
+			fs.Var(&sites, "site", "a site the token may see; repeat for several; omit for all sites")
+		})
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
-		return errors.New("usage: enrollgate tokens ls [--data-dir DIR]")
+		return usageError("unexpected arguments: %s", strings.Join(rest, " "))
 	}
-	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "ID\tROLE\tIDENTITY\tSITES\tCREATED")
-	for _, t := range store.List() {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", t.ID, t.Principal.Role, t.Principal.ID,
-			strings.Join(t.Principal.Sites, ","), t.CreatedAt.Format(time.RFC3339))
+	if len(sites) == 0 {
+		sites = siteList{auth.AllSites}
 	}
-	return w.Flush()
+	b, err := c.do(ctx, "POST", "/v1/tokens", nil, map[string]any{"role": *role, "identity": *id, "sites": []string(sites)})
+	if err != nil {
+		return err
+	}
+	var created httpapi.CreateTokenResponse
+	if err := json.Unmarshal(b, &created); err != nil {
+		return fmt.Errorf("the answer is not a created token: %w", err)
+	}
+	if c.json {
+		return c.print(b, nil)
+	}
+	fmt.Fprintf(stdout, "%s\n", created.Token)
+	fmt.Fprintf(stderr, "token %s for %s (%s on %s) created; it is shown only this once.\n",
+		created.TokenID, created.Identity, created.Role, strings.Join(created.Sites, ","))
+	return nil
 }
 
-// revokeToken removes a stored token. A running service rereads the tokens
-// file every second, closes the token's NATS connections and refuses it
-// over NATS and HTTP from then on.
-func revokeToken(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	store, rest, err := openTokens("tokens revoke", args, getenv, stderr)
+type siteList []string
+
+func (s *siteList) String() string     { return strings.Join(*s, ",") }
+func (s *siteList) Set(v string) error { *s = append(*s, v); return nil }
+
+// listTokens prints the tokens without their secrets.
+func listTokens(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c, rest, err := tokenCommand("tokens ls", "tokens ls [--json]", args, getenv, stdout, stderr, nil)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError("unexpected arguments: %s", strings.Join(rest, " "))
+	}
+	b, err := c.do(ctx, "GET", "/v1/tokens", nil, nil)
+	if err != nil {
+		return err
+	}
+	var list httpapi.TokensResponse
+	if err := json.Unmarshal(b, &list); err != nil {
+		return fmt.Errorf("the answer is not a token list: %w", err)
+	}
+	return c.print(b, func(w *tabwriter.Writer) error {
+		fmt.Fprintln(w, "ID\tROLE\tIDENTITY\tSITES\tCREATED\tCREATED BY\tLAST USED")
+		for _, t := range list.Tokens {
+			by := dash(t.CreatedBy)
+			if t.Bootstrap {
+				by = "(bootstrap flag)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.TokenID, t.Role, t.Identity,
+				strings.Join(t.Sites, ","), when(t.CreatedAt), by, when(t.LastUsedAt))
+		}
+		return nil
+	})
+}
+
+// revokeToken revokes a stored token: every replica refuses it, over HTTP
+// and NATS, and closes its NATS connections, within about a second.
+func revokeToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	c, rest, err := tokenCommand("tokens revoke", "tokens revoke TOKEN_ID", args, getenv, stdout, stderr, nil)
 	if err != nil {
 		return err
 	}
 	if len(rest) != 1 {
-		return errors.New("usage: enrollgate tokens revoke [--data-dir DIR] TOKEN_ID")
+		return usageError("usage: enrollgate tokens revoke [--url URL] TOKEN_ID")
 	}
-	if err := store.Revoke(rest[0]); err != nil {
+	if _, err := c.do(ctx, "DELETE", "/v1/tokens/"+url.PathEscape(rest[0]), nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "token %s revoked\n", rest[0])

@@ -27,7 +27,7 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	version = "1.4.2"
 	t.Cleanup(func() { version = "" })
-	if got := runCmd(t, "version"); got != "enrollgate 1.4.2\n" {
+	if got := runCmd(t, "", "version"); got != "enrollgate 1.4.2\n" {
 		t.Fatalf("version printed %q", got)
 	}
 	version = ""
@@ -42,8 +42,8 @@ func TestMicroReportsTheBuildVersion(t *testing.T) {
 	version = "1.4.2"
 	t.Cleanup(func() { version = "" })
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
 	in := startInstance(t, dataDir)
+	admin := readAdminToken(t, dataDir)
 	nc, err := nats.Connect(in.clientURL, nats.Token(admin))
 	if err != nil {
 		t.Fatal(err)

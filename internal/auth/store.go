@@ -341,8 +341,17 @@ func (s *Store) EnsureAdmin(ctx context.Context, email string) (token string, in
 	}
 	if s.kv != nil {
 		won, err := s.kv.claimFirst(ctx, firstClaim{By: CreatedByFirstStart, TokenID: e.info.ID, At: e.info.CreatedAt})
-		if err != nil || !won {
+		if err != nil {
 			return "", TokenInfo{}, false, err
+		}
+		if !won {
+			// Another replica may be storing the first token this moment:
+			// give it a little time to show here, so that this replica
+			// starts with it. (Long ago made and revoked, it never shows.)
+			wait, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_ = s.waitView(wait, func(stored []entry) bool { return len(stored) > 0 })
+			return "", TokenInfo{}, false, nil
 		}
 		if err := s.kv.create(ctx, e); err != nil {
 			return "", TokenInfo{}, false, fmt.Errorf("ensure admin token: %w", err)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -21,11 +22,17 @@ const adminTokenFile = "admin-token"
 // into the token bucket once.
 const tokensFile = "tokens.json"
 
+// tokenStartTimeout bounds the token bucket's part of a start.
+const tokenStartTimeout = 30 * time.Second
+
 // shareTokens gives the store the cluster's token bucket, imports the data
 // dir's tokens file of an earlier version, and makes the first admin token
 // when the cluster has none.
 func (a *app) shareTokens(ctx context.Context, cfg config, tokens *auth.Store) error {
 	log := a.log.With().Str("component", "tokens").Logger()
+	// A bucket that cannot be created or read stops the start, not hangs it.
+	ctx, cancel := context.WithTimeout(ctx, tokenStartTimeout)
+	defer cancel()
 	if err := tokens.Share(ctx, a.js, auth.ShareConfig{Replicas: cfg.Replicas, Log: log}); err != nil {
 		return err
 	}

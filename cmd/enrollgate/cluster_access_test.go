@@ -188,11 +188,16 @@ func TestNATSAccessOnACluster(t *testing.T) {
 			t.Fatalf("globex's auditor received %s %s", m.Subject, m.Data)
 		}
 	}
+	// A token made while the spy listens: its record in the cluster's token
+	// bucket reaches no client.
+	addTokenCmd(t, a, admin, "auditor", "late@acme.example", "acme")
+	time.Sleep(300 * time.Millisecond) // anything misrouted arrives by now
 	mu.Lock()
 	all := strings.Join(seen, "\n")
 	mu.Unlock()
 	// (The passcode itself is in the spy's own requests.)
-	for _, leak := range []string{"PasscodeGenerated", "EnrollmentAttempt", "attempt_digest", "ENROLLGATE_EVENTS", "passcode_lockout", "sealed", "ENROLLGATE_TOKENS"} {
+	for _, leak := range []string{"PasscodeGenerated", "EnrollmentAttempt", "attempt_digest", "ENROLLGATE_EVENTS", "passcode_lockout", "sealed",
+		"ENROLLGATE_TOKENS", "late@acme.example", "sha256"} {
 		if strings.Contains(all, leak) {
 			t.Errorf("acme's frontend captured %q on B's edge:\n%s", leak, all)
 		}

@@ -219,6 +219,10 @@ func TestValidation(t *testing.T) {
 		{ID: "x", Role: "root", Sites: []string{"acme"}},
 		{ID: "x", Role: RoleAdmin},
 		{ID: "x", Role: RoleAdmin, Sites: []string{"Bad Site"}},
+		{ID: "a\u001b[31mb", Role: RoleAdmin, Sites: []string{"acme"}},
+		{ID: "a\nb", Role: RoleAdmin, Sites: []string{"acme"}},
+		{ID: "a\u202eb", Role: RoleAdmin, Sites: []string{"acme"}},
+		{ID: "a\xffb", Role: RoleAdmin, Sites: []string{"acme"}},
 	} {
 		if _, err := s.Add(p); err == nil {
 			t.Errorf("add %+v: want an error", p)

@@ -48,6 +48,49 @@ func (a *app) shareTokens(ctx context.Context, cfg config, tokens *auth.Store) e
 	return ensureAdminToken(ctx, tokens, cfg, log)
 }
 
+// applyTokens gives this replica's NATS server the store's tokens.
+func (a *app) applyTokens(ctx context.Context) error {
+	if a.access == nil {
+		return nil
+	}
+	a.tokenSync.Lock()
+	defer a.tokenSync.Unlock()
+	return a.access.Sync(ctx, a.tokens.List())
+}
+
+// replicaTokens is the token store as this replica's HTTP API uses it: a
+// create or revoke answers once this replica's NATS server follows it too,
+// so that a client may connect here the moment it has its token. (Other
+// replicas follow their watch of the bucket.)
+type replicaTokens struct {
+	*auth.Store
+	a *app
+}
+
+func (t replicaTokens) Create(ctx context.Context, p auth.Principal, createdBy string) (string, auth.TokenInfo, error) {
+	token, info, err := t.Store.Create(ctx, p, createdBy)
+	if err == nil {
+		t.apply(ctx)
+	}
+	return token, info, err
+}
+
+func (t replicaTokens) Delete(ctx context.Context, id string) error {
+	err := t.Store.Delete(ctx, id)
+	if err == nil {
+		t.apply(ctx)
+	}
+	return err
+}
+
+// apply is best effort: the change is stored, and the token watcher applies
+// it (and retries) too.
+func (t replicaTokens) apply(ctx context.Context) {
+	if err := t.a.applyTokens(ctx); err != nil {
+		t.a.log.Warn().Err(err).Msg("apply a token change to NATS; the token watcher tries again")
+	}
+}
+
 // ensureAdminToken creates an admin token for all sites when no token is
 // configured or stored, once per cluster, and writes it to
 // <data-dir>/admin-token: the token goes to no log line and not to stdout

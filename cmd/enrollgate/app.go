@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +62,7 @@ type app struct {
 	natsAuth  nats.Option        // how the service's connections log in
 	access    *natsserver.Access // nil with --nats-url
 	tokens    *auth.Store
+	tokenSync sync.Mutex // one Access.Sync at a time
 	// stopTokens ends the token watcher; tokensDone is closed when it has.
 	stopTokens chan struct{}
 	tokensDone chan struct{}
@@ -298,7 +300,7 @@ func (a *app) watchTokens(ctx context.Context, tokens *auth.Store) error {
 	if a.access == nil {
 		return nil
 	}
-	if err := a.access.Sync(ctx, tokens.List()); err != nil {
+	if err := a.applyTokens(ctx); err != nil {
 		return err
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
@@ -315,7 +317,7 @@ func (a *app) watchTokens(ctx context.Context, tokens *auth.Store) error {
 			}
 			retry = nil
 			syncCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			if err := a.access.Sync(syncCtx, tokens.List()); err != nil {
+			if err := a.applyTokens(syncCtx); err != nil {
 				a.log.Error().Err(err).Msg("apply changed tokens to NATS; trying again in a second")
 				retry = time.After(time.Second)
 			} else {
@@ -399,7 +401,7 @@ func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) e
 	hcfg.TLS = tc
 	hcfg.MetricsPublic = cfg.MetricsPublic
 	commands := httpCommands{Service: svc, verify: a.metrics.Verify(svc, metrics.HTTP)}
-	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: commands, Auth: tokens, Tokens: tokens, Reads: projectorReads{a.proj},
+	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: commands, Auth: tokens, Tokens: replicaTokens{tokens, a}, Reads: projectorReads{a.proj},
 		Clock: handlers.SystemClock{}, Ready: a.ready, Metrics: a.metrics.Handler()}, a.log)
 	if err != nil {
 		return err

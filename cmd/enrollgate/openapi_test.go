@@ -135,11 +135,11 @@ func (c *contractClient) call(method, path, token string, body []byte, want int,
 // serves; every documented operation must have answered a success.
 func TestOpenAPIEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
-	auditor := addTokenCmd(t, dataDir, "auditor", "auditor@acme.example", "acme")
-	frontend := addTokenCmd(t, dataDir, "enrollment", "acme-frontend", "acme")
 	// A threshold of 6 throttles a source after 3 failures, before the site locks.
-	in := startInstance(t, dataDir, "--max-failed-attempts", "6")
+	const admin = "openapi-test-bootstrap-admin-0123" // recorded as admin@localhost
+	in := startInstance(t, dataDir, "--max-failed-attempts", "6", "--admin-token", admin)
+	auditor := addTokenCmd(t, in, admin, "auditor", "auditor@acme.example", "acme")
+	frontend := addTokenCmd(t, in, admin, "enrollment", "acme-frontend", "acme")
 	c := newContractClient(t, in)
 	js := func(s string) []byte { return []byte(s) }
 
@@ -222,6 +222,18 @@ func TestOpenAPIEndToEnd(t *testing.T) {
 	c.call("POST", "/v1/sites/acme/passcode/disable", admin, nil, 200)
 	c.call("POST", "/v1/sites/acme/passcode/disable", admin, nil, 409)
 	c.call("POST", verify, frontend, js(`{"passcode":"`+passcode+`"}`), 200)
+
+	// Tokens: create (and a bad body), list, revoke, and the refusals.
+	c.call("POST", "/v1/tokens", admin, js(`{"role":"auditor","identity":"x"}`), 400)
+	c.call("POST", "/v1/tokens", auditor, js(`{"role":"auditor","identity":"x","sites":["*"]}`), 403)
+	made := c.call("POST", "/v1/tokens", admin, js(`{"role":"auditor","identity":"late@acme.example","sites":["acme","beta"]}`), 201).json(t)
+	c.call("GET", "/v1/tokens", admin, nil, 200)
+	c.call("GET", "/v1/tokens", "", nil, 401)
+	id, _ := made["token_id"].(string)
+	c.call("DELETE", "/v1/tokens/"+id, admin, nil, 204)
+	c.call("DELETE", "/v1/tokens/"+id, admin, nil, 404)
+	c.call("DELETE", "/v1/tokens/bootstrap-admin", admin, nil, 409)
+	c.call("DELETE", "/v1/tokens/NOPE", admin, nil, 400)
 
 	// Every documented operation answered a success, and the main errors
 	// were seen.

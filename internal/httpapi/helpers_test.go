@@ -158,7 +158,7 @@ func newEnv(t *testing.T, cmds Commands, opts ...envOption) *env {
 	}
 	cfg := Config{}
 	reads := newFakeReads()
-	deps := Deps{Commands: cmds, Auth: store, Reads: reads, Clock: fixedClock{readNow}}
+	deps := Deps{Commands: cmds, Auth: store, Tokens: store, Reads: reads, Clock: fixedClock{readNow}}
 	for _, o := range opts {
 		o(&cfg, &deps)
 	}

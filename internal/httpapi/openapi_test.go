@@ -167,7 +167,7 @@ func documentedOperation(t *testing.T, pattern string) string {
 // either direction.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	doc, _ := loadContract(t)
-	api, err := New(Config{}, Deps{Commands: &fakeCommands{}, Auth: noTokens{}, Reads: newFakeReads()}, zerolog.Nop())
+	api, err := New(Config{}, Deps{Commands: &fakeCommands{}, Auth: noTokens{}, Tokens: noTokens{}, Reads: newFakeReads()}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +205,11 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 type noTokens struct{}
 
 func (noTokens) Authenticate(string) (auth.Principal, bool) { return auth.Principal{}, false }
+func (noTokens) List() []auth.TokenInfo                     { return nil }
+func (noTokens) Delete(context.Context, string) error       { return auth.ErrNotFound }
+func (noTokens) Create(context.Context, auth.Principal, string) (string, auth.TokenInfo, error) {
+	return "", auth.TokenInfo{}, auth.ErrUnavailable
+}
 
 // TestOpenAPIRoles checks each operation's x-roles against the access rules
 // the routes apply: a token of a listed role gets past them (whatever the

@@ -76,6 +76,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, c *call) error
 }
 
 func (a *API) listTokens(w http.ResponseWriter, r *http.Request, _ *call) error {
+	w.Header().Set("Cache-Control", "no-store") // it changes with every token made or used
 	list := a.deps.Tokens.List()
 	docs := make([]TokenDoc, 0, len(list))
 	for _, t := range list {

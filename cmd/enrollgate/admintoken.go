@@ -7,11 +7,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/internal/startup"
 )
 
 // adminTokenFile names the file in the data dir that receives the admin token
@@ -22,18 +22,14 @@ const adminTokenFile = "admin-token"
 // into the token bucket once.
 const tokensFile = "tokens.json"
 
-// tokenStartTimeout bounds the token bucket's part of a start.
-const tokenStartTimeout = 30 * time.Second
-
 // shareTokens gives the store the cluster's token bucket, imports the data
 // dir's tokens file of an earlier version, and makes the first admin token
-// when the cluster has none.
+// when the cluster has none. ctx ends at the start's deadline.
 func (a *app) shareTokens(ctx context.Context, cfg config, tokens *auth.Store) error {
 	log := a.log.With().Str("component", "tokens").Logger()
-	// A bucket that cannot be created or read stops the start, not hangs it.
-	ctx, cancel := context.WithTimeout(ctx, tokenStartTimeout)
-	defer cancel()
-	if err := tokens.Share(ctx, a.js, auth.ShareConfig{Replicas: cfg.Replicas, Log: log}); err != nil {
+	if err := startup.Retry(ctx, a.log, "ensure bucket "+auth.Bucket, func(ctx context.Context) error {
+		return tokens.Share(ctx, a.js, auth.ShareConfig{Replicas: cfg.Replicas, Log: log})
+	}); err != nil {
 		return err
 	}
 	a.tokens = tokens

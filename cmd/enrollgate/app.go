@@ -147,7 +147,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err != nil {
 		return nil, err
 	}
-	if err := a.shareTokens(ctx, cfg, tokens); err != nil {
+	if err := a.shareTokens(sctx, cfg, tokens); err != nil {
 		return nil, err
 	}
 	if err := a.watchTokens(ctx, tokens); err != nil {

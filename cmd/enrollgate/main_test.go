@@ -43,32 +43,14 @@ type instance struct {
 // waits until it logs that it is ready.
 func startInstance(t *testing.T, dataDir string, extra ...string) *instance {
 	t.Helper()
-	in := launchInstance(t, dataDir, extra...)
-	in.awaitReady()
-	return in
-}
-
-// launchInstance runs `enrollgate serve` without waiting for it, so that a
-// test can start several at the same moment.
-func launchInstance(t *testing.T, dataDir string, extra ...string) *instance {
-	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	in := &instance{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	args := append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
 		"--nats-service-password", testServicePassword, "--log-format", "json", "--log-level", "debug"}, extra...)
 	go func() { in.done <- run(ctx, args, func(string) string { return "" }, in.stdout, in.stderr) }()
-	t.Cleanup(func() { in.stop() })
-	return in
-}
-
-// awaitReady waits until the instance logs that it is ready.
-func (in *instance) awaitReady() {
-	t := in.t
-	t.Helper()
 	natstest.Eventually(t, 30*time.Second, func() error {
 		select {
 		case err := <-in.done:
-			in.cancel, in.done = nil, nil // nothing left to stop
 			t.Fatalf("run returned early: %v\nlogs:\n%s", err, in.stderr.String())
 		default:
 		}
@@ -86,6 +68,8 @@ func (in *instance) awaitReady() {
 		}
 		return fmt.Errorf("not ready yet")
 	})
+	t.Cleanup(func() { in.stop() })
+	return in
 }
 
 // stop cancels the run and waits for a clean return.

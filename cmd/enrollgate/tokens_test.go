@@ -49,7 +49,8 @@ func noTokenIn(t *testing.T, tokens []string, logs ...string) {
 func TestTokensSharedByReplicas(t *testing.T) {
 	s := natstest.StartServer(t)
 	const admin = "replica-test-admin-token-0123"
-	flags := []string{"--nats-url", s.ClientURL(), "--admin-token", admin}
+	keys, _ := keysInit(t)
+	flags := []string{"--nats-url", s.ClientURL(), "--admin-token", admin, "--keys-file", keys}
 	a := startInstance(t, t.TempDir(), flags...)
 	b := startInstance(t, t.TempDir(), flags...)
 
@@ -113,12 +114,15 @@ func TestFirstAdminTokenOncePerCluster(t *testing.T) {
 		t.Run(fmt.Sprint(trial), func(t *testing.T) {
 			s := natstest.StartServer(t)
 			dirs := []string{t.TempDir(), t.TempDir()}
+			keys, _ := keysInit(t)
 			ins := make([]*instance, len(dirs))
 			for i, d := range dirs {
-				ins[i] = launchInstance(t, d, "--nats-url", s.ClientURL())
+				ins[i] = launch(t, d, "--nats-url", s.ClientURL(), "--keys-file", keys)
 			}
-			for _, in := range ins {
-				in.awaitReady()
+			for i, in := range ins {
+				if err := in.waitReady(30 * time.Second); err != nil {
+					t.Fatalf("replica %d: %v\n%s", i, err, in.stderr.String())
+				}
 			}
 			var token, holder string
 			for _, d := range dirs {

@@ -106,8 +106,9 @@ type firstClaim struct {
 // missing) from now on: it loads the bucket and watches it, so that a token
 // created or revoked by any replica holds here within moments, and it
 // writes the tokens' last uses at most once per ShareConfig.UsedInterval.
-// Call it once, before the store is used for anything but Identify; Close
-// stops it.
+// Call it before the store is used for anything but Identify; Close stops
+// it. A failed Share leaves the store as it was, so that it can be called
+// again (a cluster that is still forming answers late).
 func (s *Store) Share(ctx context.Context, js jetstream.JetStream, cfg ShareConfig) error {
 	if s.file != "" {
 		return errors.New("auth: a store with a tokens file cannot share a bucket")
@@ -154,32 +155,19 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// ensureBucket creates or updates the bucket, asking again until ctx ends:
-// a server starting up, or several replicas creating it at once, may leave a
-// request unanswered.
+// ensureBucket creates the bucket, or updates it to this configuration.
 func ensureBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	cfg := jetstream.KeyValueConfig{
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
 		Description: "enrollgate API tokens: SHA-256 hashes and principals, read by the service only",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure bucket %s: %w", Bucket, err)
 	}
-	wait := 100 * time.Millisecond
-	for {
-		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
-		kv, err := js.CreateOrUpdateKeyValue(attempt, cfg)
-		cancel()
-		if err == nil {
-			return kv, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("ensure bucket %s: %w", Bucket, errors.Join(err, ctx.Err()))
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 2*time.Second)
-	}
+	return kv, nil
 }
 
 // watch starts a watch of the whole bucket that lives as long as run, and

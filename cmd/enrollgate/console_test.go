@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
+
+	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
 // The console's browser tests drive Debian's Chromium, headless, against the
@@ -248,6 +251,47 @@ func (p *page) confirm(titleHas string) {
 	p.waitJS("dialog closed", `!document.getElementById('confirm').open`)
 }
 
+// consoleAdminToken is the bootstrap admin (all sites) the console tests sign
+// in with.
+const consoleAdminToken = "console-test-admin-token-0123456789"
+
+// consoleToken makes a token through the token API, or, on a build without
+// it, with `tokens add` on the data dir (the service rereads the file); it
+// returns once the service accepts the token.
+func consoleToken(t *testing.T, in *instance, dataDir, admin, role, id string, sites ...string) string {
+	t.Helper()
+	var created struct {
+		Token string `json:"token"`
+	}
+	// A problem document decodes too, with no token in it.
+	code, _ := in.do("POST", "/v1/tokens", admin, map[string]any{"role": role, "identity": id, "sites": sites}, &created)
+	switch code {
+	case http.StatusCreated:
+	case http.StatusNotFound:
+		args := []string{"tokens", "add", "--data-dir", dataDir, "--role", role, "--id", id}
+		for _, s := range sites {
+			args = append(args, "--site", s)
+		}
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, func(string) string { return "" }, &out, &errOut); err != nil {
+			t.Fatalf("tokens add: %v\n%s", err, errOut.String())
+		}
+		created.Token = tokenPattern.FindString(out.String())
+	default:
+		t.Fatalf("POST /v1/tokens: %d", code)
+	}
+	if created.Token == "" {
+		t.Fatal("no token made")
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if code, _ := in.do("GET", "/v1/whoami", created.Token, nil, nil); code != http.StatusOK {
+			return fmt.Errorf("whoami: %d", code)
+		}
+		return nil
+	})
+	return created.Token
+}
+
 // verifyWrong sends a wrong passcode from a source of its own.
 func verifyWrong(t *testing.T, nc *nats.Conn, site string, i int) verdict {
 	t.Helper()
@@ -262,15 +306,17 @@ func verifyWrong(t *testing.T, nc *nats.Conn, site string, i int) verdict {
 // who sees no write button.
 func TestConsoleInBrowser(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "alice@acme.example")
-	auditor := addTokenCmd(t, dataDir, "auditor", "auditor@acme.example", "acme")
-	frontend := addTokenCmd(t, dataDir, "enrollment", "acme-frontend", "acme")
-	in := startInstance(t, dataDir, "--max-failed-attempts", "4", "--failure-window", "1m")
+	admin := consoleAdminToken
+	in := startInstance(t, dataDir, "--admin-token", admin, "--admin-email", "alice@acme.example",
+		"--max-failed-attempts", "4", "--failure-window", "1m")
+	auditor := consoleToken(t, in, dataDir, admin, "auditor", "auditor@acme.example", "acme")
+	frontend := consoleToken(t, in, dataDir, admin, "enrollment", "acme-frontend", "acme")
 	base := "http://" + in.httpAddr
-	nc, err := nats.Connect(in.natsURL, nats.Token(frontend))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var nc *nats.Conn
+	natstest.Eventually(t, 10*time.Second, func() (err error) {
+		nc, err = nats.Connect(in.natsURL, nats.Token(frontend), nats.MaxReconnects(0))
+		return err
+	})
 	t.Cleanup(nc.Close)
 	if code, _ := in.do("POST", "/v1/sites/beta/passcode", admin, nil, nil); code != http.StatusCreated {
 		t.Fatalf("generate beta: %d", code)

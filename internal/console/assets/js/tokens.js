@@ -87,8 +87,10 @@ export function mountTokens(root, ctx) {
         h('td', {}, (t.sites || []).join(', ')),
         h('td', {}, fmtTime(t.created_at), t.created_by ? ' by ' + t.created_by : ''),
         h('td', {}, t.last_used_at ? fmtTime(t.last_used_at) : h('span', {class: 'muted'}, 'never')),
-        h('td', {}, h('button', {type: 'button', class: 'btn btn-danger btn-small', 'data-action': 'revoke',
-          'aria-label': `Revoke token ${t.token_id} of ${t.identity}`, onclick: () => revoke(t)}, 'Revoke')))))));
+        // Bootstrap tokens come from the service's flags: not revocable here.
+        h('td', {}, t.bootstrap ? h('span', {class: 'muted', title: 'set by a flag of the service'}, 'bootstrap')
+          : h('button', {type: 'button', class: 'btn btn-danger btn-small', 'data-action': 'revoke',
+            'aria-label': `Revoke token ${t.token_id} of ${t.identity}`, onclick: () => revoke(t)}, 'Revoke')))))));
   };
 
   const revoke = async (t) => {

@@ -30,11 +30,11 @@ func TestHeaders(t *testing.T) {
 	}{
 		{"/", "text/html", 200},
 		{"/console/console.css", "text/css", 200},
-		{"/console/js/main.js", "text/javascript", 200},
-		{"/console/js/api.js", "text/javascript", 200},
+		{"/console/main.js", "text/javascript", 200},
+		{"/console/api.js", "text/javascript", 200},
 		{"/console/nothing.js", "", 404},
 		{"/console/", "", 404},
-		{"/console/js/", "", 404},
+		{"/console/sub/", "", 404},
 		{"/console/index.html", "", 404},
 	} {
 		resp := get(t, c.path)
@@ -61,7 +61,7 @@ func TestHeaders(t *testing.T) {
 	}
 	resp := get(t, "/")
 	b, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(b), `src="/console/js/main.js"`) {
+	if !strings.Contains(string(b), `src="/console/main.js"`) {
 		t.Errorf("the page does not load the console's module")
 	}
 }

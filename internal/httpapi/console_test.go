@@ -42,7 +42,7 @@ func TestWhoami(t *testing.T) {
 // /console/ come with their CSP; other paths stay the API's problems.
 func TestConsoleMounted(t *testing.T) {
 	e := newEnv(t, &fakeCommands{})
-	for _, path := range []string{"/", "/console/js/main.js", "/console/console.css"} {
+	for _, path := range []string{"/", "/console/main.js", "/console/console.css"} {
 		r := e.do(t, "GET", path, "", nil)
 		if r.status != 200 || !strings.Contains(r.header.Get("Content-Security-Policy"), "default-src 'none'") {
 			t.Errorf("GET %s: %d, CSP %q", path, r.status, r.header.Get("Content-Security-Policy"))

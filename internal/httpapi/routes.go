@@ -30,7 +30,7 @@ func (a *API) routes() []route {
 		// The web console (internal/console): its page and files, and who the
 		// signed-in token is.
 		{"GET /{$}", console.Handler()},
-		{"GET " + console.AssetPrefix, console.Handler()},
+		{"GET " + console.AssetPrefix + "{file...}", console.Handler()},
 		{"GET /v1/whoami", a.public(a.whoami)},
 
 		// Reads (queries.go): every one accepts ?min_seq=N (read.go).

@@ -5,13 +5,18 @@ FUZZTIME  ?= 5s
 PKGS      := ./...
 BENCHFLAGS ?=
 
-.PHONY: run build test lint fmt-check vet fuzz bench clean
+.PHONY: run build test lint fmt-check vet fuzz bench faults clean
 
 run:
 	$(GO) run ./cmd/enrollgate serve
 
+# The version `enrollgate version`, micro and /metrics report: a release tag,
+# else the commit.
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' || true)
+VERSION   := $(or $(VERSION),0.0.0-dev+$(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown))
+
 build:
-	$(GO) build -trimpath -o bin/enrollgate ./cmd/enrollgate
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/enrollgate ./cmd/enrollgate
 
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
@@ -36,6 +41,12 @@ fuzz:
 # Writes bench-results.json; see docs/benchmarks.md.
 bench:
 	$(GO) run ./cmd/enrollgate-bench $(BENCHFLAGS)
+
+# The fault suite on a real 3-node cluster with three replicas (see
+# docs/faults.md); e.g. make faults FAULTSFLAGS=-scenarios=stream-leader.
+FAULTSFLAGS ?=
+faults:
+	$(GO) run ./cmd/enrollgate-faults $(FAULTSFLAGS)
 
 clean:
 	rm -rf bin

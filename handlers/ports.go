@@ -30,6 +30,11 @@ var ErrUnavailable = errors.New("event log unavailable")
 // version): the site cannot be decided on until this replica is upgraded.
 var ErrUpgradeRequired = errors.New("the event log holds an event type this version does not know: upgrade required")
 
+// ErrKeyUnavailable is wrapped by a SecretKeeper asked for a key it does not
+// hold (a generation hashed or sealed under a key this replica lacks): the
+// site cannot be verified or revealed here until the key is loaded.
+var ErrKeyUnavailable = errors.New("a key named by the event log is not loaded on this replica")
+
 // EventStore is the event log of all sites.
 type EventStore interface {
 	// Load returns the site's events with a sequence above afterSeq, in order.

@@ -29,10 +29,12 @@ import (
 	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/httpapi"
+	"github.com/enrollgate/enrollgate/internal/metrics"
 	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/projector"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 	"github.com/enrollgate/enrollgate/internal/secrets"
+	"github.com/enrollgate/enrollgate/internal/startup"
 	"github.com/enrollgate/enrollgate/internal/verifyapi"
 	"github.com/enrollgate/enrollgate/projections"
 )
@@ -62,9 +64,11 @@ type app struct {
 	stopTokens chan struct{}
 	tokensDone chan struct{}
 	lock       *os.File // the data dir's lock, held until Close
+	metrics    *metrics.Metrics
 	// projections is the durable consumer of this instance's read model.
 	projections string
 	auth        *eventstore.Authenticator
+	keys        keyWatch // the keys file's watcher and the key registry
 }
 
 // start wires and starts the service. On error, whatever was started is
@@ -96,13 +100,20 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 		return nil, err
 	}
 
+	// What the start creates on JetStream is retried until this deadline:
+	// a cluster that is just forming answers late or not at all.
+	sctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
 	esCfg := eventstore.DefaultConfig()
 	esCfg.Replicas = cfg.Replicas
-	stream, err := eventstore.EnsureStream(ctx, a.js, esCfg)
-	if err != nil {
+	var stream jetstream.Stream
+	if err := startup.Retry(sctx, log, "ensure stream "+eventstore.StreamName, func(ctx context.Context) (err error) {
+		stream, err = eventstore.EnsureStream(ctx, a.js, esCfg)
+		return err
+	}); err != nil {
 		return nil, err
 	}
-	keeper, err := secrets.Open(secrets.Config{Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
+	keeper, err := secrets.Open(secrets.Config{File: cfg.KeysFile, Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
 	if err != nil {
 		return nil, err
 	}
@@ -112,16 +123,23 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err != nil {
 		return nil, err
 	}
+	// Before anything is appended: every key the log names is here.
+	if err := a.checkKeys(ctx, sctx, cfg, keeper, instance); err != nil {
+		return nil, err
+	}
 	store, err := eventstore.New(a.js, stream, esCfg, a.auth)
 	if err != nil {
 		return nil, err
 	}
-	if err := alerts.EnsureStream(ctx, a.js, cfg.Replicas); err != nil {
+	if err := startup.Retry(sctx, log, "ensure stream "+alerts.StreamName, func(ctx context.Context) error {
+		return alerts.EnsureStream(ctx, a.js, cfg.Replicas)
+	}); err != nil {
 		return nil, err
 	}
+	a.metrics = metrics.New(buildVersion(), a.metricsProbes())
 	hcfg := handlers.DefaultConfig()
 	hcfg.Policy = cfg.Policy
-	svc, err := handlers.NewService(hcfg, store, keeper, handlers.SystemClock{}, handlers.NewULIDs())
+	svc, err := handlers.NewService(hcfg, a.metrics.Store(store), keeper, handlers.SystemClock{}, handlers.NewULIDs())
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +162,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err := a.startConsumers(ctx, cfg, svc); err != nil {
 		return nil, err
 	}
-	if a.micro, err = verifyapi.Start(a.nc, svc, verifyapi.Config{Version: semver()}, log); err != nil {
+	if a.micro, err = verifyapi.Start(a.nc, a.metrics.Verify(svc, metrics.NATS), verifyapi.Config{Version: buildVersion()}, log); err != nil {
 		return nil, err
 	}
 	if err := a.startHTTP(cfg, svc, tokens); err != nil {
@@ -343,6 +361,7 @@ func (a *app) connect(name string) (*nats.Conn, error) {
 func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Service) error {
 	ccfg := consume.DefaultConfig()
 	ccfg.DeadLetterReplicas = cfg.Replicas
+	ccfg.StartTimeout = cfg.StartTimeout
 	var n atomic.Int32 // connections are made while handlers are added; counting safely costs nothing
 	r, err := consume.NewRouter(ccfg, func() (*nats.Conn, error) {
 		return a.connect(fmt.Sprintf("enrollgate-consumer-%d", n.Add(1)))
@@ -362,7 +381,15 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 		return err
 	}
 	// The one durable shared by the replicas raises the tampering alerts.
-	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...), consume.OnForged(publisher.Tampered)); err != nil {
+	tampered := func(ctx context.Context, f consume.Forged) error {
+		if err := publisher.Tampered(ctx, f); err != nil {
+			return err
+		}
+		a.metrics.AlertPublished(alerts.KindEventLogTampered)
+		return nil
+	}
+	if err := r.AddHandler(alerts.Durable, consume.Handler(a.metrics.AlertPublisher(metrics.Handler(publisher.Handle), alerts.KindPasscodeLockout)),
+		consume.OnlyTypes(alerts.Events...), consume.OnForged(tampered)); err != nil {
 		return err
 	}
 	a.routerWG, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)
@@ -376,8 +403,10 @@ func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) e
 		return err
 	}
 	hcfg.TLS = tc
-	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: svc, Auth: tokens, Reads: projectorReads{a.proj},
-		Clock: handlers.SystemClock{}, Ready: a.ready}, a.log)
+	hcfg.MetricsPublic = cfg.MetricsPublic
+	commands := httpCommands{Service: svc, verify: a.metrics.Verify(svc, metrics.HTTP)}
+	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: commands, Auth: tokens, Reads: projectorReads{a.proj},
+		Clock: handlers.SystemClock{}, Ready: a.ready, Metrics: a.metrics.Handler()}, a.log)
 	if err != nil {
 		return err
 	}
@@ -398,8 +427,15 @@ func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) e
 	return nil
 }
 
+// sharedLag is how old the oldest event the lockout saga or the alert
+// publisher has not acknowledged may be before /readyz reports it: above the
+// failover bound (DESIGN "Replicas"), so that a failover under way does not
+// make every replica unready at once.
+const sharedLag = 10 * time.Second
+
 // ready is /readyz: NATS connected, the streams present, the projections
-// caught up with the stream.
+// caught up with the stream, and neither the lockout saga nor the alert
+// publisher (durables shared by the replicas) fallen behind.
 func (a *app) ready(ctx context.Context) error {
 	if !a.nc.IsConnected() {
 		return errors.New("NATS not connected")
@@ -409,12 +445,25 @@ func (a *app) ready(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 	}
+	if err := a.keys.ready(); err != nil {
+		return err
+	}
 	lag, err := a.router.Pending(ctx, a.projections)
 	if err != nil {
 		return fmt.Errorf("projection lag: %w", err)
 	}
 	if lag > 0 {
 		return fmt.Errorf("projections %d events behind", lag)
+	}
+	for _, d := range []string{handlers.LockoutSagaDurable, alerts.Durable} {
+		b, err := a.router.Backlog(ctx, d)
+		if err != nil {
+			return fmt.Errorf("%s lag: %w", d, err)
+		}
+		if b.Pending > 0 && b.Age > sharedLag {
+			return fmt.Errorf("%s %d events behind, the oldest stored %s ago: lockout disables or alerts are late",
+				d, b.Pending, b.Age.Round(time.Second))
+		}
 	}
 	return nil
 }
@@ -438,6 +487,7 @@ func (a *app) Close() error {
 		close(a.stopTokens)
 		<-a.tokensDone
 	}
+	a.keys.stop()
 	if a.micro != nil {
 		if err := a.micro.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("verify endpoint: %w", err))
@@ -474,6 +524,37 @@ func (a *app) Close() error {
 	return errors.Join(errs...)
 }
 
+// httpCommands are the HTTP API's commands, with its verifies counted.
+type httpCommands struct {
+	*handlers.Service
+	verify metrics.Verifier
+}
+
+func (c httpCommands) VerifyPasscode(ctx context.Context, cmd handlers.VerifyPasscode) (handlers.VerifyResult, error) {
+	return c.verify.VerifyPasscode(ctx, cmd)
+}
+
+// metricsProbes read, at each scrape, the consumers' lag and the read
+// model's sequence from what start has made by then.
+func (a *app) metricsProbes() metrics.Probes {
+	return metrics.Probes{
+		Pending: func(ctx context.Context, durable string) (uint64, error) {
+			if a.router == nil {
+				return 0, errors.New("consumers not started")
+			}
+			return a.router.Pending(ctx, durable)
+		},
+		Consumers: map[string]string{"lockout_saga": handlers.LockoutSagaDurable, "alert_publisher": alerts.Durable,
+			"projections": a.projections},
+		ReadModelSeq: func() uint64 {
+			if a.proj == nil {
+				return 0
+			}
+			return a.proj.Store().LastApplied()
+		},
+	}
+}
+
 // projectorReads serves the HTTP reads from the projector's current store, so
 // that a store swapped in by a rebuild is read at once and a min_seq wait
 // follows the swap.
@@ -508,12 +589,4 @@ func logReplay(log zerolog.Logger, msg string, r projector.Report) {
 	}
 	ev.Uint64("from_seq", r.From).Uint64("to_seq", r.To).Uint64("applied", r.Applied).
 		Int("poison", len(r.Poison)).Bool("rebuilt", r.Rebuilt).Str("elapsed", r.Elapsed.String()).Msg(msg)
-}
-
-// semver is the version micro reports: it must be SemVer.
-func semver() string {
-	if version == "dev" {
-		return verifyapi.DefaultVersion
-	}
-	return version
 }

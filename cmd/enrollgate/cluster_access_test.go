@@ -55,8 +55,11 @@ func TestNATSAccessOnACluster(t *testing.T) {
 	frontend := addTokenCmd(t, dirB, "enrollment", "acme-frontend", "acme")
 	auditor := addTokenCmd(t, dirA, "auditor", "auditor@acme.example", "acme")
 	outsider := addTokenCmd(t, dirA, "auditor", "auditor@globex.example", "globex")
+	// The replicas mount one keys file, and share nothing else but the
+	// cluster.
+	keys, _ := keysInit(t)
 	flags := []string{"--nats-url", c.ServiceURLs(), "--nats-leaf-url", c.LeafURLs(), "--replicas", "3",
-		"--admin-token", admin, "--mac-key", randomKey(t), "--seal-key", randomKey(t), "--max-failed-attempts", "3"}
+		"--admin-token", admin, "--keys-file", keys, "--max-failed-attempts", "3"}
 	a := startInstance(t, dirA, flags...)
 	b := startInstance(t, dirB, flags...)
 	if a.clientURL == "" || b.clientURL == "" || a.clientURL == b.clientURL {
@@ -112,6 +115,8 @@ func TestNATSAccessOnACluster(t *testing.T) {
 	if v := verifyNATS(t, spy, "acme", map[string]any{"passcode": gen.Passcode, "source": map[string]any{"ip": "192.0.2.1"}}); !v.OK {
 		t.Fatalf("right passcode through B's edge: %+v", v)
 	}
+	// B verifies and reveals what A generated.
+	b.verifyAndReveal("acme", admin, gen.Passcode)
 	if _, err := spy.Request("enrollgate.verify.globex", []byte(`{"passcode":"000000000000"}`), time.Second); err == nil {
 		t.Fatal("a frontend of acme verified globex")
 	}

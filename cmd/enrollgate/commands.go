@@ -97,7 +97,7 @@ func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	keeper, err := secrets.Open(secrets.Config{Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
+	keeper, err := secrets.Open(secrets.Config{File: cfg.KeysFile, Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/internal/startup"
 )
 
 // config is everything the service reads from flags and environment. Each
@@ -47,8 +48,15 @@ type config struct {
 	EnrollmentToken     string
 	MACKey              string
 	SealKey             string
-	LogLevel            string
-	LogFormat           string
+	// MetricsPublic serves /metrics without a token.
+	MetricsPublic bool
+	// KeysFile is a keys file the replicas share, instead of the data dir's.
+	KeysFile string
+	// StartTimeout bounds the retries of what the start creates on
+	// JetStream (streams, consumers, the key registry).
+	StartTimeout time.Duration
+	LogLevel     string
+	LogFormat    string
 }
 
 // parseConfig reads args (without the subcommand) and the environment.
@@ -129,6 +137,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	secret(&c.EnrollmentToken, "enrollment-token", "ENROLLGATE_ENROLLMENT_TOKEN", "bootstrap token for HTTP verify")
 	secret(&c.MACKey, "mac-key", "ENROLLGATE_MAC_KEY", "base64 32-byte HMAC key; empty: generated into the data dir")
 	secret(&c.SealKey, "seal-key", "ENROLLGATE_SEAL_KEY", "base64 32-byte AES-256-GCM key; empty: generated into the data dir")
+	boolean(&c.MetricsPublic, "metrics-public", "ENROLLGATE_METRICS_PUBLIC", "serve /metrics without a token (else it needs an admin or auditor token)")
+	str(&c.KeysFile, "keys-file", "ENROLLGATE_KEYS_FILE", "", "keys file shared by the replicas (enrollgate keys init); empty: <data-dir>/keys.json, generated")
+	dur(&c.StartTimeout, "start-timeout", "ENROLLGATE_START_TIMEOUT", startup.DefaultTimeout, "how long the start retries creating streams, consumers and buckets on a cluster that does not answer yet")
 	str(&c.LogLevel, "log-level", "ENROLLGATE_LOG_LEVEL", "info", "trace, debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "ENROLLGATE_LOG_FORMAT", "", "console or json; empty: console on a terminal, else json")
 	if err := fs.Parse(args); err != nil {
@@ -190,6 +201,9 @@ func (c config) Validate() error {
 	}
 	if c.EnrollmentToken != "" && len(c.EnrollmentToken) < 16 {
 		errs = append(errs, errors.New("--enrollment-token must be at least 16 characters"))
+	}
+	if c.StartTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--start-timeout must be positive, got %s", c.StartTimeout))
 	}
 	switch c.LogLevel {
 	case "trace", "debug", "info", "warn", "error":

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/startup"
 )
 
 // Defaults of the event log this package consumes. They repeat the contract of
@@ -24,6 +25,8 @@ const (
 	// PriorityGroup is the one priority group of every durable consumer: its
 	// pinned client is the one process that receives the durable's messages.
 	PriorityGroup = "enrollgate"
+	// MinAckWait is the shortest Config.AckWait.
+	MinAckWait = 2 * time.Second
 )
 
 // Config tunes the Router.
@@ -46,13 +49,17 @@ type Config struct {
 	DeadLetterMaxAge time.Duration
 	// AckWait is the consumer's AckWait: a message not acknowledged (nor
 	// reported in progress, which the subscriber does every AckWait/4 for
-	// what it holds) in this time is redelivered. It is also the PinnedTTL:
-	// how long a process that stopped pulling keeps the durable. It must
-	// exceed HandlerTimeout.
+	// what it holds, a handler running or not) in this time is redelivered.
+	// It is also the PinnedTTL: how long a process that stopped pulling (a
+	// SIGKILLed one) keeps the durable. So it bounds how long a durable
+	// shared by replicas waits after a crash: a few seconds, at least 2 s
+	// (the pull requests that renew the pin last at least a second).
 	AckWait time.Duration
 	// HandlerTimeout bounds one hand-over of an event to the router (the
 	// handler call and its in-process retries): the message's context is
-	// cancelled when it passes, and a call that then fails is Nacked.
+	// cancelled when it passes, or earlier should the heartbeats fail to
+	// keep the event this process's, and a call that then fails is Nacked.
+	// It may exceed AckWait.
 	HandlerTimeout time.Duration
 	// RetryInitialInterval is the first delay after a handler error (in the
 	// Retry middleware, and again between hand-overs after a Nack); each
@@ -76,6 +83,10 @@ type Config struct {
 	// CommitMax is how many events a handler with WithCommit stages at most
 	// before its commit is called, even while more are waiting.
 	CommitMax int
+	// StartTimeout bounds how long NewRouter and AddHandler keep retrying
+	// to create the dead-letter stream and the consumers (internal/startup);
+	// 0 tries once.
+	StartTimeout time.Duration
 }
 
 // DefaultConfig returns the production defaults.
@@ -87,7 +98,7 @@ func DefaultConfig() Config {
 		DeadLetterStream:     DefaultDeadLetterStream,
 		DeadLetterReplicas:   1,
 		DeadLetterMaxAge:     0,
-		AckWait:              30 * time.Second,
+		AckWait:              3 * time.Second,
 		HandlerTimeout:       20 * time.Second,
 		RetryInitialInterval: 100 * time.Millisecond,
 		RetryMaxInterval:     30 * time.Second,
@@ -95,6 +106,7 @@ func DefaultConfig() Config {
 		MaxAckPending:        256,
 		CloseTimeout:         10 * time.Second,
 		CommitMax:            128,
+		StartTimeout:         startup.DefaultTimeout,
 	}
 }
 
@@ -124,10 +136,10 @@ func (c Config) Validate() error {
 	if c.HandlerTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("handler timeout must be positive, got %s", c.HandlerTimeout))
 	}
-	if c.AckWait <= c.HandlerTimeout {
-		// The subscriber gives up on a delivery after AckWait; a handler still
-		// running then would overlap with the redelivery.
-		errs = append(errs, fmt.Errorf("ack wait (%s) must exceed the handler timeout (%s)", c.AckWait, c.HandlerTimeout))
+	if c.AckWait < MinAckWait {
+		// The pin's TTL: each pull request renews it, and one lasts at
+		// least a second.
+		errs = append(errs, fmt.Errorf("ack wait (%s) must be at least %s", c.AckWait, MinAckWait))
 	}
 	if c.RetryInitialInterval <= 0 {
 		errs = append(errs, fmt.Errorf("retry initial interval must be positive, got %s", c.RetryInitialInterval))

@@ -431,7 +431,7 @@ func TestConsumerConfig(t *testing.T) {
 	ci := c.CachedInfo().Config
 	if ci.Durable != "cfg" || ci.FilterSubject != events.SubjectAll || ci.DeliverPolicy != jetstream.DeliverAllPolicy ||
 		ci.AckPolicy != jetstream.AckExplicitPolicy || ci.MaxDeliver != -1 || ci.MaxAckPending != e.cfg.MaxAckPending || ci.PriorityPolicy != jetstream.PriorityPolicyPinned ||
-		ci.AckWait != e.cfg.AckWait || ci.AckWait <= e.cfg.HandlerTimeout {
+		ci.AckWait != e.cfg.AckWait || ci.PinnedTTL != e.cfg.AckWait {
 		t.Fatalf("consumer config %+v", ci)
 	}
 }
@@ -442,7 +442,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	bad := consume.DefaultConfig()
 	bad.Stream = "a.b"
-	bad.AckWait = bad.HandlerTimeout
+	bad.AckWait = consume.MinAckWait - time.Millisecond
 	bad.DeadLetterPrefix = "x.>"
 	bad.RetryMaxInterval = bad.RetryInitialInterval / 2
 	err := bad.Validate()
@@ -461,7 +461,7 @@ func TestConfigValidate(t *testing.T) {
 func TestHandlerTimeoutCancelsAndRedelivers(t *testing.T) {
 	e := newEnv(t)
 	e.cfg.HandlerTimeout = 200 * time.Millisecond
-	e.cfg.AckWait = time.Second
+	e.cfg.AckWait = consume.MinAckWait
 	s1, s2 := e.publish(t, "acme", 1), e.publish(t, "acme", 2)
 	var mu sync.Mutex
 	calls := 0

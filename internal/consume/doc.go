@@ -84,19 +84,30 @@
 //   - One process at a time: the consumer has a pinned priority group, so the
 //     server delivers a durable's messages to one pinned process only, until
 //     it has not pulled for PinnedTTL (= AckWait) or gave up the pin on Close.
-//     Every session (start, rebind, or a redelivery of an event not held here)
-//     begins in recovery: nothing is handed over until every message the
-//     server has out unacknowledged for the durable is in this process's
-//     hands (held count ≥ the consumer's NumAckPending); then they are sorted
-//     and handled first. So what a previous process held, gave back or left
-//     to expire is handled before anything later, whichever process gets it.
+//     AckWait is a few seconds, so that a durable shared by the replicas
+//     (the lockout saga's, the alert publisher's) moves to another replica
+//     within about AckWait when the pinned one is SIGKILLed: its pin expires
+//     and what it held is redelivered.
+//     Every session (start, rebind, a redelivery of an event not held here,
+//     or the first message after this process was pinned) begins in
+//     recovery: nothing is handed over until every message the server has
+//     out unacknowledged for the durable is in this process's hands (held
+//     count ≥ the consumer's NumAckPending); then they are sorted and handled
+//     first. So what a previous process held, gave back or left to expire is
+//     handled before anything later, whichever process gets it, whether the
+//     pin expires before the redelivery or after it. A process in recovery
+//     that sees another one pinned gives back what it holds, so that two
+//     processes never wait for each other.
 //   - A handler never runs concurrently with itself: within a process, one
 //     message of a durable is out at a time; across processes, a message is
-//     handed over only while the server surely leaves it to this process for
-//     a whole HandlerTimeout (a lease: delivery or a flushed InProgress, plus
-//     AckWait less a margin); a process that cannot renew its lease (cut off)
-//     abandons what it holds. The message's context ends after
-//     HandlerTimeout, which bounds the handler and its in-process retries.
+//     handed over only while the server surely leaves it to this process (a
+//     lease: delivery or a flushed InProgress, plus AckWait less a margin,
+//     renewed every AckWait/4 while the handler runs), and the handler's
+//     context ends when the lease does; a process that cannot renew its
+//     lease (cut off) abandons what it holds. While the lease is renewed, a
+//     handler may run longer than AckWait without being redelivered: its
+//     context ends after HandlerTimeout, which bounds the handler and its
+//     in-process retries.
 //   - On Close (the Router closes its subscribers) the message being handled
 //     is waited for, its context cancelled, up to CloseTimeout; then the
 //     subscriber gives back what it holds, in order and at once (Nak),

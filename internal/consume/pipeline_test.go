@@ -238,6 +238,7 @@ func TestConsumerOfThePreviousVersionIsUpdated(t *testing.T) {
 	s1 := e.publish(t, "acme", 1)
 	old := e.cfg.ConsumerConfig("legacy")
 	old.MaxAckPending, old.PriorityPolicy, old.PriorityGroups, old.PinnedTTL = 1, jetstream.PriorityPolicyNone, nil, 0
+	old.AckWait = 30 * time.Second
 	c, err := e.js.CreateConsumer(context.Background(), consume.DefaultStream, old)
 	if err != nil {
 		t.Fatal(err)
@@ -261,7 +262,8 @@ func TestConsumerOfThePreviousVersionIsUpdated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ci := c.CachedInfo().Config; ci.MaxAckPending != e.cfg.MaxAckPending || ci.PriorityPolicy != jetstream.PriorityPolicyPinned {
+	if ci := c.CachedInfo().Config; ci.MaxAckPending != e.cfg.MaxAckPending || ci.PriorityPolicy != jetstream.PriorityPolicyPinned ||
+		ci.AckWait != e.cfg.AckWait || ci.PinnedTTL != e.cfg.AckWait {
 		t.Fatalf("consumer not updated: %+v", ci)
 	}
 }

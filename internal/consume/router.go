@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/startup"
 )
 
 // Handler processes one stored event. nil acknowledges it; an error has it
@@ -104,9 +105,9 @@ func NewRouter(cfg Config, connect func() (*nats.Conn, error), auth Authenticato
 		return nil, fmt.Errorf("consume: jetstream: %w", err)
 	}
 	if cfg.DeadLetterStream != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
-		err := EnsureDeadLetterStream(ctx, js, cfg)
-		cancel()
+		err := cfg.retryAtStart(log, "ensure dead-letter stream "+cfg.DeadLetterStream, func(ctx context.Context) error {
+			return EnsureDeadLetterStream(ctx, js, cfg)
+		})
 		if err != nil {
 			admin.Close()
 			return nil, err
@@ -150,6 +151,20 @@ func EnsureDeadLetterStream(ctx context.Context, js jetstream.JetStream, cfg Con
 		return fmt.Errorf("consume: ensure dead-letter stream %s: %w", cfg.DeadLetterStream, err)
 	}
 	return nil
+}
+
+// retryAtStart runs fn, a creation at start, retrying until StartTimeout
+// on a cluster that does not answer yet; each try is bounded by
+// adminTimeout.
+func (c Config) retryAtStart(log zerolog.Logger, what string, fn func(context.Context) error) error {
+	if c.StartTimeout <= 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+		defer cancel()
+		return fn(ctx)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.StartTimeout)
+	defer cancel()
+	return startup.Retry(ctx, log, what, fn)
 }
 
 // ConsumerConfig returns the configuration of durable's consumer.
@@ -307,9 +322,10 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 	if r.durables[durable] {
 		return fmt.Errorf("consume: durable %q added twice", durable)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
-	defer cancel()
-	if _, err := ensureConsumer(ctx, r.js, r.cfg, durable, o); err != nil {
+	if err := r.cfg.retryAtStart(r.log, "ensure consumer "+durable, func(ctx context.Context) error {
+		_, err := ensureConsumer(ctx, r.js, r.cfg, durable, o)
+		return err
+	}); err != nil {
 		return err
 	}
 	nc, err := r.connect()
@@ -435,6 +451,41 @@ func (r *Router) Pending(ctx context.Context, durable string) (uint64, error) {
 	}
 	info := c.CachedInfo()
 	return info.NumPending + uint64(info.NumAckPending), nil
+}
+
+// Backlog is how far a durable is behind the stream.
+type Backlog struct {
+	// Pending counts the events it has not acknowledged: those not
+	// delivered and those delivered but not acknowledged.
+	Pending uint64
+	// Age is how long ago the oldest of them was stored, by the server's
+	// clock; 0 when Pending is 0.
+	Age time.Duration
+}
+
+// Backlog returns how many events durable has not acknowledged and how old
+// the oldest of them is. Its events are acknowledged in stream order, so the
+// oldest is the first after the consumer's ack floor.
+func (r *Router) Backlog(ctx context.Context, durable string) (Backlog, error) {
+	c, err := r.js.Consumer(ctx, r.cfg.Stream, durable)
+	if err != nil {
+		return Backlog{}, fmt.Errorf("consume: consumer %s: %w", durable, err)
+	}
+	info := c.CachedInfo()
+	b := Backlog{Pending: info.NumPending + uint64(info.NumAckPending)}
+	if b.Pending == 0 {
+		return b, nil
+	}
+	st, err := r.js.Stream(ctx, r.cfg.Stream)
+	if err != nil {
+		return Backlog{}, fmt.Errorf("consume: stream %s: %w", r.cfg.Stream, err)
+	}
+	m, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(r.cfg.FilterSubject))
+	if err != nil {
+		return Backlog{}, fmt.Errorf("consume: oldest event pending for %s: %w", durable, err)
+	}
+	b.Age = max(info.TimeStamp.Sub(m.Time), 0)
+	return b, nil
 }
 
 // poisonError marks a message that no retry can make decodable; forged,

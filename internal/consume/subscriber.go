@@ -140,7 +140,10 @@ func (s *subscriber) run(ctx context.Context, cancel context.CancelFunc, cc jets
 	defer close(out)
 	defer cancel()
 	defer close(s.quit)
-	go s.keepAlive(ctx)
+	// Until run returns, not until ctx ends: a handler that is still
+	// running at close keeps its events this process's while it is waited
+	// for.
+	go s.keepAlive(s.quit)
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if cc == nil {
@@ -202,9 +205,9 @@ func (s *subscriber) start(ctx context.Context) (jetstream.ConsumeContext, error
 	}
 	// A pull request stays outstanding for as many messages as the server
 	// may have unacknowledged: the next message is on its way as soon as an
-	// ack frees a slot. Requests expire well within PinnedTTL, so that a
-	// live process keeps its pin.
-	expiry := max(time.Second, min(30*time.Second, s.cfg.AckWait/4))
+	// ack frees a slot. Requests expire well within PinnedTTL (each new one
+	// renews the pin), so that a live process keeps its pin.
+	expiry := max(time.Second, min(30*time.Second, s.cfg.AckWait/3))
 	opts := []jetstream.PullConsumeOpt{
 		// Above MaxAckPending, so that nats.go need not send a new request
 		// for every message when MaxAckPending is small; the server sends no
@@ -244,9 +247,16 @@ func (s *subscriber) session(ctx context.Context, cc jetstream.ConsumeContext, o
 	defer t.Stop()
 	for {
 		if recovering {
-			ok, err := s.allPendingHeld(ctx)
+			ok, other, err := s.allPendingHeld(ctx)
 			if err != nil && ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("consumer info")
+			}
+			if !ok && other && s.holding() > 0 {
+				// Another process is pinned and, recovering too, waits
+				// for what this one holds: give it back, in order, so
+				// that the pinned one handles it first.
+				s.log.Info().Int("events", s.holding()).Msg("another process is pinned; giving back the held events")
+				s.release()
 			}
 			if ok {
 				recovering = false
@@ -259,7 +269,10 @@ func (s *subscriber) session(ctx context.Context, cc jetstream.ConsumeContext, o
 			}
 		}
 		if !recovering && s.holding() > 0 {
-			s.drain()
+			if s.drain() {
+				recovering = true
+				continue
+			}
 			if !s.wanted() {
 				s.settle()
 				continue
@@ -306,8 +319,10 @@ func cmpSeq(a, b uint64) int {
 }
 
 // add keeps a received message; it reports whether the message shows that
-// others were delivered before it which this process does not hold (a
-// redelivery of something not handled here), which calls for recovery.
+// others may have been delivered before it which this process does not hold
+// (a redelivery of something not handled here, or the first message after
+// this process was pinned: what the previous pinned process held comes back
+// only when its AckWait runs out), which calls for recovery.
 func (s *subscriber) add(jm jetstream.Msg) bool {
 	h := held{jm: jm, n: 1, lease: time.Now().Add(s.leaseFor())}
 	if md, err := jm.Metadata(); err == nil {
@@ -320,40 +335,41 @@ func (s *subscriber) add(jm jetstream.Msg) bool {
 		}
 		h.signed = hdr.Get(events.HeaderMAC) != ""
 	}
-	if p := jm.Headers().Get(pinHeader); p != "" {
-		s.pinID = p
+	pinned := false
+	if p := jm.Headers().Get(pinHeader); p != "" && p != s.pinID {
+		// Which replica handles a shared durable is what an operator looks
+		// for after a failover.
+		s.pinID, pinned = p, true
+		s.log.Info().Str("pin_id", p).Msg("pinned: this process now receives the durable's events")
 	}
 	if h.seq != 0 && h.seq <= s.lastDone {
 		// Handled and acked here already: the ack was lost or came late.
 		s.ack(h)
-		return false
+		return pinned
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range s.hold {
 		if s.hold[i].seq == h.seq && h.seq != 0 {
 			s.hold[i] = h // the same event again; keep the latest delivery
-			return false
+			return pinned
 		}
 	}
 	s.hold = append(s.hold, h)
-	return h.n > 1
+	return pinned || h.n > 1
 }
 
-// drain takes what has arrived without waiting.
-func (s *subscriber) drain() {
+// drain takes what has arrived without waiting; it reports whether that
+// calls for recovery (see add).
+func (s *subscriber) drain() (again bool) {
 	for {
 		select {
 		case m := <-s.in:
 			if s.add(m) {
-				// Out of order: sort; the server delivers in order, so a
-				// redelivery not held here is older than what is.
-				s.mu.Lock()
-				slices.SortFunc(s.hold, func(a, b held) int { return cmpSeq(a.seq, b.seq) })
-				s.mu.Unlock()
+				again = true
 			}
 		default:
-			return
+			return again
 		}
 	}
 }
@@ -365,19 +381,25 @@ func (s *subscriber) holding() int {
 }
 
 // allPendingHeld reports whether every message the server has delivered
-// and not seen acknowledged for this durable is held here.
-func (s *subscriber) allPendingHeld(ctx context.Context) (bool, error) {
+// and not seen acknowledged for this durable is held here, and whether
+// another process is pinned (the server gives it what it delivers next).
+func (s *subscriber) allPendingHeld(ctx context.Context) (all, otherPinned bool, _ error) {
 	actx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()
 	c, err := s.js.Consumer(actx, s.cfg.Stream, s.durable)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	ci := c.CachedInfo()
+	for _, g := range ci.PriorityGroups {
+		if g.Group == PriorityGroup && g.PinnedClientID != "" && g.PinnedClientID != s.pinID {
+			otherPinned = true
+		}
+	}
 	s.mu.Lock()
 	n := len(s.hold) + len(s.staged)
 	s.mu.Unlock()
-	return ci.NumAckPending <= n, nil
+	return ci.NumAckPending <= n, otherPinned, nil
 }
 
 // deliver hands the first held message to the router and waits for its
@@ -444,7 +466,8 @@ const (
 )
 
 // emit sends h to the router as a watermill message whose context ends
-// after HandlerTimeout (or on close), and waits for its Ack or Nack. While
+// after HandlerTimeout, on close, or when h's lease runs out without being
+// renewed (see watchLease), and waits for its Ack or Nack. While
 // it waits, nothing else of this durable is handed over: that is what keeps
 // stream order although the router runs every message on its own goroutine.
 // A nacked outcome says whether the failure is a hold (slow): one that
@@ -453,6 +476,7 @@ func (s *subscriber) emit(ctx context.Context, out chan<- *message.Message, h he
 	msg := toMessage(h)
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandlerTimeout)
 	defer cancel()
+	go s.watchLease(hctx, cancel, h)
 	msg.SetContext(hctx)
 	select {
 	case out <- msg:
@@ -615,13 +639,13 @@ func (s *subscriber) ack(h held) {
 
 // keepAlive tells the server that held messages are still being worked on,
 // so that none is redelivered (and reordered) while an earlier one is
-// retried or a long handler runs.
-func (s *subscriber) keepAlive(ctx context.Context) {
-	t := time.NewTicker(max(s.cfg.AckWait/4, 10*time.Millisecond))
+// retried or a long handler runs, until done is closed.
+func (s *subscriber) keepAlive(done <-chan struct{}) {
+	t := time.NewTicker(s.heartbeat())
 	defer t.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-done:
 			return
 		case <-t.C:
 		}
@@ -629,10 +653,55 @@ func (s *subscriber) keepAlive(ctx context.Context) {
 	}
 }
 
+// heartbeat is how often held messages are reported in progress.
+func (s *subscriber) heartbeat() time.Duration { return max(s.cfg.AckWait/4, 10*time.Millisecond) }
+
 // leaseFor is how long after a delivery or a confirmed InProgress a held
 // message is surely still this process's: AckWait less a margin for the
-// time the message or the InProgress spent on the way.
-func (s *subscriber) leaseFor() time.Duration { return s.cfg.AckWait - s.cfg.AckWait/8 }
+// time the message or the InProgress spent on the way, and for a handler
+// whose context ends with the lease to return.
+func (s *subscriber) leaseFor() time.Duration { return s.cfg.AckWait - s.cfg.AckWait/4 }
+
+// leaseOf returns the current lease of the held message h; ok is false once
+// it is no longer held.
+func (s *subscriber) leaseOf(h held) (_ time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.hold {
+		if x.jm == h.jm || (h.seq != 0 && x.seq == h.seq) {
+			return x.lease, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// watchLease cancels the hand-over of h (cancel ends ctx) once h's lease
+// runs out: the heartbeats could not renew it (this process is cut off),
+// so the server may give the event to another process soon, and the
+// handler must stop first. While the heartbeats work, a handler may run
+// for its whole HandlerTimeout, however short AckWait is.
+func (s *subscriber) watchLease(ctx context.Context, cancel context.CancelFunc, h held) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lease, ok := s.leaseOf(h)
+		if !ok {
+			return
+		}
+		left := time.Until(lease)
+		if left <= 0 {
+			s.log.Warn().Uint64("seq", h.seq).Msg("lease of the event being handled ran out; cancelling its handler")
+			cancel()
+			return
+		}
+		t.Reset(left)
+	}
+}
 
 // touch reports every held message in progress and, once the server has
 // confirmed receiving that (a flush), extends their leases.
@@ -649,7 +718,7 @@ func (s *subscriber) touch() error {
 			return err
 		}
 	}
-	if err := s.nc.FlushTimeout(max(s.cfg.AckWait/8, 100*time.Millisecond)); err != nil {
+	if err := s.nc.FlushTimeout(max(s.cfg.AckWait/4, 100*time.Millisecond)); err != nil {
 		return err
 	}
 	lease := sent.Add(s.leaseFor())
@@ -665,12 +734,12 @@ func (s *subscriber) touch() error {
 	return nil
 }
 
-// owned makes sure that the first n held messages stay this process's for a
-// whole HandlerTimeout, renewing their leases if needed. false means that
-// the server may have given them to another process already (this one was
-// cut off): they must not be handled here.
+// owned makes sure that the first n held messages stay this process's at
+// least until the next heartbeat can renew their leases, renewing them now
+// if needed. false means that the server may have given them to another
+// process already (this one was cut off): they must not be handled here.
 func (s *subscriber) owned(n int) bool {
-	need := time.Now().Add(s.cfg.HandlerTimeout)
+	need := time.Now().Add(s.heartbeat())
 	ok := func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()

@@ -42,6 +42,8 @@ type Deps struct {
 	Clock handlers.Clock
 	// Ready is the readiness check of GET /readyz; nil means always ready.
 	Ready ReadyFunc
+	// Metrics serves GET /metrics (Prometheus); nil: the route answers 404.
+	Metrics http.Handler
 }
 
 // API is the HTTP API. It implements http.Handler.

@@ -381,6 +381,8 @@ func TestErrorMapping(t *testing.T) {
 		{fmt.Errorf("generate passcode: append: append outcome unknown: %w", handlers.ErrUnavailable), 503, CodeUnavailable, true},
 		// What the event store wraps for an event of a newer version.
 		{fmt.Errorf("generate passcode: load site acme: event at seq 7: %w: unknown event type", handlers.ErrUpgradeRequired), 503, CodeUpgradeRequired, true},
+		// What the keeper wraps for a key this replica does not hold.
+		{fmt.Errorf("reveal passcode: seal key seal-0badc0de: unknown key ID: %w", handlers.ErrKeyUnavailable), 503, CodeKeyUnavailable, true},
 		{fmt.Errorf("generate passcode: site acme: %w", domain.ErrInvalid), 400, CodeInvalidRequest, false},
 		{fmt.Errorf("generate passcode: nats: connection closed to 10.0.0.7 secret-internals"), 500, CodeInternal, true},
 	} {

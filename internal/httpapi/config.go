@@ -29,6 +29,9 @@ type Config struct {
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
 	MaxHeaderBytes    int
+	// MetricsPublic serves GET /metrics without a token; otherwise it needs
+	// an admin or auditor token (a Prometheus bearer_token).
+	MetricsPublic bool
 	// TLS, when set, is the server's TLS configuration (at least TLS 1.2):
 	// run the server with ServeTLS(ln, "", ""). Nil: plain HTTP.
 	TLS *tls.Config

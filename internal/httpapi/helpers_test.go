@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -190,6 +191,14 @@ func (r response) json(t *testing.T) map[string]any {
 // do sends a request; token "" sends no Authorization header.
 func (e *env) do(t *testing.T, method, path, token string, body io.Reader, header ...string) response {
 	t.Helper()
+	var sent []byte
+	if body != nil {
+		var err error
+		if sent, err = io.ReadAll(body); err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(sent)
+	}
 	req, err := http.NewRequest(method, e.srv.URL+path, body)
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +220,14 @@ func (e *env) do(t *testing.T, method, path, token string, body io.Reader, heade
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Every response is checked against openapi.json, and every request the
+	// API accepted (openapi_test.go).
+	checkContract(t, req, resp.StatusCode, resp.Header, b)
+	if resp.StatusCode < 300 {
+		if err := validateRequest(t, req, sent); err != nil {
+			t.Errorf("%s %s was accepted, but openapi.json does not allow it: %v", method, path, err)
+		}
 	}
 	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }

@@ -26,6 +26,7 @@ const (
 	CodeTimeout          = "timeout"
 	CodeUnavailable      = "unavailable"
 	CodeUpgradeRequired  = "upgrade_required"
+	CodeKeyUnavailable   = "key_unavailable"
 	CodeNotReady         = "not_ready"
 	CodeNotCaughtUp      = "not_caught_up"
 	CodeInternal         = "internal"
@@ -104,6 +105,10 @@ func problemFor(err error) (p Problem, serverFault bool) {
 		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeUpgradeRequired,
 			Detail: "the site's event log holds an event written by a newer version of the service; this replica must be upgraded"}
 		serverFault = true
+	case errors.Is(err, handlers.ErrKeyUnavailable):
+		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeKeyUnavailable,
+			Detail: "the site's passcode was made with a key this replica does not hold; its keys file must be the other replicas'"}
+		serverFault = true
 	case errors.Is(err, handlers.ErrUnavailable):
 		p = Problem{Status: http.StatusServiceUnavailable, Code: CodeUnavailable,
 			Detail: "the event log did not answer; the change may or may not have been made: check before retrying"}
@@ -148,7 +153,7 @@ func (a *API) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
 		if p.Code == CodeBusy || p.Code == CodeNotCaughtUp || p.Code == CodeUnavailable {
 			w.Header().Set("Retry-After", "1")
 		}
-		if p.Code == CodeUpgradeRequired {
+		if p.Code == CodeUpgradeRequired || p.Code == CodeKeyUnavailable {
 			// Another replica may be upgraded already; this one not soon.
 			w.Header().Set("Retry-After", "30")
 		}

@@ -26,6 +26,8 @@ func (a *API) routes() []route {
 	return []route{
 		{"GET /healthz", a.public(a.healthz)},
 		{"GET /readyz", a.public(a.readyz)},
+		{"GET /metrics", a.metricsRoute()},
+		{"GET /openapi.json", a.public(a.openAPI)}, // openapi.go
 
 		// The web console (internal/console): its page and files, and who the
 		// signed-in token is.

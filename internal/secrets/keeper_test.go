@@ -96,8 +96,8 @@ func TestKeeperTamperAndUnknownKeys(t *testing.T) {
 	if _, err := k2.Open(keyID, sealed); !errors.Is(err, ErrUnknownKey) {
 		t.Fatalf("other keeper: err = %v", err)
 	}
-	aead := k.sealKeys[keyID]
-	k.sealKeys["alias"] = aead
+	aead := k.set.Load().sealKeys[keyID]
+	k.set.Load().sealKeys["alias"] = aead
 	if _, err := k.Open("alias", sealed); !errors.Is(err, ErrOpen) {
 		t.Fatalf("same key under another ID: err = %v, want ErrOpen", err)
 	}

@@ -341,6 +341,8 @@ func classify(err error) (code, desc string) {
 		// The HTTP API's problem code, so that a frontend tells it apart
 		// from a passing outage.
 		return CodeUnavailable, "upgrade_required: the site's event log holds an event written by a newer version of the service"
+	case errors.Is(err, handlers.ErrKeyUnavailable):
+		return CodeUnavailable, "key_unavailable: the site's passcode was made with a key this replica does not hold"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
 		errors.Is(err, handlers.ErrBusy), errors.Is(err, handlers.ErrUnavailable), errors.Is(err, nats.ErrTimeout),
 		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionClosed),

@@ -164,6 +164,8 @@ func TestVerifierErrorsMapped(t *testing.T) {
 			return handlers.VerifyResult{}, fmt.Errorf("append: append outcome unknown: %w", handlers.ErrUnavailable)
 		case "newer":
 			return handlers.VerifyResult{}, fmt.Errorf("load site newer: event at seq 7: %w: unknown event type", handlers.ErrUpgradeRequired)
+		case "nokey":
+			return handlers.VerifyResult{}, fmt.Errorf("verify passcode: hash candidate: mac key \"mac-0badc0de\": unknown key ID: %w", handlers.ErrKeyUnavailable)
 		case "hang":
 			<-ctx.Done()
 			return handlers.VerifyResult{}, fmt.Errorf("load: %w", ctx.Err())
@@ -172,12 +174,15 @@ func TestVerifierErrorsMapped(t *testing.T) {
 		}
 	}}
 	nc, _, logs := setup(t, f, Config{Timeout: 200 * time.Millisecond})
-	for site, want := range map[string]string{"invalid": "400", "busy": "503", "nolog": "503", "hang": "503", "boom": "500", "newer": "503"} {
+	for site, want := range map[string]string{"invalid": "400", "busy": "503", "nolog": "503", "hang": "503", "boom": "500", "newer": "503", "nokey": "503"} {
 		m := request(t, nc, "enrollgate.verify."+site, `{"passcode":"`+p+`"}`)
 		if code := m.Header.Get(micro.ErrorCodeHeader); code != want {
 			t.Errorf("%s: code %q, want %s", site, code, want)
 		}
 		if upgrade := strings.HasPrefix(m.Header.Get(micro.ErrorHeader), "upgrade_required"); upgrade != (site == "newer") {
+			t.Errorf("%s: description %q", site, m.Header.Get(micro.ErrorHeader))
+		}
+		if nokey := strings.HasPrefix(m.Header.Get(micro.ErrorHeader), "key_unavailable"); nokey != (site == "nokey") {
 			t.Errorf("%s: description %q", site, m.Header.Get(micro.ErrorHeader))
 		}
 		if desc := m.Header.Get(micro.ErrorHeader); strings.Contains(desc, "disk on fire") || strings.Contains(desc, p) {
@@ -188,7 +193,7 @@ func TestVerifierErrorsMapped(t *testing.T) {
 	if strings.Contains(out, p) {
 		t.Fatalf("log holds the passcode: %s", out)
 	}
-	for _, site := range []string{"busy", "nolog", "hang", "boom", "newer"} {
+	for _, site := range []string{"busy", "nolog", "hang", "boom", "newer", "nokey"} {
 		if n := strings.Count(out, `"site":"`+site+`"`); n != 1 {
 			t.Errorf("site %s logged %d times, want once: %s", site, n, out)
 		}

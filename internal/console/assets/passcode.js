@@ -36,6 +36,13 @@ export class PasscodeCard {
 
   update(state) {
     this.state = state;
+    // A shown or masked passcode belongs to one generation: once that one is
+    // replaced or disabled it is gone from the card.
+    if (this.secretKind && (state.status !== 'active' || state.passcode_id !== this.secretFor)) {
+      this.secret = null;
+      this.secretKind = '';
+      this.renderSecret();
+    }
     const st = chipStatus(state);
     replace(this.chipSlot, chip(st));
     const rows = [
@@ -150,6 +157,7 @@ export class PasscodeCard {
       const res = await this.ctx.client.post(this.ctx.client.site(this.site) + '/passcode');
       this.secret = res.passcode;
       this.secretKind = 'generated';
+      this.secretFor = res.state.passcode_id;
       this.renderSecret();
       this.update(res.state);
       this.onChange(res.state);
@@ -168,6 +176,7 @@ export class PasscodeCard {
       const res = await this.ctx.client.post(this.ctx.client.site(this.site) + '/passcode/reveal');
       this.secret = res.passcode;
       this.secretKind = 'revealed';
+      this.secretFor = res.passcode_id;
       this.renderSecret();
       this.notice.textContent = 'Revealed; recorded in the audit trail.';
     });

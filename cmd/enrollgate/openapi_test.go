@@ -46,6 +46,10 @@ func newContractClient(t *testing.T, in *instance) *contractClient {
 	if err != nil {
 		t.Fatalf("load /openapi.json: %v", err)
 	}
+	// The console's page and files are text, read as strings.
+	for _, ct := range []string{"text/html", "text/css", "text/javascript", "text/plain"} {
+		openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
+	}
 	if err := doc.Validate(loader.Context); err != nil {
 		t.Fatalf("/openapi.json is not a valid document: %v", err)
 	}
@@ -150,6 +154,13 @@ func TestOpenAPIEndToEnd(t *testing.T) {
 	c.call("GET", "/metrics", auditor, nil, 200)
 	c.call("GET", "/metrics", frontend, nil, 403)
 	c.call("GET", "/metrics", "", nil, 401)
+
+	// The web console and who a token is.
+	c.call("GET", "/", "", nil, 200)
+	c.call("GET", "/console/main.js", "", nil, 200)
+	c.call("GET", "/console/no-such-file.js", "", nil, 404)
+	c.call("GET", "/v1/whoami", auditor, nil, 200)
+	c.call("GET", "/v1/whoami", "", nil, 401)
 
 	// Access: no token, a role without the permission, a site outside the
 	// token's scope, a malformed site ID.

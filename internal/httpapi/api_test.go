@@ -272,7 +272,7 @@ func TestBadRequests(t *testing.T) {
 		{"site starting with -", "POST", "/v1/sites/-acme/passcode", ``, "", 400, CodeInvalidRequest, "path parameter site"},
 		{"unknown route", "GET", "/v1/whatever", ``, "", 404, CodeNotFound, "not found"},
 		{"unknown sub-resource", "POST", "/v1/sites/acme/passcode/explode", ``, "", 404, CodeNotFound, "not found"},
-		{"root", "GET", "/", ``, "", 404, CodeNotFound, "not found"},
+		{"unknown top-level path (the console is at /)", "GET", "/index.php", ``, "", 404, CodeNotFound, "not found"},
 		{"wrong method", "DELETE", "/v1/sites/acme/passcode", ``, "", 405, CodeMethodNotAllowed, "Allow"},
 		{"wrong method on verify", "GET", "/v1/sites/acme/enrollments/verify", ``, "", 405, CodeMethodNotAllowed, "Allow"},
 		{"wrong method on policy", "POST", "/v1/sites/acme/lockout-policy", ``, "", 405, CodeMethodNotAllowed, "Allow"},

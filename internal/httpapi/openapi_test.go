@@ -45,6 +45,10 @@ func loadContract(t testing.TB) (*openapi3.T, routers.Router) {
 			return
 		}
 		contract.doc = doc
+		// The console's page and files are text, read as strings.
+		for _, ct := range []string{"text/html", "text/css", "text/javascript", "text/plain"} {
+			openapi3filter.RegisterBodyDecoder(ct, openapi3filter.FileBodyDecoder)
+		}
 		// The legacy router matches paths only (the document has no
 		// servers), so httptest's random ports do not matter.
 		contract.router, contract.err = legacy.NewRouter(doc)

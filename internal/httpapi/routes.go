@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/internal/console"
 )
 
 // route is one ServeMux pattern and the handler that serves it, already
@@ -28,6 +29,12 @@ func (a *API) routes() []route {
 		{"GET /readyz", a.public(a.readyz)},
 		{"GET /metrics", a.metricsRoute()},
 		{"GET /openapi.json", a.public(a.openAPI)}, // openapi.go
+
+		// The web console (internal/console): its page and files, and who the
+		// signed-in token is.
+		{"GET /{$}", console.Handler()},
+		{"GET " + console.AssetPrefix + "{file...}", console.Handler()},
+		{"GET /v1/whoami", a.public(a.whoami)},
 
 		// Reads (queries.go): every one accepts ?min_seq=N (read.go).
 		{"GET /v1/sites", a.authenticated(auth.PermRead, a.listSites)},

@@ -1,0 +1,25 @@
+// confirmAction asks before a change that cannot be undone, in the page's
+// one modal dialog. It resolves true only when the person confirms.
+import {h, replace} from './dom.js';
+
+export function confirmAction({title, text, confirmLabel}) {
+  const dlg = document.getElementById('confirm');
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (ok) => {
+      if (done) return;
+      done = true;
+      if (dlg.open) dlg.close();
+      resolve(ok);
+    };
+    const cancel = h('button', {type: 'button', id: 'confirm-cancel', class: 'btn', onclick: () => finish(false)}, 'Cancel');
+    const ok = h('button', {type: 'button', id: 'confirm-ok', class: 'btn btn-danger', onclick: () => finish(true)}, confirmLabel);
+    replace(dlg,
+      h('h2', {id: 'confirm-title'}, title),
+      h('p', {id: 'confirm-text'}, text),
+      h('div', {class: 'actions'}, cancel, ok));
+    dlg.addEventListener('close', () => finish(false), {once: true});
+    dlg.showModal();
+    cancel.focus();
+  });
+}

@@ -1,5 +1,7 @@
 package domain
 
+import "github.com/enrollgate/enrollgate/events"
+
 // attemptLogSize is how many recent attempt IDs a site remembers. A frontend
 // retries within seconds, so a short memory is enough; it bounds the memory of
 // a site that sees many enrollments.
@@ -16,6 +18,20 @@ type attemptRecord struct {
 	// bytes: such a record never matches a retry.
 	hasDigest bool
 	ok        bool
+	// excused is the outcome of an excused wrong attempt; empty for a
+	// counted one.
+	excused events.ExcusedOutcome
+}
+
+// wrongReason is the verdict of a recorded wrong attempt.
+func (r attemptRecord) wrongReason() Reason {
+	switch r.excused {
+	case events.OutcomeOutdated:
+		return ReasonOutdated
+	case events.OutcomeMistyped:
+		return ReasonMistyped
+	}
+	return ReasonWrongPasscode
 }
 
 // attemptLog remembers the most recent attempt IDs, oldest dropped first. It

@@ -190,7 +190,7 @@ func TestCheckCharacter(t *testing.T) {
 			t.Errorf("ValidCheck(%q) = true", bad)
 		}
 	}
-	if domain.Mistyped("short") || domain.Mistyped(code+"x") || !domain.Mistyped("Ab3dEf6hIj9" + string(c+1)) {
+	if domain.Mistyped("short") || domain.Mistyped(code+"x") || !domain.Mistyped("Ab3dEf6hIj9"+string(c+1)) {
 		t.Error("Mistyped must hold exactly for candidates of the passcode's length that fail the check")
 	}
 	if !domain.Mistyped("Ab3dEf6hIj9é"[:0] + "Ab3dEf6hIjé9") { // 12 characters, one outside the alphabet

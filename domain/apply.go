@@ -97,10 +97,7 @@ func (p *Passcode) apply(e events.Event) {
 		// It counts toward its source's rate, never toward the lockout.
 		p.addSourceFailure(e.OccurredAt, keys)
 		r := p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, false)
-		r.excused = events.OutcomeMistyped
-		if d.Outcome == events.OutcomeOutdated {
-			r.excused = events.OutcomeOutdated
-		}
+		r.excused = excusedCodeOf(d.Outcome)
 		p.attempts.add(r)
 	case events.EnrollmentAttemptSucceeded:
 		var g *generation

@@ -18,17 +18,32 @@ type attemptRecord struct {
 	// bytes: such a record never matches a retry.
 	hasDigest bool
 	ok        bool
-	// excused is the outcome of an excused wrong attempt; empty for a
-	// counted one.
-	excused events.ExcusedOutcome
+	// excused is the outcome of an excused wrong attempt (a byte, since a
+	// site keeps up to attemptLogSize records); notExcused for a counted one.
+	excused excusedCode
+}
+
+type excusedCode uint8
+
+const (
+	notExcused excusedCode = iota
+	excusedOutdated
+	excusedMistyped
+)
+
+func excusedCodeOf(o events.ExcusedOutcome) excusedCode {
+	if o == events.OutcomeOutdated {
+		return excusedOutdated
+	}
+	return excusedMistyped
 }
 
 // wrongReason is the verdict of a recorded wrong attempt.
 func (r attemptRecord) wrongReason() Reason {
 	switch r.excused {
-	case events.OutcomeOutdated:
+	case excusedOutdated:
 		return ReasonOutdated
-	case events.OutcomeMistyped:
+	case excusedMistyped:
 		return ReasonMistyped
 	}
 	return ReasonWrongPasscode

@@ -74,3 +74,27 @@ func Mistyped(candidate string) bool {
 	}
 	return n == PasscodeLen && !ValidCheck(candidate)
 }
+
+// Guess returns a passcode of PasscodeLen characters that passes the check
+// and differs from each of not: a wrong passcode that is a guess, not a
+// typo. n picks among them. It is for tests and tooling that need one.
+func Guess(n int, not ...string) string {
+	for i := n; ; i++ {
+		body := []byte("guess000000")
+		for j, v := len(body)-1, i; j >= 5 && v > 0; j, v = j-1, v/len(Alphabet) {
+			body[j] = Alphabet[v%len(Alphabet)]
+		}
+		c, ok := CheckCharacter(string(body))
+		if !ok {
+			continue
+		}
+		g := string(body) + string(c)
+		taken := false
+		for _, s := range not {
+			taken = taken || s == g
+		}
+		if !taken {
+			return g
+		}
+	}
+}

@@ -236,7 +236,7 @@ func randomHistory(rng *rand.Rand, n int) []events.Record {
 			p, actor = events.PasscodeLockoutSimulated{PasscodeID: pick()}, saga
 		default:
 			p = events.EnrollmentAttemptFailed{PasscodeID: pick(), FailedAttempts: 1 + rng.IntN(12), MaxFailedAttempts: 10,
-				Mode: []events.LockoutMode{"", events.ModeMonitor}[rng.IntN(2)],
+				Mode:   []events.LockoutMode{"", events.ModeMonitor}[rng.IntN(2)],
 				Source: events.Source{IP: ips[rng.IntN(4)], DeviceID: devs[rng.IntN(3)]}}
 		}
 		out = append(out, rec(uint64(i*3), at, actor, p))

@@ -13,6 +13,9 @@ import (
 // it reads. Times are in UTC; zero times are left out. domain.State does not
 // list throttled sources, so the document has none.
 func StateDocFromDomain(s domain.State) StateDoc {
+	if s.Mode == "" {
+		s.Mode = events.ModeEnforce
+	}
 	return StateDoc{
 		Site:              s.Site,
 		Status:            s.Status,

@@ -169,7 +169,11 @@ func (p *Passcode) retire(at time.Time, d events.PasscodeGenerated) {
 	}
 	n := min(len(p.past)+1, p.defaults.OutdatedGenerations)
 	past := make([]pastGeneration, 0, n)
-	past = append(past, pastGeneration{id: old.id, hash: slices.Clone(old.hash()), hashKeyID: old.hashKeyID, replacedAt: unixNano(at)})
+	pg := newPastGeneration(old.id, old.hash(), old.hashKeyID, unixNano(at))
+	if pg.hashKeyID == d.HashKeyID {
+		pg.hashKeyID = d.HashKeyID // one copy of the key ID for both
+	}
+	past = append(past, pg)
 	cut := unixNano(at.Add(-p.defaults.OutdatedFor))
 	for _, q := range p.past {
 		if len(past) < n && q.replacedAt > cut {

@@ -76,12 +76,33 @@ type lockout struct {
 }
 
 // pastGeneration is what an outdated comparison needs of a replaced
-// generation.
+// generation. It keeps the last pastMACLen bytes of its keyed hash (and its
+// length), inline: a guess matching 128 bits of an HMAC by chance is out of
+// reach, and a site keeps up to three of these in its cached aggregate.
 type pastGeneration struct {
 	id         string
-	hash       []byte
+	mac        [pastMACLen]byte
+	macLen     int32 // the hash's full length
 	hashKeyID  string
 	replacedAt int64
+}
+
+const pastMACLen = 16
+
+func newPastGeneration(id string, hash []byte, keyID string, at int64) pastGeneration {
+	pg := pastGeneration{id: id, macLen: int32(len(hash)), hashKeyID: keyID, replacedAt: at}
+	copy(pg.mac[:], hash[len(hash)-min(len(hash), pastMACLen):])
+	return pg
+}
+
+// matches reports whether a candidate's MAC under the generation's key is
+// its hash (as far as the kept bytes tell).
+func (pg *pastGeneration) matches(mac []byte) bool {
+	if pg.macLen == 0 || len(mac) != int(pg.macLen) {
+		return false
+	}
+	k := min(len(mac), pastMACLen)
+	return equalBytes(mac[len(mac)-k:], pg.mac[:k])
 }
 
 type generation struct {

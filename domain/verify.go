@@ -127,8 +127,9 @@ func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
 		return Verdict{OK: true, PasscodeID: r.id}, r.success(a, dg)
 	}
 	count := len(g.countedFailures(now, pol.FailureWindow))
-	for _, pg := range p.outdated(now) {
-		if mac := a.macUnder(pg.hashKeyID, g.hashKeyID); mac != nil && equalBytes(mac, pg.hash) {
+	for i := range p.outdated(now) {
+		pg := &p.past[i]
+		if pg.matches(a.macUnder(pg.hashKeyID, g.hashKeyID)) {
 			return Verdict{Reason: ReasonOutdated, PasscodeID: g.id},
 				events.EnrollmentAttemptExcused{PasscodeID: g.id, AttemptID: a.ID, AttemptDigest: dg, Source: a.Source,
 					Outcome: events.OutcomeOutdated, OutdatedPasscodeID: pg.id, FailedAttempts: count}

@@ -191,7 +191,7 @@ func (k *fakeKeeper) NewPasscode() (Secret, error) {
 		return NewSecret(fmt.Sprintf("Passcode%04d", k.n)), nil
 	}
 	for ; ; k.n++ {
-		body := fmt.Sprintf("Passcod%04d", k.n)
+		body := fmt.Sprintf("P%010d", k.n)
 		if c, ok := domain.CheckCharacter(body); ok {
 			return NewSecret(body + string(c)), nil
 		}

@@ -256,10 +256,10 @@ func TestNewerEventTypeIsUpgradeRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := fmt.Sprintf(`{"id":%q,"type":"PasscodeExpired","site":"gamma","occurred_at":%q,"actor":{"kind":"system","id":"expiry"},"data":{"passcode_id":%q}}`,
+	data := fmt.Sprintf(`{"id":%q,"type":"PasscodeFrobnicated","site":"gamma","occurred_at":%q,"actor":{"kind":"system","id":"expiry"},"data":{"passcode_id":%q}}`,
 		ulid.Make().String(), time.Now().UTC().Format(time.RFC3339Nano), gamma.State.PasscodeID)
 	msg := &nats.Msg{Subject: events.Subject("gamma"), Data: []byte(data), Header: nats.Header{}}
-	msg.Header.Set(events.HeaderEventType, "PasscodeExpired")
+	msg.Header.Set(events.HeaderEventType, "PasscodeFrobnicated")
 	msg.Header.Set(jetstream.MsgIDHeader, ulid.Make().String())
 	if err := auth.SignMsg(msg); err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ func (p *Passcode) Replay(recs ...events.Record) {
 func (p *Passcode) apply(e events.Event) {
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:
+		p.retire(e.OccurredAt, d)
 		if old := p.gen; old != nil && old.lock != nil && !old.lockoutRecorded {
 			old.secret = nil // only its failures and lock are needed now
 			if p.unrecorded = append(p.unrecorded, old); len(p.unrecorded) > maxUnrecorded {
@@ -33,10 +34,19 @@ func (p *Passcode) apply(e events.Event) {
 		}
 		g := newGeneration(d.PasscodeID, d.Hash, d.Sealed)
 		g.hashKeyID, g.sealKeyID, g.generatedAt, g.generatedBy = d.HashKeyID, d.SealKeyID, e.OccurredAt, canonicalActor(e.Actor)
+		g.checked, g.maxEnrollments = d.CheckCharacter, int32(min(max(d.MaxEnrollments, 0), MaxMaxEnrollments))
+		if d.ExpiresAt != nil {
+			g.expiresAt = unixNano(*d.ExpiresAt)
+		}
 		p.gen = g
 	case events.PasscodeDisabled:
 		if p.gen != nil && p.gen.id == d.PasscodeID && p.gen.disabled == nil {
 			p.gen.disabled = &disableInfo{at: e.OccurredAt, by: canonicalActor(e.Actor), reason: d.Reason}
+		}
+		if d.Reason == events.DisableLockout || (p.gen != nil && p.gen.id == d.PasscodeID) {
+			// A lockout ends the grace of every generation; so does disabling
+			// the current one by hand: both stop self-service enrollment.
+			p.endGrace()
 		}
 		if d.Reason == events.DisableLockout {
 			if p.gen != nil && p.gen.id == d.PasscodeID {
@@ -65,29 +75,116 @@ func (p *Passcode) apply(e events.Event) {
 			}
 			if d.ReachesThreshold() && g.lock == nil {
 				g.lock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
+				p.endGrace()
 			}
+			if d.ReachesSimulatedThreshold() && g.simLock == nil {
+				g.simLock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
+			}
+			g.lastFailed = src
 		} else {
 			keys = keysOf(d.Source)
 		}
 		p.addSourceFailure(e.OccurredAt, keys)
 		p.attempts.add(p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, false))
+	case events.EnrollmentAttemptExcused:
+		var keys sourceKeys
+		if g := p.gen; g != nil && g.id == d.PasscodeID {
+			g.lastFailed = g.sourceOf(d.Source)
+			keys = g.lastFailed.keys
+		} else {
+			keys = keysOf(d.Source)
+		}
+		// It counts toward its source's rate, never toward the lockout.
+		p.addSourceFailure(e.OccurredAt, keys)
+		r := p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, false)
+		r.excused = excusedCodeOf(d.Outcome)
+		p.attempts.add(r)
 	case events.EnrollmentAttemptSucceeded:
+		var g *generation
+		switch {
+		case p.gen != nil && p.gen.id == d.PasscodeID:
+			g = p.gen
+		case p.retiring != nil && p.retiring.id == d.PasscodeID:
+			g = p.retiring
+		}
+		if g != nil {
+			g.enrollments = int32(min(max(int(g.enrollments)+1, d.Enrollments), MaxMaxEnrollments))
+			g.lastEnrolledAt = unixNano(e.OccurredAt)
+		}
 		p.attempts.add(p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, true))
+	case events.PasscodeExpired:
+		if g := p.gen; g != nil && g.id == d.PasscodeID {
+			g.lapseRecorded = true
+		}
+	case events.PasscodeLockoutSimulated:
+		if g := p.gen; g != nil && g.id == d.PasscodeID {
+			g.simRecorded = true
+		}
 	case events.LockoutPolicyChanged:
 		// Decided events are valid; one that is not (written by other tooling)
 		// is ignored rather than trusted, since a threshold of 0 would switch
 		// the lockout off (ReachesThreshold needs a positive threshold).
-		if ValidateLockout(d.MaxFailedAttempts, d.FailureWindow.D()) != nil {
+		if ValidateLockout(d.MaxFailedAttempts, d.FailureWindow.D()) != nil || ValidateMode(d.Mode) != nil {
 			break
 		}
-		p.override = &lockout{maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
-		if g := p.gen; g != nil && g.id == d.PasscodeID && d.FailedAttempts >= d.MaxFailedAttempts && g.lock == nil {
-			g.lock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
+		mode := events.ModeEnforce
+		if d.Mode.Monitor() {
+			mode = events.ModeMonitor
+		}
+		p.override = &lockout{maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D(), mode: mode}
+		g := p.gen
+		if g == nil || g.id != d.PasscodeID {
+			break
+		}
+		l := &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
+		if d.Locks() && g.lock == nil {
+			g.lock = l
+			p.endGrace()
+		}
+		if d.SimulatesLockout() && g.simLock == nil {
+			g.simLock = l
 		}
 	case events.PasscodeRevealed:
 		// Recorded for the audit trail; the state does not change.
 	}
 }
+
+// retire moves the current generation among the past ones as d replaces it:
+// outdated for a while, and retiring when d grants it a grace.
+func (p *Passcode) retire(at time.Time, d events.PasscodeGenerated) {
+	p.endGrace()
+	old := p.gen
+	if old == nil {
+		return
+	}
+	if d.RetiringPasscodeID == old.id && d.RetiringUntil != nil && old.lock == nil && old.disabled == nil {
+		r := *old
+		r.secret = slices.Clone(old.hash()) // the sealed copy is not needed
+		r.failures, r.lastFailed, r.lock, r.simLock = nil, nil, nil, nil
+		p.retiring, p.retiringUntil = &r, unixNano(*d.RetiringUntil)
+	}
+	if !p.defaults.outdatedOn() {
+		p.past = nil
+		return
+	}
+	n := min(len(p.past)+1, p.defaults.OutdatedGenerations)
+	past := make([]pastGeneration, 0, n)
+	pg := newPastGeneration(old.id, old.hash(), old.hashKeyID, unixNano(at))
+	if pg.hashKeyID == d.HashKeyID {
+		pg.hashKeyID = d.HashKeyID // one copy of the key ID for both
+	}
+	past = append(past, pg)
+	cut := unixNano(at.Add(-p.defaults.OutdatedFor))
+	for _, q := range p.past {
+		if len(past) < n && q.replacedAt > cut {
+			past = append(past, q)
+		}
+	}
+	p.past = past
+}
+
+// endGrace ends the grace of the retiring generation.
+func (p *Passcode) endGrace() { p.retiring, p.retiringUntil = nil, 0 }
 
 // maxUnrecorded bounds Passcode.unrecorded: more locked generations replaced
 // while the saga is away than this is not a realistic history, and the oldest

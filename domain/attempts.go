@@ -1,5 +1,7 @@
 package domain
 
+import "github.com/enrollgate/enrollgate/events"
+
 // attemptLogSize is how many recent attempt IDs a site remembers. A frontend
 // retries within seconds, so a short memory is enough; it bounds the memory of
 // a site that sees many enrollments.
@@ -16,6 +18,35 @@ type attemptRecord struct {
 	// bytes: such a record never matches a retry.
 	hasDigest bool
 	ok        bool
+	// excused is the outcome of an excused wrong attempt (a byte, since a
+	// site keeps up to attemptLogSize records); notExcused for a counted one.
+	excused excusedCode
+}
+
+type excusedCode uint8
+
+const (
+	notExcused excusedCode = iota
+	excusedOutdated
+	excusedMistyped
+)
+
+func excusedCodeOf(o events.ExcusedOutcome) excusedCode {
+	if o == events.OutcomeOutdated {
+		return excusedOutdated
+	}
+	return excusedMistyped
+}
+
+// wrongReason is the verdict of a recorded wrong attempt.
+func (r attemptRecord) wrongReason() Reason {
+	switch r.excused {
+	case excusedOutdated:
+		return ReasonOutdated
+	case excusedMistyped:
+		return ReasonMistyped
+	}
+	return ReasonWrongPasscode
 }
 
 // attemptLog remembers the most recent attempt IDs, oldest dropped first. It

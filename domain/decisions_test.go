@@ -272,7 +272,7 @@ func TestLockoutDisableCarriesTheAlert(t *testing.T) {
 	t.Run("a policy change between lock and disable does not change the report", func(t *testing.T) {
 		p := given(policy(3, time.Hour, 1000, 15*time.Minute), generated(t0, "g1"))
 		failN(t, p, at(time.Minute), 3)
-		pc, err := p.ChangePolicy(at(2*time.Minute), 50, 2*time.Minute)
+		pc, err := p.ChangePolicy(at(2*time.Minute), 50, 2*time.Minute, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -320,9 +320,9 @@ func TestChangePolicy(t *testing.T) {
 	}
 	for _, c := range cases {
 		p := given(domain.DefaultPolicy(), generated(t0, "g1"))
-		got, err := p.ChangePolicy(at(time.Minute), c.maxFailed, c.window)
+		got, err := p.ChangePolicy(at(time.Minute), c.maxFailed, c.window, "")
 		if c.ok {
-			want := events.LockoutPolicyChanged{MaxFailedAttempts: c.maxFailed, FailureWindow: events.Duration(c.window), PasscodeID: "g1"}
+			want := events.LockoutPolicyChanged{MaxFailedAttempts: c.maxFailed, FailureWindow: events.Duration(c.window), PasscodeID: "g1", Mode: events.ModeEnforce}
 			if err != nil || got != want {
 				t.Errorf("ChangePolicy(%d, %v) = %#v, %v; want %#v", c.maxFailed, c.window, got, err, want)
 			}
@@ -332,15 +332,15 @@ func TestChangePolicy(t *testing.T) {
 	}
 
 	t.Run("both problems are reported", func(t *testing.T) {
-		_, err := given(domain.DefaultPolicy()).ChangePolicy(t0, 0, time.Second)
+		_, err := given(domain.DefaultPolicy()).ChangePolicy(t0, 0, time.Second, "")
 		if err == nil || !strings.Contains(err.Error(), "max_failed_attempts") || !strings.Contains(err.Error(), "failure_window") {
 			t.Errorf("error = %v, want both fields named", err)
 		}
 	})
 	t.Run("no active passcode: no generation in the event", func(t *testing.T) {
 		for _, hist := range [][]ev{nil, {generated(t0, "g1"), disabled(at(time.Minute), "g1", events.DisableManual)}} {
-			got, err := given(domain.DefaultPolicy(), hist...).ChangePolicy(at(time.Minute), 5, time.Hour)
-			if err != nil || got != (events.LockoutPolicyChanged{MaxFailedAttempts: 5, FailureWindow: events.Duration(time.Hour)}) {
+			got, err := given(domain.DefaultPolicy(), hist...).ChangePolicy(at(time.Minute), 5, time.Hour, "")
+			if err != nil || got != (events.LockoutPolicyChanged{MaxFailedAttempts: 5, FailureWindow: events.Duration(time.Hour), Mode: events.ModeEnforce}) {
 				t.Errorf("ChangePolicy = %#v, %v", got, err)
 			}
 		}
@@ -348,8 +348,8 @@ func TestChangePolicy(t *testing.T) {
 	t.Run("a threshold below the current count locks once applied", func(t *testing.T) {
 		p := given(policy(10, time.Hour, 1000, 15*time.Minute), generated(t0, "g1"))
 		failN(t, p, at(time.Minute), 4)
-		got, err := p.ChangePolicy(at(10*time.Minute), 3, time.Hour)
-		want := events.LockoutPolicyChanged{MaxFailedAttempts: 3, FailureWindow: events.Duration(time.Hour), PasscodeID: "g1", FailedAttempts: 4}
+		got, err := p.ChangePolicy(at(10*time.Minute), 3, time.Hour, "")
+		want := events.LockoutPolicyChanged{MaxFailedAttempts: 3, FailureWindow: events.Duration(time.Hour), PasscodeID: "g1", FailedAttempts: 4, Mode: events.ModeEnforce}
 		if err != nil || got != want {
 			t.Fatalf("ChangePolicy = %#v, %v; want %#v", got, err, want)
 		}
@@ -368,7 +368,7 @@ func TestChangePolicy(t *testing.T) {
 		p := given(policy(10, time.Hour, 1000, 15*time.Minute), generated(t0, "g1"))
 		failN(t, p, at(time.Minute), 2)
 		failN(t, p, at(30*time.Minute), 2)
-		got, _ := p.ChangePolicy(at(35*time.Minute), 4, 10*time.Minute)
+		got, _ := p.ChangePolicy(at(35*time.Minute), 4, 10*time.Minute, "")
 		if d := got.(events.LockoutPolicyChanged); d.FailedAttempts != 2 {
 			t.Errorf("count under a 10m window = %d, want 2", d.FailedAttempts)
 		}
@@ -376,7 +376,7 @@ func TestChangePolicy(t *testing.T) {
 	t.Run("a higher threshold does not unlock", func(t *testing.T) {
 		p := given(policy(2, time.Hour, 1000, 15*time.Minute), generated(t0, "g1"))
 		failN(t, p, at(time.Minute), 2)
-		got, _ := p.ChangePolicy(at(2*time.Minute), 100, time.Hour)
+		got, _ := p.ChangePolicy(at(2*time.Minute), 100, time.Hour, "")
 		store(t, p, at(2*time.Minute), alice, got)
 		if v, _ := p.Verify(at(3*time.Minute), domain.Attempt{Source: ip("1.2.3.4"), CandidateMAC: right("g1")}); v.Reason != domain.ReasonDisabled {
 			t.Errorf("after raising the threshold: %+v, want still disabled until regenerated", v)
@@ -386,16 +386,17 @@ func TestChangePolicy(t *testing.T) {
 
 func TestState(t *testing.T) {
 	p := given(policy(5, time.Hour, 1000, 15*time.Minute))
-	want := domain.State{Site: site, Status: domain.StatusNone, MaxFailedAttempts: 5, FailureWindow: time.Hour}
-	if s := p.State(t0); s != want {
+	want := domain.State{Site: site, Status: domain.StatusNone, MaxFailedAttempts: 5, FailureWindow: time.Hour, Mode: events.ModeEnforce}
+	if s := p.State(t0); !reflect.DeepEqual(s, want) {
 		t.Errorf("empty state = %+v, want %+v", s, want)
 	}
 	p.Replay(history(generated(t0, "g1"))...)
 	failN(t, p, at(time.Minute), 2)
 	s := p.State(at(2 * time.Minute))
 	want = domain.State{Site: site, Status: domain.StatusActive, PasscodeID: "g1", GeneratedAt: t0, GeneratedBy: alice.ID,
-		FailedAttempts: 2, MaxFailedAttempts: 5, FailureWindow: time.Hour, LastFailedAt: at(time.Minute + time.Second), Seq: 3}
-	if s != want {
+		FailedAttempts: 2, MaxFailedAttempts: 5, FailureWindow: time.Hour, LastFailedAt: at(time.Minute + time.Second), Seq: 3,
+		Mode: events.ModeEnforce, LastFailedSource: &events.Source{IP: "10.0.0.1"}}
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("active state:\n got %+v\nwant %+v", s, want)
 	}
 	// After the window the count falls to 0; the last failure is kept.

@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
@@ -25,6 +27,10 @@ const (
 	StatusNone     Status = "none"
 	StatusActive   Status = "active"
 	StatusDisabled Status = "disabled"
+	// StatusExpired and StatusUsedUp: the generation lapsed (its expiry
+	// passed, its enrollments reached the cap) and answers so.
+	StatusExpired Status = "expired"
+	StatusUsedUp  Status = "used_up"
 )
 
 // Passcode is the aggregate of one site's company passcode: the current
@@ -54,11 +60,49 @@ type Passcode struct {
 	// linearly: a key stays only while it has failures in the source window.
 	sources  []sourceTimes
 	attempts attemptLog
+	// past are the replaced generations a candidate may still match as
+	// outdated, newest first: at most Policy.OutdatedGenerations.
+	past []pastGeneration
+	// retiring is the replaced generation that stays valid in the grace of
+	// the regeneration, until retiringUntil (unix ns); nil for none.
+	retiring      *generation
+	retiringUntil int64
 }
 
 type lockout struct {
 	maxFailed int
 	window    time.Duration
+	mode      events.LockoutMode
+}
+
+// pastGeneration is what an outdated comparison needs of a replaced
+// generation. It keeps the last pastMACLen bytes of its keyed hash (and its
+// length), inline: a guess matching 128 bits of an HMAC by chance is out of
+// reach, and a site keeps up to three of these in its cached aggregate.
+type pastGeneration struct {
+	id         string
+	mac        [pastMACLen]byte
+	macLen     int32 // the hash's full length
+	hashKeyID  string
+	replacedAt int64
+}
+
+const pastMACLen = 16
+
+func newPastGeneration(id string, hash []byte, keyID string, at int64) pastGeneration {
+	pg := pastGeneration{id: id, macLen: int32(len(hash)), hashKeyID: keyID, replacedAt: at}
+	copy(pg.mac[:], hash[len(hash)-min(len(hash), pastMACLen):])
+	return pg
+}
+
+// matches reports whether a candidate's MAC under the generation's key is
+// its hash (as far as the kept bytes tell).
+func (pg *pastGeneration) matches(mac []byte) bool {
+	if pg.macLen == 0 || len(mac) != int(pg.macLen) {
+		return false
+	}
+	k := min(len(mac), pastMACLen)
+	return equalBytes(mac[len(mac)-k:], pg.mac[:k])
 }
 
 type generation struct {
@@ -81,6 +125,33 @@ type generation struct {
 	// generation (the alert's event), whether or not it was still active.
 	lockoutRecorded bool
 	failures        []failure
+	// checked: the passcode ends in a check character (ValidCheck).
+	checked bool
+	// expiresAt (unix ns, 0: never) and maxEnrollments (0: no cap) end the
+	// generation's validity; enrollments counts its successes.
+	expiresAt      int64
+	maxEnrollments int32
+	enrollments    int32
+	lastEnrolledAt int64
+	// lapseRecorded: a PasscodeExpired names this generation.
+	lapseRecorded bool
+	// simLock is set, in monitor mode, by the failure that reached the
+	// threshold; simRecorded once PasscodeLockoutSimulated names it.
+	simLock     *lockInfo
+	simRecorded bool
+	// lastFailed is the source of the last wrong attempt of any outcome.
+	lastFailed *failureSource
+}
+
+// lapse says whether g has stopped being valid at now, and why.
+func (g *generation) lapse(now time.Time) events.LapseReason {
+	switch {
+	case g.maxEnrollments > 0 && g.enrollments >= g.maxEnrollments:
+		return events.LapseUsedUp
+	case g.expiresAt != 0 && unixNano(now) >= g.expiresAt:
+		return events.LapseExpired
+	}
+	return ""
 }
 
 func newGeneration(id string, hash, sealed []byte) *generation {
@@ -182,6 +253,7 @@ func (p *Passcode) Policy() Policy {
 	if p.override != nil {
 		pol.MaxFailedAttempts = p.override.maxFailed
 		pol.FailureWindow = p.override.window
+		pol.Mode = p.override.mode
 	}
 	return pol
 }
@@ -194,6 +266,8 @@ type Generation struct {
 	SealKeyID   string
 	GeneratedAt time.Time
 	GeneratedBy events.Actor
+	// CheckCharacter: the passcode ends in a check character.
+	CheckCharacter bool
 }
 
 // Current returns the current generation, active or disabled.
@@ -203,7 +277,54 @@ func (p *Passcode) Current() (Generation, bool) {
 	}
 	g := p.gen
 	return Generation{PasscodeID: g.id, HashKeyID: g.hashKeyID, Sealed: g.sealed(), SealKeyID: g.sealKeyID,
-		GeneratedAt: g.generatedAt, GeneratedBy: g.generatedBy}, true
+		GeneratedAt: g.generatedAt, GeneratedBy: g.generatedBy, CheckCharacter: g.checked}, true
+}
+
+// CandidateKeyIDs returns the hash keys, other than the current generation's,
+// under which a candidate must be hashed to compare it with the retiring and
+// the outdated generations at now; nil when they share the current key, as
+// they do unless the key was rotated.
+func (p *Passcode) CandidateKeyIDs(now time.Time) []string {
+	if p.gen == nil {
+		return nil
+	}
+	var ids []string
+	add := func(id string) {
+		if id != p.gen.hashKeyID && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	if r := p.retiringAt(now); r != nil {
+		add(r.hashKeyID)
+	}
+	for _, pg := range p.outdated(now) {
+		add(pg.hashKeyID)
+	}
+	return ids
+}
+
+// retiringAt returns the retiring generation while its grace lasts at now.
+func (p *Passcode) retiringAt(now time.Time) *generation {
+	if p.retiring == nil || unixNano(now) >= p.retiringUntil {
+		return nil
+	}
+	return p.retiring
+}
+
+// outdated returns the replaced generations that answer outdated at now.
+func (p *Passcode) outdated(now time.Time) []pastGeneration {
+	pol := p.defaults
+	if !pol.outdatedOn() {
+		return nil
+	}
+	cut := unixNano(now.Add(-pol.OutdatedFor))
+	past := p.past[:min(len(p.past), pol.OutdatedGenerations)]
+	for i, pg := range past {
+		if pg.replacedAt <= cut {
+			return past[:i]
+		}
+	}
+	return past
 }
 
 // NewGeneration is the input of Generate: a fresh generation ID and the keyed
@@ -214,16 +335,70 @@ type NewGeneration struct {
 	HashKeyID  string
 	Sealed     []byte
 	SealKeyID  string
+	// CheckCharacter: the passcode ends in a check character.
+	CheckCharacter bool
+	Lifecycle
+}
+
+// Lifecycle is what a generate may ask of the new generation's life; zero
+// values mean no expiry, no cap, no grace.
+type Lifecycle struct {
+	// ExpiresIn: the passcode answers expired this long after generation.
+	ExpiresIn time.Duration
+	// MaxEnrollments: it answers used_up after this many enrollments.
+	MaxEnrollments int
+	// Grace: the replaced passcode stays valid (retiring) this long.
+	Grace time.Duration
+}
+
+// Bounds of a Lifecycle.
+const (
+	MinExpiresIn      = time.Minute
+	MaxExpiresIn      = 10 * 365 * 24 * time.Hour
+	MaxMaxEnrollments = 1_000_000
+	MaxGrace          = 30 * 24 * time.Hour
+)
+
+// Validate reports every problem of the lifecycle at once.
+func (l Lifecycle) Validate() error {
+	var errs []error
+	if l.ExpiresIn != 0 && (l.ExpiresIn < MinExpiresIn || l.ExpiresIn > MaxExpiresIn) {
+		errs = append(errs, fmt.Errorf("expires_in must be %s to %s, got %s", MinExpiresIn, "87600h", l.ExpiresIn))
+	}
+	if l.MaxEnrollments < 0 || l.MaxEnrollments > MaxMaxEnrollments {
+		errs = append(errs, fmt.Errorf("max_enrollments must be 0 (no cap) to %d, got %d", MaxMaxEnrollments, l.MaxEnrollments))
+	}
+	if l.Grace < 0 || l.Grace > MaxGrace {
+		errs = append(errs, fmt.Errorf("grace must be 0 to %s, got %s", "720h", l.Grace))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
+	return nil
 }
 
 // Generate starts a new generation that replaces the current one at once, with
-// a fresh failure count.
-func (p *Passcode) Generate(g NewGeneration) (events.Payload, error) {
+// a fresh failure count. With a grace, the replaced generation stays valid as
+// retiring until now+grace, if it is valid now: never after a lockout or a
+// disable, nor once it expired or was used up.
+func (p *Passcode) Generate(now time.Time, g NewGeneration) (events.Payload, error) {
 	if g.PasscodeID == "" || len(g.Hash) == 0 || g.HashKeyID == "" || len(g.Sealed) == 0 || g.SealKeyID == "" {
 		return nil, errors.Join(ErrInvalid, errors.New("a generation needs an ID, a hash and a sealed copy with their key IDs"))
 	}
-	return events.PasscodeGenerated{PasscodeID: g.PasscodeID, Hash: g.Hash, HashKeyID: g.HashKeyID,
-		Sealed: g.Sealed, SealKeyID: g.SealKeyID}, nil
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	e := events.PasscodeGenerated{PasscodeID: g.PasscodeID, Hash: g.Hash, HashKeyID: g.HashKeyID,
+		Sealed: g.Sealed, SealKeyID: g.SealKeyID, CheckCharacter: g.CheckCharacter, MaxEnrollments: g.MaxEnrollments}
+	if g.ExpiresIn > 0 {
+		t := now.Add(g.ExpiresIn).UTC()
+		e.ExpiresAt = &t
+	}
+	if old := p.gen; g.Grace > 0 && old != nil && old.disabled == nil && old.lock == nil && old.lapse(now) == "" {
+		t := now.Add(g.Grace).UTC()
+		e.RetiringPasscodeID, e.RetiringUntil = old.id, &t
+	}
+	return e, nil
 }
 
 // Reveal records that an administrator reads the plain text of the current
@@ -322,14 +497,22 @@ func recentSources(fs []failure, limit int) []events.Source {
 	return out
 }
 
-// ChangePolicy sets the site's own threshold and window. When the new policy
-// already counts the threshold against the active passcode, the event says so
-// and the lockout saga disables it.
-func (p *Passcode) ChangePolicy(now time.Time, maxFailed int, window time.Duration) (events.Payload, error) {
-	if err := ValidateLockout(maxFailed, window); err != nil {
+// ChangePolicy sets the site's own threshold, window and mode ("" is
+// enforce). When the new policy already counts the threshold against the
+// active passcode, the event says so and the lockout saga disables it (in
+// enforce mode) or reports a simulated lockout (in monitor mode).
+func (p *Passcode) ChangePolicy(now time.Time, maxFailed int, window time.Duration, mode events.LockoutMode) (events.Payload, error) {
+	err := ValidateLockout(maxFailed, window)
+	if errMode := ValidateMode(mode); errMode != nil {
+		err = errors.Join(err, errMode)
+	}
+	if err != nil {
 		return nil, err
 	}
-	e := events.LockoutPolicyChanged{MaxFailedAttempts: maxFailed, FailureWindow: events.Duration(window)}
+	if mode == "" {
+		mode = events.ModeEnforce
+	}
+	e := events.LockoutPolicyChanged{MaxFailedAttempts: maxFailed, FailureWindow: events.Duration(window), Mode: mode}
 	if p.gen != nil && p.gen.disabled == nil {
 		e.PasscodeID = p.gen.id
 		e.FailedAttempts = len(p.gen.countedFailures(now, window))

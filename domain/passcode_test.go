@@ -31,7 +31,7 @@ func TestGenerate(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := given(domain.DefaultPolicy(), c.given...)
-			got, err := p.Generate(c.input)
+			got, err := p.Generate(t0, c.input)
 			if c.wantErr != nil {
 				if !errors.Is(err, c.wantErr) || got != nil {
 					t.Fatalf("Generate = %v, %v; want nil, %v", got, err, c.wantErr)
@@ -52,7 +52,7 @@ func TestRegenerateReplacesAtOnceWithFreshCount(t *testing.T) {
 	if s := p.State(at(2 * time.Minute)); s.FailedAttempts != 3 {
 		t.Fatalf("failed attempts before regeneration = %d, want 3", s.FailedAttempts)
 	}
-	payload, err := p.Generate(domain.NewGeneration{PasscodeID: "g2", Hash: right("g2"), HashKeyID: "mac-2", Sealed: []byte("s2"), SealKeyID: "seal-2"})
+	payload, err := p.Generate(t0, domain.NewGeneration{PasscodeID: "g2", Hash: right("g2"), HashKeyID: "mac-2", Sealed: []byte("s2"), SealKeyID: "seal-2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestVerify(t *testing.T) {
 			name: "right passcode", pol: pol, given: []ev{generated(t0, "g1")}, when: at(time.Minute),
 			attempt: domain.Attempt{Source: s1, CandidateMAC: right("g1")},
 			verdict: domain.Verdict{OK: true, PasscodeID: "g1"},
-			payload: events.EnrollmentAttemptSucceeded{PasscodeID: "g1", Source: s1},
+			payload: events.EnrollmentAttemptSucceeded{PasscodeID: "g1", Source: s1, Enrollments: 1},
 		},
 		{
 			name: "wrong passcode, first failure", pol: pol, given: []ev{generated(t0, "g1")}, when: at(time.Minute),
@@ -199,7 +199,7 @@ func TestVerify(t *testing.T) {
 			given: []ev{generated(t0, "g1"), generated(at(time.Minute), "g2"), disabled(at(2*time.Minute), "g1", events.DisableLockout)},
 			when:  at(3 * time.Minute), attempt: domain.Attempt{Source: s1, CandidateMAC: right("g2")},
 			verdict: domain.Verdict{OK: true, PasscodeID: "g2"},
-			payload: events.EnrollmentAttemptSucceeded{PasscodeID: "g2", Source: s1},
+			payload: events.EnrollmentAttemptSucceeded{PasscodeID: "g2", Source: s1, Enrollments: 1},
 		},
 		{
 			name: "a lowered threshold that is already reached locks", pol: pol,
@@ -505,7 +505,7 @@ func TestThrottleWithoutWindowLastsUntilRegeneration(t *testing.T) {
 	if ts := p.ThrottledSources(at(10 * 24 * time.Hour)); len(ts) != 1 || ts[0].Key != "ip:203.0.113.66" || !ts[0].Until.IsZero() {
 		t.Fatalf("ThrottledSources = %+v, want the IP until regeneration (zero Until)", ts)
 	}
-	gen, _ := p.Generate(domain.NewGeneration{PasscodeID: "g2", Hash: right("g2"), HashKeyID: "k", Sealed: []byte("s"), SealKeyID: "k"})
+	gen, _ := p.Generate(t0, domain.NewGeneration{PasscodeID: "g2", Hash: right("g2"), HashKeyID: "k", Sealed: []byte("s"), SealKeyID: "k"})
 	store(t, p, at(10*24*time.Hour), alice, gen)
 	if v, _ := p.Verify(at(10*24*time.Hour), domain.Attempt{Source: attacker, CandidateMAC: right("g2")}); !v.OK {
 		t.Fatalf("after regeneration: %+v, want OK", v)

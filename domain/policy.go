@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/enrollgate/enrollgate/events"
 )
 
 // Bounds of a lockout policy.
@@ -32,13 +34,43 @@ type Policy struct {
 	MaxFailedPerSource int
 	// SourceWindow is how long a failure counts against its source.
 	SourceWindow time.Duration
+	// Mode is the site's lockout mode: enforce (also the zero value) locks a
+	// passcode that reaches the threshold, monitor only reports it.
+	Mode events.LockoutMode
+	// OutdatedGenerations is how many replaced generations a candidate is
+	// compared with to answer outdated; 0 turns outdated off.
+	OutdatedGenerations int
+	// OutdatedFor is how long after its replacement a generation answers
+	// outdated; 0 turns outdated off.
+	OutdatedFor time.Duration
 }
 
 // DefaultPolicy is the policy of DESIGN.md: 10 failures in an hour, 5 per
 // source in 15 minutes.
 func DefaultPolicy() Policy {
-	return Policy{MaxFailedAttempts: 10, FailureWindow: time.Hour, MaxFailedPerSource: 5, SourceWindow: 15 * time.Minute}
+	return Policy{MaxFailedAttempts: 10, FailureWindow: time.Hour, MaxFailedPerSource: 5, SourceWindow: 15 * time.Minute,
+		OutdatedGenerations: DefaultOutdatedGenerations, OutdatedFor: DefaultOutdatedFor}
 }
+
+// Defaults and bounds of the outdated answer.
+const (
+	DefaultOutdatedGenerations = 3
+	MaxOutdatedGenerations     = 10
+	DefaultOutdatedFor         = 30 * 24 * time.Hour
+	MaxOutdatedFor             = 365 * 24 * time.Hour
+)
+
+// ValidateMode checks a lockout mode: enforce or monitor ("" is enforce).
+func ValidateMode(m events.LockoutMode) error {
+	switch m {
+	case "", events.ModeEnforce, events.ModeMonitor:
+		return nil
+	}
+	return fmt.Errorf("%w: mode must be enforce or monitor", ErrInvalidPolicy)
+}
+
+// outdatedOn reports whether outdated answers are on.
+func (p Policy) outdatedOn() bool { return p.OutdatedGenerations > 0 && p.OutdatedFor > 0 }
 
 // ValidateLockout checks a site threshold and window against the bounds.
 func ValidateLockout(maxFailed int, window time.Duration) error {
@@ -66,6 +98,15 @@ func (p Policy) Validate() error {
 	}
 	if p.SourceWindow <= 0 {
 		errs = append(errs, fmt.Errorf("%w: source window must be positive, got %s", ErrInvalidPolicy, p.SourceWindow))
+	}
+	if err := ValidateMode(p.Mode); err != nil {
+		errs = append(errs, err)
+	}
+	if p.OutdatedGenerations < 0 || p.OutdatedGenerations > MaxOutdatedGenerations {
+		errs = append(errs, fmt.Errorf("%w: outdated generations must be 0 to %d, got %d", ErrInvalidPolicy, MaxOutdatedGenerations, p.OutdatedGenerations))
+	}
+	if p.OutdatedFor < 0 || p.OutdatedFor > MaxOutdatedFor {
+		errs = append(errs, fmt.Errorf("%w: outdated-for must be 0 to 8760h, got %s", ErrInvalidPolicy, p.OutdatedFor))
 	}
 	return errors.Join(errs...)
 }

@@ -99,6 +99,12 @@ func newPayload(t Type) (any, error) {
 		return &EnrollmentAttemptSucceeded{}, nil
 	case TypeLockoutPolicyChanged:
 		return &LockoutPolicyChanged{}, nil
+	case TypeEnrollmentAttemptExcused:
+		return &EnrollmentAttemptExcused{}, nil
+	case TypePasscodeExpired:
+		return &PasscodeExpired{}, nil
+	case TypePasscodeLockoutSimulated:
+		return &PasscodeLockoutSimulated{}, nil
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownType, t)
 }
@@ -118,6 +124,12 @@ func deref(p any) Payload {
 	case *EnrollmentAttemptSucceeded:
 		return *v
 	case *LockoutPolicyChanged:
+		return *v
+	case *EnrollmentAttemptExcused:
+		return *v
+	case *PasscodeExpired:
+		return *v
+	case *PasscodeLockoutSimulated:
 		return *v
 	}
 	panic(fmt.Sprintf("events: payload %T missing from deref", p)) // unreachable: newPayload and deref list the same types

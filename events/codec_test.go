@@ -48,6 +48,14 @@ func samplePayloads() []events.Payload {
 			AttemptDigest: []byte{1}, Source: src},
 		events.LockoutPolicyChanged{MaxFailedAttempts: 5, FailureWindow: events.Duration(1500 * time.Millisecond),
 			PasscodeID: "01HZY8V2Q8N6J4X6C1T9B3K5ME", FailedAttempts: 5},
+		events.EnrollmentAttemptExcused{PasscodeID: "01HZY8V2Q8N6J4X6C1T9B3K5ME", AttemptID: "att-3",
+			AttemptDigest: []byte{2}, Source: src, Outcome: events.OutcomeOutdated,
+			OutdatedPasscodeID: "01HZY8TZ00000000000000000A", FailedAttempts: 2},
+		events.PasscodeExpired{PasscodeID: "01HZY8V2Q8N6J4X6C1T9B3K5ME", Reason: events.LapseUsedUp,
+			ExpiresAt: &last, Enrollments: 500, MaxEnrollments: 500},
+		events.PasscodeLockoutSimulated{PasscodeID: "01HZY8V2Q8N6J4X6C1T9B3K5ME", FailedAttempts: 10,
+			MaxFailedAttempts: 10, FailureWindow: events.Duration(time.Hour), FirstFailedAt: &first, LastFailedAt: &last,
+			RecentSources: []events.Source{src}},
 	}
 }
 
@@ -333,6 +341,9 @@ func TestTypeNames(t *testing.T) {
 		{events.EnrollmentAttemptFailed{}, "EnrollmentAttemptFailed"},
 		{events.EnrollmentAttemptSucceeded{}, "EnrollmentAttemptSucceeded"},
 		{events.LockoutPolicyChanged{}, "LockoutPolicyChanged"},
+		{events.EnrollmentAttemptExcused{}, "EnrollmentAttemptExcused"},
+		{events.PasscodeExpired{}, "PasscodeExpired"},
+		{events.PasscodeLockoutSimulated{}, "PasscodeLockoutSimulated"},
 	}
 	for _, w := range want {
 		if w.p.EventType() != w.typ {
@@ -341,6 +352,10 @@ func TestTypeNames(t *testing.T) {
 	}
 	if events.DisableManual != "manual" || events.DisableLockout != "lockout" {
 		t.Error("disable reasons changed")
+	}
+	if events.ModeEnforce != "enforce" || events.ModeMonitor != "monitor" || events.OutcomeOutdated != "outdated" ||
+		events.OutcomeMistyped != "mistyped" || events.LapseExpired != "expired" || events.LapseUsedUp != "used_up" {
+		t.Error("lifecycle constants changed")
 	}
 	if events.ActorAdmin != "admin" || events.ActorSystem != "system" || events.ActorDevice != "device" {
 		t.Error("actor kinds changed")
@@ -359,6 +374,14 @@ func TestReachesThreshold(t *testing.T) {
 		e := events.EnrollmentAttemptFailed{FailedAttempts: c.failed, MaxFailedAttempts: c.max}
 		if got := e.ReachesThreshold(); got != c.want {
 			t.Errorf("ReachesThreshold(%d of %d) = %v, want %v", c.failed, c.max, got, c.want)
+		}
+		if e.ReachesSimulatedThreshold() {
+			t.Errorf("ReachesSimulatedThreshold(%d of %d) in enforce mode", c.failed, c.max)
+		}
+		e.Mode = events.ModeMonitor
+		if e.ReachesThreshold() || e.ReachesSimulatedThreshold() != c.want {
+			t.Errorf("monitor mode, %d of %d: locks %v, simulated %v; want no lock, simulated %v",
+				c.failed, c.max, e.ReachesThreshold(), e.ReachesSimulatedThreshold(), c.want)
 		}
 	}
 }

@@ -15,6 +15,8 @@ type ChangeLockoutPolicy struct {
 	Actor             events.Actor
 	MaxFailedAttempts int
 	FailureWindow     time.Duration
+	// Mode is enforce or monitor; empty is enforce.
+	Mode events.LockoutMode
 }
 
 // ChangeLockoutPolicyResult is the state after the command.
@@ -26,7 +28,7 @@ type ChangeLockoutPolicyResult struct {
 // ChangeLockoutPolicy runs the command.
 func (s *Service) ChangeLockoutPolicy(ctx context.Context, cmd ChangeLockoutPolicy) (ChangeLockoutPolicyResult, error) {
 	out, err := s.execute(ctx, cmd.Site, cmd.Actor, func(p *domain.Passcode, now time.Time) (events.Payload, error) {
-		return p.ChangePolicy(now, cmd.MaxFailedAttempts, cmd.FailureWindow)
+		return p.ChangePolicy(now, cmd.MaxFailedAttempts, cmd.FailureWindow, cmd.Mode)
 	})
 	if err != nil {
 		return ChangeLockoutPolicyResult{}, fmt.Errorf("change lockout policy: %w", err)

@@ -1,7 +1,7 @@
 // Package handlers runs enrollgate's commands: GeneratePasscode,
-// DisablePasscode, VerifyPasscode, RevealPasscode and ChangeLockoutPolicy, one
-// file each, grouped in Service; and the lockout saga, which only issues
-// commands.
+// DisablePasscode, VerifyPasscode, RevealPasscode, ChangeLockoutPolicy,
+// ExpirePasscode and SimulateLockout, one file each, grouped in Service; and
+// the lockout saga, which only issues commands.
 //
 // A command loads the site's aggregate (cached per process with its last
 // stream sequence, caught up only when stale), decides, and appends the event

@@ -176,6 +176,9 @@ type fakeKeeper struct {
 	mu     sync.Mutex
 	n      int
 	macKey string
+	// checked makes passcodes that end in a check character, as the real
+	// keeper's do.
+	checked bool
 }
 
 func newFakeKeeper() *fakeKeeper { return &fakeKeeper{macKey: "mac-1"} }
@@ -184,7 +187,15 @@ func (k *fakeKeeper) NewPasscode() (Secret, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.n++
-	return NewSecret(fmt.Sprintf("Passcode%04d", k.n)), nil
+	if !k.checked {
+		return NewSecret(fmt.Sprintf("Passcode%04d", k.n)), nil
+	}
+	for ; ; k.n++ {
+		body := fmt.Sprintf("P%010d", k.n)
+		if c, ok := domain.CheckCharacter(body); ok {
+			return NewSecret(body + string(c)), nil
+		}
+	}
 }
 
 func (k *fakeKeeper) MACKeyID() string {

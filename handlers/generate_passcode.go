@@ -14,6 +14,9 @@ import (
 type GeneratePasscode struct {
 	Site  string
 	Actor events.Actor
+	// Lifecycle is the new generation's expiry, cap and the replaced one's
+	// grace; the zero value has none.
+	Lifecycle domain.Lifecycle
 }
 
 // GenerateResult is the new passcode in plain text, and the state after it.
@@ -25,6 +28,9 @@ type GenerateResult struct {
 
 // GeneratePasscode runs the command.
 func (s *Service) GeneratePasscode(ctx context.Context, cmd GeneratePasscode) (GenerateResult, error) {
+	if err := cmd.Lifecycle.Validate(); err != nil {
+		return GenerateResult{}, fmt.Errorf("generate passcode: %w", err)
+	}
 	secret, err := s.keeper.NewPasscode()
 	if err != nil {
 		return GenerateResult{}, fmt.Errorf("generate passcode: %w", err)
@@ -38,9 +44,12 @@ func (s *Service) GeneratePasscode(ctx context.Context, cmd GeneratePasscode) (G
 	if err != nil {
 		return GenerateResult{}, fmt.Errorf("seal passcode: %w", err)
 	}
-	gen := domain.NewGeneration{PasscodeID: s.ids.NewID(), Hash: hash, HashKeyID: keyID, Sealed: sealed, SealKeyID: sealKeyID}
-	out, err := s.execute(ctx, cmd.Site, cmd.Actor, func(p *domain.Passcode, _ time.Time) (events.Payload, error) {
-		return p.Generate(gen)
+	// Any passcode that passes the check gets its typos told from guesses;
+	// the keeper's passcodes always do.
+	gen := domain.NewGeneration{PasscodeID: s.ids.NewID(), Hash: hash, HashKeyID: keyID, Sealed: sealed, SealKeyID: sealKeyID,
+		CheckCharacter: domain.ValidCheck(secret.Plain()), Lifecycle: cmd.Lifecycle}
+	out, err := s.execute(ctx, cmd.Site, cmd.Actor, func(p *domain.Passcode, now time.Time) (events.Payload, error) {
+		return p.Generate(now, gen)
 	})
 	if err != nil {
 		return GenerateResult{}, fmt.Errorf("generate passcode: %w", err)

@@ -14,7 +14,8 @@ const LockoutSagaDurable = "lockout-saga"
 
 // LockoutSagaEvents are the event types the saga acts on (Handle ignores the
 // others), so that its consumer need not decode the rest.
-var LockoutSagaEvents = []events.Type{events.TypeEnrollmentAttemptFailed, events.TypeLockoutPolicyChanged}
+var LockoutSagaEvents = []events.Type{events.TypeEnrollmentAttemptFailed, events.TypeLockoutPolicyChanged,
+	events.TypeEnrollmentAttemptSucceeded}
 
 // LockoutActor is the identity the lockout saga records on the disables it
 // issues.
@@ -24,7 +25,9 @@ var LockoutActor = events.Actor{Kind: events.ActorSystem, ID: "lockout"}
 // threshold. It holds no state and only issues commands: DisablePasscode
 // aimed at the generation that was locked, so a late lockout never disables a
 // newer generation, and a redelivered event finds the generation disabled
-// already and stores nothing.
+// already and stores nothing. In monitor mode it issues SimulateLockout
+// instead, and when an enrollment reaches a generation's cap, ExpirePasscode:
+// each decided once per generation, so that their alerts are raised once.
 type LockoutSaga struct {
 	commands *Service
 }
@@ -36,25 +39,38 @@ func NewLockoutSaga(svc *Service) *LockoutSaga { return &LockoutSaga{commands: s
 // nothing more: the consumer may acknowledge it.
 func (s *LockoutSaga) Handle(ctx context.Context, rec events.Record) error {
 	e := rec.Event
-	var passcodeID string
+	var err error
+	disable := func(id string) error {
+		_, err := s.commands.DisablePasscode(ctx, DisablePasscode{
+			Site: e.Site, Actor: LockoutActor, PasscodeID: id, Reason: events.DisableLockout,
+		})
+		return err
+	}
+	simulate := func(id string) error {
+		_, err := s.commands.SimulateLockout(ctx, SimulateLockout{Site: e.Site, Actor: LockoutActor, PasscodeID: id})
+		return err
+	}
 	switch d := e.Data.(type) {
 	case events.EnrollmentAttemptFailed:
-		if !d.ReachesThreshold() {
-			return nil
+		switch {
+		case d.ReachesThreshold():
+			err = disable(d.PasscodeID)
+		case d.ReachesSimulatedThreshold():
+			err = simulate(d.PasscodeID)
 		}
-		passcodeID = d.PasscodeID
 	case events.LockoutPolicyChanged:
-		// A lower threshold can lock a passcode at once.
-		if d.PasscodeID == "" || d.FailedAttempts < d.MaxFailedAttempts {
-			return nil
+		// A lower threshold, or a switch to enforce, can lock a passcode at once.
+		switch {
+		case d.Locks():
+			err = disable(d.PasscodeID)
+		case d.SimulatesLockout():
+			err = simulate(d.PasscodeID)
 		}
-		passcodeID = d.PasscodeID
-	default:
-		return nil
+	case events.EnrollmentAttemptSucceeded:
+		if d.MaxEnrollments > 0 && d.Enrollments >= d.MaxEnrollments {
+			_, err = s.commands.ExpirePasscode(ctx, ExpirePasscode{Site: e.Site, Actor: LockoutActor, PasscodeID: d.PasscodeID})
+		}
 	}
-	_, err := s.commands.DisablePasscode(ctx, DisablePasscode{
-		Site: e.Site, Actor: LockoutActor, PasscodeID: passcodeID, Reason: events.DisableLockout,
-	})
 	if err != nil {
 		return fmt.Errorf("lockout saga, event %s: %w", e.ID, err)
 	}

@@ -79,16 +79,25 @@ func (s *Service) VerifyPasscode(ctx context.Context, cmd VerifyPasscode) (Verif
 	}
 	var verdict domain.Verdict
 	actor := events.Actor{Kind: events.ActorDevice, ID: cmd.Source.DeviceID}
+	mistyped := domain.Mistyped(cmd.Passcode.Plain())
 	out, err := s.execute(ctx, cmd.Site, actor, func(p *domain.Passcode, now time.Time) (events.Payload, error) {
-		var mac []byte
+		a := domain.Attempt{ID: cmd.AttemptID, Source: cmd.Source, Mistyped: mistyped}
 		if g, ok := p.Current(); ok {
 			var err error
-			if mac, err = s.keeper.MAC(g.HashKeyID, cmd.Passcode); err != nil {
+			if a.CandidateMAC, err = s.keeper.MAC(g.HashKeyID, cmd.Passcode); err != nil {
 				return nil, fmt.Errorf("hash candidate: %w", err)
+			}
+			// Earlier generations hashed under a rotated key.
+			for _, keyID := range p.CandidateKeyIDs(now) {
+				mac, err := s.keeper.MAC(keyID, cmd.Passcode)
+				if err != nil {
+					continue // a key this replica lacks: that generation cannot match
+				}
+				a.OtherMACs = append(a.OtherMACs, domain.KeyedMAC{KeyID: keyID, MAC: mac})
 			}
 		}
 		var payload events.Payload
-		verdict, payload = p.Verify(now, domain.Attempt{ID: cmd.AttemptID, Source: cmd.Source, CandidateMAC: mac})
+		verdict, payload = p.Verify(now, a)
 		return payload, nil
 	})
 	if err != nil {

@@ -15,6 +15,11 @@ type Outcome string
 const (
 	OutcomeFailed    Outcome = "failed"
 	OutcomeSucceeded Outcome = "succeeded"
+	// OutcomeOutdated and OutcomeMistyped are wrong passcodes that did not
+	// count toward the lockout (EnrollmentAttemptExcused): a recent earlier
+	// generation, a typo caught by the check character.
+	OutcomeOutdated Outcome = "outdated"
+	OutcomeMistyped Outcome = "mistyped"
 )
 
 // AttemptEntry is one recent enrollment attempt of a site.
@@ -28,6 +33,9 @@ type AttemptEntry struct {
 	// FailedAttempts is, for a failure, the count in the window this failure
 	// reached (this one included); 0 for a success.
 	FailedAttempts int `json:"failed_attempts,omitempty"`
+	// OutdatedPasscodeID is, for an outdated entry, the earlier generation
+	// it matched: who still uses the old passcode.
+	OutdatedPasscodeID string `json:"outdated_passcode_id,omitempty"`
 }
 
 // NewAttemptEntry returns the attempt entry of an EnrollmentAttemptFailed or
@@ -41,14 +49,25 @@ func NewAttemptEntry(rec events.Record) (AttemptEntry, bool) {
 	case events.EnrollmentAttemptSucceeded:
 		return AttemptEntry{Seq: rec.Seq, At: e.OccurredAt.UTC(), Outcome: OutcomeSucceeded, PasscodeID: d.PasscodeID,
 			AttemptID: d.AttemptID, Source: d.Source}, true
+	case events.EnrollmentAttemptExcused:
+		return AttemptEntry{Seq: rec.Seq, At: e.OccurredAt.UTC(), Outcome: excusedOutcome(d.Outcome), PasscodeID: d.PasscodeID,
+			AttemptID: d.AttemptID, Source: d.Source, OutdatedPasscodeID: d.OutdatedPasscodeID}, true
 	}
 	return AttemptEntry{}, false
 }
 
-// ParseOutcome checks an outcome filter: "" (all), "failed" or "succeeded".
+func excusedOutcome(o events.ExcusedOutcome) Outcome {
+	if o == events.OutcomeOutdated {
+		return OutcomeOutdated
+	}
+	return OutcomeMistyped
+}
+
+// ParseOutcome checks an outcome filter: "" (all), "failed" (counted wrong
+// passcodes), "succeeded", "outdated" or "mistyped".
 func ParseOutcome(s string) (Outcome, bool) {
 	switch o := Outcome(s); o {
-	case "", OutcomeFailed, OutcomeSucceeded:
+	case "", OutcomeFailed, OutcomeSucceeded, OutcomeOutdated, OutcomeMistyped:
 		return o, true
 	}
 	return "", false
@@ -61,6 +80,8 @@ type attemptDetails struct {
 	AttemptID      string        `json:"attempt_id"`
 	Source         events.Source `json:"source"`
 	FailedAttempts int           `json:"failed_attempts"`
+	Outcome        string        `json:"outcome"`
+	OutdatedID     string        `json:"outdated_passcode_id"`
 }
 
 // AttemptFromAudit returns the attempt entry of an attempt's audit entry, so
@@ -73,6 +94,7 @@ func AttemptFromAudit(a AuditEntry) (AttemptEntry, error) {
 		outcome = OutcomeFailed
 	case events.TypeEnrollmentAttemptSucceeded:
 		outcome = OutcomeSucceeded
+	case events.TypeEnrollmentAttemptExcused:
 	default:
 		return AttemptEntry{}, fmt.Errorf("audit entry %d is a %s, not an attempt", a.Seq, a.Type)
 	}
@@ -80,8 +102,11 @@ func AttemptFromAudit(a AuditEntry) (AttemptEntry, error) {
 	if err := json.Unmarshal(a.Details, &d); err != nil {
 		return AttemptEntry{}, fmt.Errorf("details of attempt %d: %w", a.Seq, err)
 	}
+	if a.Type == events.TypeEnrollmentAttemptExcused {
+		outcome = excusedOutcome(events.ExcusedOutcome(d.Outcome))
+	}
 	e := AttemptEntry{Seq: a.Seq, At: a.At, Outcome: outcome, PasscodeID: d.PasscodeID, AttemptID: d.AttemptID,
-		Source: d.Source}
+		Source: d.Source, OutdatedPasscodeID: d.OutdatedID}
 	if outcome == OutcomeFailed {
 		e.FailedAttempts = d.FailedAttempts
 	}

@@ -37,6 +37,19 @@ func NewAuditEntry(rec events.Record) AuditEntry {
 		d.str("passcode_id", p.PasscodeID)
 		d.strOmitEmpty("hash_key_id", p.HashKeyID)
 		d.strOmitEmpty("seal_key_id", p.SealKeyID)
+		if p.CheckCharacter {
+			d.raw("check_character", []byte("true"))
+		}
+		if p.ExpiresAt != nil {
+			d.time("expires_at", *p.ExpiresAt)
+		}
+		if p.MaxEnrollments != 0 {
+			d.int("max_enrollments", int64(p.MaxEnrollments))
+		}
+		if p.RetiringUntil != nil {
+			d.str("retiring_passcode_id", p.RetiringPasscodeID)
+			d.time("retiring_until", *p.RetiringUntil)
+		}
 	case events.PasscodeRevealed:
 		a.Summary = "Passcode revealed by " + who
 		d.str("passcode_id", p.PasscodeID)
@@ -81,11 +94,54 @@ func NewAuditEntry(rec events.Record) AuditEntry {
 		d.int("failed_attempts", int64(p.FailedAttempts))
 		d.int("max_failed_attempts", int64(p.MaxFailedAttempts))
 		d.str("failure_window", p.FailureWindow.String())
+		d.strOmitEmpty("mode", string(p.Mode))
 	case events.EnrollmentAttemptSucceeded:
 		a.Summary = "Device enrolled from " + sourceName(p.Source)
+		if p.MaxEnrollments > 0 {
+			a.Summary += fmt.Sprintf(" (enrollment %d of %d)", p.Enrollments, p.MaxEnrollments)
+		}
 		d.str("passcode_id", p.PasscodeID)
 		d.strOmitEmpty("attempt_id", p.AttemptID)
 		d.source("source", p.Source)
+		if p.Enrollments != 0 {
+			d.int("enrollments", int64(p.Enrollments))
+		}
+		if p.MaxEnrollments != 0 {
+			d.int("max_enrollments", int64(p.MaxEnrollments))
+		}
+	case events.EnrollmentAttemptExcused:
+		if p.Outcome == events.OutcomeOutdated {
+			a.Summary = "Outdated passcode from " + sourceName(p.Source) + " (not counted)"
+		} else {
+			a.Summary = "Mistyped passcode from " + sourceName(p.Source) + " (not counted)"
+		}
+		d.str("passcode_id", p.PasscodeID)
+		d.strOmitEmpty("attempt_id", p.AttemptID)
+		d.source("source", p.Source)
+		d.str("outcome", string(p.Outcome))
+		d.strOmitEmpty("outdated_passcode_id", p.OutdatedPasscodeID)
+		d.int("failed_attempts", int64(p.FailedAttempts))
+	case events.PasscodeExpired:
+		if p.Reason == events.LapseUsedUp {
+			a.Summary = fmt.Sprintf("Passcode used up after %d enrollments", p.Enrollments)
+		} else {
+			a.Summary = "Passcode expired"
+		}
+		d.str("passcode_id", p.PasscodeID)
+		d.str("reason", string(p.Reason))
+		if p.ExpiresAt != nil {
+			d.time("expires_at", *p.ExpiresAt)
+		}
+		d.int("enrollments", int64(p.Enrollments))
+		if p.MaxEnrollments != 0 {
+			d.int("max_enrollments", int64(p.MaxEnrollments))
+		}
+	case events.PasscodeLockoutSimulated:
+		a.Summary = fmt.Sprintf("Lockout simulated after %d failed attempts (monitor mode, nothing disabled)", p.FailedAttempts)
+		d.str("passcode_id", p.PasscodeID)
+		d.int("failed_attempts", int64(p.FailedAttempts))
+		d.int("max_failed_attempts", int64(p.MaxFailedAttempts))
+		d.str("failure_window", p.FailureWindow.String())
 	case events.LockoutPolicyChanged:
 		a.Summary = fmt.Sprintf("Lockout policy set to %d failures %s by %s", p.MaxFailedAttempts,
 			windowPhrase(p.FailureWindow), who)
@@ -93,6 +149,10 @@ func NewAuditEntry(rec events.Record) AuditEntry {
 		d.str("failure_window", p.FailureWindow.String())
 		d.strOmitEmpty("passcode_id", p.PasscodeID)
 		d.int("failed_attempts", int64(p.FailedAttempts))
+		d.strOmitEmpty("mode", string(p.Mode))
+		if p.Mode.Monitor() {
+			a.Summary += " (monitor mode)"
+		}
 	default:
 		// A type this version does not know cannot be decoded, so this is
 		// only reached by a nil payload; say so rather than invent details.

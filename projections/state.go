@@ -28,6 +28,26 @@ type StateDoc struct {
 	DisabledReason    events.DisableReason `json:"disabled_reason,omitempty"`
 	Seq               uint64               `json:"seq"`
 	ThrottledSources  []ThrottledSource    `json:"throttled_sources,omitempty"`
+	// Mode is the lockout policy's mode: enforce or monitor.
+	Mode events.LockoutMode `json:"mode"`
+	// CheckCharacter: the passcode ends in a check character, so typos
+	// answer mistyped.
+	CheckCharacter bool       `json:"check_character,omitempty"`
+	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
+	MaxEnrollments int        `json:"max_enrollments,omitempty"`
+	Enrollments    int        `json:"enrollments"`
+	LastEnrolledAt *time.Time `json:"last_enrolled_at,omitempty"`
+	// LastFailedSource is the source of the last wrong attempt of the
+	// current generation, of any outcome (wrong, outdated, mistyped).
+	LastFailedSource *events.Source `json:"last_failed_source,omitempty"`
+	// Retiring is the replaced generation still valid in its grace.
+	Retiring *RetiringDoc `json:"retiring,omitempty"`
+}
+
+// RetiringDoc is a replaced generation that stays valid until Until.
+type RetiringDoc struct {
+	PasscodeID string    `json:"passcode_id"`
+	Until      time.Time `json:"until"`
 }
 
 // ThrottledSource is a source that may not try again before Until; without
@@ -58,11 +78,19 @@ type SiteState struct {
 	// most recent failures: only the last keepPerSource ones, because the
 	// throttle decision looks at no more than SourceLimit of them.
 	sources map[string][]int64
+	// retiring is the replaced generation in its grace; nil for none.
+	retiring *retiringInfo
+}
+
+type retiringInfo struct {
+	ID    string
+	Until int64
 }
 
 type lockout struct {
-	MaxFailed int           `json:"max_failed"`
-	Window    time.Duration `json:"window"`
+	MaxFailed int                `json:"max_failed"`
+	Window    time.Duration      `json:"window"`
+	Mode      events.LockoutMode `json:"mode,omitempty"`
 }
 
 type generation struct {
@@ -77,6 +105,20 @@ type generation struct {
 	// BySource holds the same failures per source key, for the per-source
 	// cap on the failures that count against this generation.
 	BySource map[string][]int64 `json:"by_source,omitempty"`
+	// The lifecycle, as domain keeps it (not in the version 2 JSON form,
+	// which predates it).
+	Checked          bool           `json:"-"`
+	ExpiresAt        int64          `json:"-"`
+	MaxEnrollments   int            `json:"-"`
+	Enrollments      int            `json:"-"`
+	LastEnrolledAt   int64          `json:"-"`
+	LastFailedSource *events.Source `json:"-"`
+}
+
+// hasLifecycle reports whether g has lifecycle data to encode.
+func (g *generation) hasLifecycle() bool {
+	return g.Checked || g.ExpiresAt != 0 || g.MaxEnrollments != 0 || g.Enrollments != 0 || g.LastEnrolledAt != 0 ||
+		g.LastFailedSource != nil
 }
 
 type disableInfo struct {
@@ -104,6 +146,7 @@ func (s *SiteState) policy() domain.Policy {
 	if s.override != nil {
 		pol.MaxFailedAttempts = s.override.MaxFailed
 		pol.FailureWindow = s.override.Window
+		pol.Mode = s.override.Mode
 	}
 	return pol
 }
@@ -131,8 +174,20 @@ func (s *SiteState) apply(e events.Event) {
 	at := e.OccurredAt.UnixNano()
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:
-		s.gen = &generation{ID: d.PasscodeID, GeneratedAt: at, GeneratedBy: e.Actor.ID}
+		s.retiring = nil
+		if old := s.gen; old != nil && d.RetiringPasscodeID == old.ID && d.RetiringUntil != nil && !old.Locked && old.Disabled == nil {
+			s.retiring = &retiringInfo{ID: old.ID, Until: d.RetiringUntil.UnixNano()}
+		}
+		g := &generation{ID: d.PasscodeID, GeneratedAt: at, GeneratedBy: e.Actor.ID, Checked: d.CheckCharacter,
+			MaxEnrollments: max(d.MaxEnrollments, 0)}
+		if d.ExpiresAt != nil {
+			g.ExpiresAt = d.ExpiresAt.UnixNano()
+		}
+		s.gen = g
 	case events.PasscodeDisabled:
+		if d.Reason == events.DisableLockout || (s.gen != nil && s.gen.ID == d.PasscodeID) {
+			s.retiring = nil // as domain: a lockout or a disable ends the grace
+		}
 		if g := s.gen; g != nil && g.ID == d.PasscodeID && g.Disabled == nil {
 			g.Disabled = &disableInfo{At: at, By: e.Actor.ID, Reason: d.Reason}
 		}
@@ -155,16 +210,35 @@ func (s *SiteState) apply(e events.Event) {
 			}
 			if d.ReachesThreshold() {
 				g.Locked = true
+				s.retiring = nil
 			}
+			src := d.Source
+			g.LastFailedSource = &src
 		}
 		s.addSourceFailure(at, d.Source)
-	case events.LockoutPolicyChanged:
-		s.override = &lockout{MaxFailed: d.MaxFailedAttempts, Window: d.FailureWindow.D()}
-		if g := s.gen; g != nil && g.ID == d.PasscodeID && d.FailedAttempts >= d.MaxFailedAttempts {
-			g.Locked = true
+	case events.EnrollmentAttemptExcused:
+		if g := s.gen; g != nil && g.ID == d.PasscodeID {
+			src := d.Source
+			g.LastFailedSource = &src
 		}
-	case events.PasscodeRevealed, events.EnrollmentAttemptSucceeded:
-		// Audit and attempts only; the state does not change.
+		s.addSourceFailure(at, d.Source) // the source's rate only, never the lockout
+	case events.EnrollmentAttemptSucceeded:
+		if g := s.gen; g != nil && g.ID == d.PasscodeID {
+			g.Enrollments = min(max(g.Enrollments+1, d.Enrollments), domain.MaxMaxEnrollments)
+			g.LastEnrolledAt = at
+		}
+	case events.LockoutPolicyChanged:
+		mode := events.ModeEnforce
+		if d.Mode.Monitor() {
+			mode = events.ModeMonitor
+		}
+		s.override = &lockout{MaxFailed: d.MaxFailedAttempts, Window: d.FailureWindow.D(), Mode: mode}
+		if g := s.gen; g != nil && g.ID == d.PasscodeID && d.Locks() {
+			g.Locked = true
+			s.retiring = nil
+		}
+	case events.PasscodeRevealed, events.PasscodeExpired, events.PasscodeLockoutSimulated:
+		// Audit only: a lapse follows from the clock and the other events.
 	}
 }
 
@@ -224,7 +298,10 @@ func timePtr(ns int64) *time.Time {
 func (s *SiteState) Doc(now time.Time) StateDoc {
 	pol := s.policy()
 	d := StateDoc{Site: s.site, Status: domain.StatusNone, MaxFailedAttempts: pol.MaxFailedAttempts,
-		FailureWindow: events.Duration(pol.FailureWindow), Seq: s.seq}
+		FailureWindow: events.Duration(pol.FailureWindow), Seq: s.seq, Mode: pol.Mode}
+	if d.Mode == "" {
+		d.Mode = events.ModeEnforce
+	}
 	d.ThrottledSources = s.throttledSources(now, pol)
 	g := s.gen
 	if g == nil {
@@ -240,8 +317,24 @@ func (s *SiteState) Doc(now time.Time) StateDoc {
 	if n := len(g.Failures); n > 0 {
 		d.LastFailedAt = timePtr(g.Failures[n-1])
 	}
+	d.CheckCharacter, d.MaxEnrollments, d.Enrollments, d.LastFailedSource = g.Checked, g.MaxEnrollments, g.Enrollments, g.LastFailedSource
+	if g.ExpiresAt != 0 {
+		d.ExpiresAt = timePtr(g.ExpiresAt)
+	}
+	if g.LastEnrolledAt != 0 {
+		d.LastEnrolledAt = timePtr(g.LastEnrolledAt)
+	}
+	switch {
+	case g.MaxEnrollments > 0 && g.Enrollments >= g.MaxEnrollments:
+		d.Status = domain.StatusUsedUp
+	case g.ExpiresAt != 0 && now.UnixNano() >= g.ExpiresAt:
+		d.Status = domain.StatusExpired
+	}
 	if dis := g.Disabled; dis != nil {
 		d.Status, d.DisabledAt, d.DisabledBy, d.DisabledReason = domain.StatusDisabled, timePtr(dis.At), dis.By, dis.Reason
+	}
+	if r := s.retiring; r != nil && now.UnixNano() < r.Until && d.Status != domain.StatusDisabled && !g.Locked {
+		d.Retiring = &RetiringDoc{PasscodeID: r.ID, Until: time.Unix(0, r.Until).UTC()}
 	}
 	return d
 }
@@ -309,9 +402,17 @@ func (s *SiteState) Clone() *SiteState {
 			dis := *s.gen.Disabled
 			g.Disabled = &dis
 		}
+		if s.gen.LastFailedSource != nil {
+			src := *s.gen.LastFailedSource
+			g.LastFailedSource = &src
+		}
 		c.gen = &g
 	}
 	c.sources = clipTimesMap(s.sources)
+	if s.retiring != nil {
+		r := *s.retiring
+		c.retiring = &r
+	}
 	return &c
 }
 

@@ -39,19 +39,7 @@ func fail(id string, n int, ip string) events.EnrollmentAttemptFailed {
 // docFromDomain builds the expected document from the domain aggregate, the
 // reference implementation of the rules.
 func docFromDomain(p *domain.Passcode, now time.Time) StateDoc {
-	st := p.State(now)
-	d := StateDoc{Site: st.Site, Status: st.Status, PasscodeID: st.PasscodeID, GeneratedBy: st.GeneratedBy,
-		FailedAttempts: st.FailedAttempts, MaxFailedAttempts: st.MaxFailedAttempts,
-		FailureWindow: events.Duration(st.FailureWindow), Locked: st.Locked, DisabledBy: st.DisabledBy,
-		DisabledReason: st.DisabledReason, Seq: st.Seq}
-	opt := func(t time.Time) *time.Time {
-		if t.IsZero() {
-			return nil
-		}
-		u := t.UTC()
-		return &u
-	}
-	d.GeneratedAt, d.LastFailedAt, d.DisabledAt = opt(st.GeneratedAt), opt(st.LastFailedAt), opt(st.DisabledAt)
+	d := StateDocFromDomain(p.State(now))
 	for _, ts := range p.ThrottledSources(now) {
 		w := ThrottledSource{Key: ts.Key}
 		if !ts.Until.IsZero() {
@@ -216,13 +204,39 @@ func randomHistory(rng *rand.Rand, n int) []events.Record {
 		case k == 2:
 			w := []time.Duration{0, time.Minute, 10 * time.Minute, 2 * time.Hour}[rng.IntN(4)]
 			p, actor = events.LockoutPolicyChanged{MaxFailedAttempts: 1 + rng.IntN(12), FailureWindow: events.Duration(w),
-				PasscodeID: pick(), FailedAttempts: rng.IntN(12)}, alice
+				PasscodeID: pick(), FailedAttempts: rng.IntN(12),
+				Mode: []events.LockoutMode{"", events.ModeEnforce, events.ModeMonitor}[rng.IntN(3)]}, alice
 		case k == 3:
 			p, actor = events.PasscodeRevealed{PasscodeID: cur}, alice
 		case k == 4:
-			p = events.EnrollmentAttemptSucceeded{PasscodeID: cur, Source: events.Source{IP: ips[rng.IntN(4)]}}
+			p = events.EnrollmentAttemptSucceeded{PasscodeID: pick(), Source: events.Source{IP: ips[rng.IntN(4)]}}
+		case k == 5:
+			outcome := []events.ExcusedOutcome{events.OutcomeOutdated, events.OutcomeMistyped}[rng.IntN(2)]
+			p = events.EnrollmentAttemptExcused{PasscodeID: pick(), Outcome: outcome,
+				Source: events.Source{IP: ips[rng.IntN(4)], DeviceID: devs[rng.IntN(3)]}}
+		case k == 6:
+			// A generation with a lifecycle, granting the previous one a grace.
+			prev := cur
+			cur = fmt.Sprintf("p%d", i)
+			ids = append(ids, cur)
+			g := events.PasscodeGenerated{PasscodeID: cur, Hash: []byte("h"), HashKeyID: "k", Sealed: []byte("s"), SealKeyID: "k",
+				CheckCharacter: rng.IntN(2) == 0, MaxEnrollments: rng.IntN(3)}
+			if rng.IntN(2) == 0 {
+				exp := at.Add(time.Duration(rng.IntN(7200)) * time.Second)
+				g.ExpiresAt = &exp
+			}
+			if rng.IntN(2) == 0 {
+				until := at.Add(time.Duration(rng.IntN(7200)) * time.Second)
+				g.RetiringPasscodeID, g.RetiringUntil = prev, &until
+			}
+			p, actor = g, alice
+		case k == 7:
+			p, actor = events.PasscodeExpired{PasscodeID: pick(), Reason: events.LapseUsedUp}, saga
+		case k == 8:
+			p, actor = events.PasscodeLockoutSimulated{PasscodeID: pick()}, saga
 		default:
 			p = events.EnrollmentAttemptFailed{PasscodeID: pick(), FailedAttempts: 1 + rng.IntN(12), MaxFailedAttempts: 10,
+				Mode:   []events.LockoutMode{"", events.ModeMonitor}[rng.IntN(2)],
 				Source: events.Source{IP: ips[rng.IntN(4)], DeviceID: devs[rng.IntN(3)]}}
 		}
 		out = append(out, rec(uint64(i*3), at, actor, p))

@@ -40,6 +40,10 @@ const (
 	flagGen
 	flagLocked
 	flagDisabled
+	// flagLifecycle: a lifecycle section follows the per-source failures
+	// (the mode, the generation's lifecycle, the retiring generation).
+	// States written before it have none, and decode as before.
+	flagLifecycle
 )
 
 var errShort = errors.New("truncated")
@@ -69,6 +73,9 @@ func (s *SiteState) MarshalBinary() ([]byte, error) {
 			flags |= flagDisabled
 		}
 	}
+	if s.hasLifecycle() {
+		flags |= flagLifecycle
+	}
 	b = append(b, flags)
 	if o := s.override; o != nil {
 		b = binary.AppendVarint(b, int64(o.MaxFailed))
@@ -87,7 +94,72 @@ func (s *SiteState) MarshalBinary() ([]byte, error) {
 		b = appendTimesMap(b, g.BySource)
 	}
 	b = appendTimesMap(b, s.sources)
+	if flags&flagLifecycle != 0 {
+		b = s.appendLifecycle(b)
+	}
 	return b, nil
+}
+
+func (s *SiteState) hasLifecycle() bool {
+	return (s.override != nil && s.override.Mode != "") || s.retiring != nil || (s.gen != nil && s.gen.hasLifecycle())
+}
+
+// appendLifecycle writes the lifecycle section: str mode, [gen: byte
+// checked, varint expires_at, uvarint max_enrollments, uvarint enrollments,
+// varint last_enrolled_at, byte has_source, [4 × str source]], byte
+// has_retiring, [str id, varint until].
+func (s *SiteState) appendLifecycle(b []byte) []byte {
+	var mode string
+	if s.override != nil {
+		mode = string(s.override.Mode)
+	}
+	b = appendWireString(b, mode)
+	if g := s.gen; g != nil {
+		b = append(b, boolByte(g.Checked))
+		b = binary.AppendVarint(b, g.ExpiresAt)
+		b = binary.AppendUvarint(b, uint64(g.MaxEnrollments))
+		b = binary.AppendUvarint(b, uint64(g.Enrollments))
+		b = binary.AppendVarint(b, g.LastEnrolledAt)
+		b = append(b, boolByte(g.LastFailedSource != nil))
+		if src := g.LastFailedSource; src != nil {
+			for _, f := range []string{src.IP, src.DeviceID, src.Platform, src.UserAgent} {
+				b = appendWireString(b, f)
+			}
+		}
+	}
+	b = append(b, boolByte(s.retiring != nil))
+	if r := s.retiring; r != nil {
+		b = appendWireString(b, r.ID)
+		b = binary.AppendVarint(b, r.Until)
+	}
+	return b
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+func (r *wireReader) readLifecycle(s *SiteState) {
+	mode := events.LockoutMode(r.string())
+	if s.override != nil {
+		s.override.Mode = mode
+	}
+	if g := s.gen; g != nil {
+		g.Checked = r.oneByte() == 1
+		g.ExpiresAt = r.varint()
+		g.MaxEnrollments = int(min(r.uvarint(), domain.MaxMaxEnrollments))
+		g.Enrollments = int(min(r.uvarint(), domain.MaxMaxEnrollments))
+		g.LastEnrolledAt = r.varint()
+		if r.oneByte() == 1 {
+			g.LastFailedSource = &events.Source{IP: r.string(), DeviceID: r.string(), Platform: r.string(), UserAgent: r.string()}
+		}
+	}
+	if r.oneByte() == 1 {
+		s.retiring = &retiringInfo{ID: r.string(), Until: r.varint()}
+	}
 }
 
 func appendWireString(b []byte, s string) []byte {
@@ -241,7 +313,7 @@ func decodeBinary(b []byte, defaults domain.Policy) (*SiteState, error) {
 	s.site = r.string()
 	s.seq = r.uvarint()
 	flags := r.oneByte()
-	if flags&^(flagOverride|flagGen|flagLocked|flagDisabled) != 0 {
+	if flags&^(flagOverride|flagGen|flagLocked|flagDisabled|flagLifecycle) != 0 {
 		r.fail(fmt.Errorf("unknown flags %#x", flags))
 	}
 	if flags&flagOverride != 0 {
@@ -259,6 +331,9 @@ func decodeBinary(b []byte, defaults domain.Policy) (*SiteState, error) {
 		r.fail(fmt.Errorf("flags %#x without a generation", flags))
 	}
 	s.sources = r.timesMap()
+	if flags&flagLifecycle != 0 {
+		r.readLifecycle(s)
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail(fmt.Errorf("%d trailing bytes", len(r.b)))
 	}

@@ -13,6 +13,9 @@ import (
 // it reads. Times are in UTC; zero times are left out. domain.State does not
 // list throttled sources, so the document has none.
 func StateDocFromDomain(s domain.State) StateDoc {
+	if s.Mode == "" {
+		s.Mode = events.ModeEnforce
+	}
 	return StateDoc{
 		Site:              s.Site,
 		Status:            s.Status,
@@ -28,7 +31,22 @@ func StateDocFromDomain(s domain.State) StateDoc {
 		DisabledBy:        s.DisabledBy,
 		DisabledReason:    s.DisabledReason,
 		Seq:               s.Seq,
+		Mode:              s.Mode,
+		CheckCharacter:    s.CheckCharacter,
+		ExpiresAt:         utcPtr(s.ExpiresAt),
+		MaxEnrollments:    s.MaxEnrollments,
+		Enrollments:       s.Enrollments,
+		LastEnrolledAt:    utcPtr(s.LastEnrolledAt),
+		LastFailedSource:  s.LastFailedSource,
+		Retiring:          retiringDoc(s.Retiring),
 	}
+}
+
+func retiringDoc(r *domain.Retiring) *RetiringDoc {
+	if r == nil {
+		return nil
+	}
+	return &RetiringDoc{PasscodeID: r.PasscodeID, Until: r.Until.UTC()}
 }
 
 func utcPtr(t time.Time) *time.Time {

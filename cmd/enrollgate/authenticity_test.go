@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/alerts"
 	"github.com/enrollgate/enrollgate/internal/consume"
@@ -150,7 +151,7 @@ func TestForgedEventsEndToEnd(t *testing.T) {
 		t.Fatalf("right passcode after forgeries: %+v", v)
 	}
 	var wrong verdict
-	if code, _ := in.do("POST", "/v1/sites/acme/enrollments/verify", admin, map[string]any{"passcode": "Wrong0000000"}, &wrong); code != http.StatusOK || wrong.OK {
+	if code, _ := in.do("POST", "/v1/sites/acme/enrollments/verify", admin, map[string]any{"passcode": domain.Guess(0, acme.Passcode)}, &wrong); code != http.StatusOK || wrong.OK {
 		t.Fatalf("wrong passcode: %d %+v", code, wrong)
 	}
 	var st readState
@@ -256,10 +257,10 @@ func TestNewerEventTypeIsUpgradeRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := fmt.Sprintf(`{"id":%q,"type":"PasscodeExpired","site":"gamma","occurred_at":%q,"actor":{"kind":"system","id":"expiry"},"data":{"passcode_id":%q}}`,
+	data := fmt.Sprintf(`{"id":%q,"type":"PasscodeFrobnicated","site":"gamma","occurred_at":%q,"actor":{"kind":"system","id":"expiry"},"data":{"passcode_id":%q}}`,
 		ulid.Make().String(), time.Now().UTC().Format(time.RFC3339Nano), gamma.State.PasscodeID)
 	msg := &nats.Msg{Subject: events.Subject("gamma"), Data: []byte(data), Header: nats.Header{}}
-	msg.Header.Set(events.HeaderEventType, "PasscodeExpired")
+	msg.Header.Set(events.HeaderEventType, "PasscodeFrobnicated")
 	msg.Header.Set(jetstream.MsgIDHeader, ulid.Make().String())
 	if err := auth.SignMsg(msg); err != nil {
 		t.Fatal(err)

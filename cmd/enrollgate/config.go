@@ -132,6 +132,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	dur(&c.Policy.FailureWindow, "failure-window", "ENROLLGATE_FAILURE_WINDOW", defaults.FailureWindow, "failures older than this stop counting; 0 counts all since generation")
 	num(&c.Policy.MaxFailedPerSource, "max-failed-attempts-per-source", "ENROLLGATE_MAX_FAILED_ATTEMPTS_PER_SOURCE", 0, "failures one source (IP or device ID) may make before it is throttled; 0: half the threshold, at least 1")
 	dur(&c.Policy.SourceWindow, "source-window", "ENROLLGATE_SOURCE_WINDOW", defaults.SourceWindow, "window of the per-source count")
+	num(&c.Policy.OutdatedGenerations, "outdated-generations", "ENROLLGATE_OUTDATED_GENERATIONS", defaults.OutdatedGenerations, "replaced generations a candidate is compared with to answer outdated (not counted toward the lockout); 0 turns it off")
+	dur(&c.Policy.OutdatedFor, "outdated-for", "ENROLLGATE_OUTDATED_FOR", defaults.OutdatedFor, "how long after its replacement a generation answers outdated; 0 turns it off")
 	secret(&c.AdminToken, "admin-token", "ENROLLGATE_ADMIN_TOKEN", "bootstrap admin token for all sites")
 	str(&c.AdminEmail, "admin-email", "ENROLLGATE_ADMIN_EMAIL", "admin@localhost", "identity recorded for the bootstrap admin token")
 	secret(&c.EnrollmentToken, "enrollment-token", "ENROLLGATE_ENROLLMENT_TOKEN", "bootstrap token for HTTP verify")

@@ -40,6 +40,17 @@ const (
 	// change of its data that is not backward compatible gets a new type
 	// (…v2), never a changed v1.
 	TypePasscodeLockout = "io.enrollgate.passcode.lockout.v1"
+	// KindPasscodeExpired, KindPasscodeUsedUp and KindPasscodeLockoutSimulated
+	// are the subject tokens of the lifecycle alerts: a generation's expiry
+	// passed, its enrollments reached the cap, its failures reached the
+	// threshold under a policy in monitor mode.
+	KindPasscodeExpired          = "passcode_expired"
+	KindPasscodeUsedUp           = "passcode_used_up"
+	KindPasscodeLockoutSimulated = "passcode_lockout_simulated"
+	// Their CloudEvents types.
+	TypePasscodeExpired          = "io.enrollgate.passcode.expired.v1"
+	TypePasscodeUsedUp           = "io.enrollgate.passcode.used_up.v1"
+	TypePasscodeLockoutSimulated = "io.enrollgate.passcode.lockout_simulated.v1"
 	// ContentType is the content type of a structured-mode CloudEvent.
 	ContentType = "application/cloudevents+json"
 	// MaxAge is how long alerts are kept: long enough for an incident review
@@ -59,7 +70,7 @@ const Durable = "alert-publisher"
 
 // Events are the event types an alert can come from (Handle ignores the
 // others), so that the publisher's consumer need not decode the rest.
-var Events = []events.Type{events.TypePasscodeDisabled}
+var Events = []events.Type{events.TypePasscodeDisabled, events.TypePasscodeExpired, events.TypePasscodeLockoutSimulated}
 
 // Subject returns the subject of an alert of kind about site.
 func Subject(site, kind string) string { return SubjectPrefix + site + "." + kind }
@@ -173,6 +184,92 @@ func NewLockoutAlert(e events.Event) (alert LockoutAlert, ok bool) {
 	}, true
 }
 
+// LapseData is the data of a passcode_expired or passcode_used_up alert.
+type LapseData struct {
+	Site       string `json:"site"`
+	PasscodeID string `json:"passcode_id"`
+	// Reason is expired or used_up.
+	Reason         string     `json:"reason"`
+	ExpiresAt      *time.Time `json:"expires_at"`
+	Enrollments    int        `json:"enrollments"`
+	MaxEnrollments *int       `json:"max_enrollments"`
+	RecordedAt     time.Time  `json:"recorded_at"`
+	// EventID is the ID of the PasscodeExpired event in the audit trail.
+	EventID string `json:"event_id"`
+}
+
+// LapseAlert is the passcode_expired or passcode_used_up CloudEvent.
+type LapseAlert = CloudEvent[LapseData]
+
+// NewLapseAlert builds the alert of a PasscodeExpired event, and its kind;
+// ok is false for any other event.
+func NewLapseAlert(e events.Event) (alert LapseAlert, kind string, ok bool) {
+	d, isLapse := e.Data.(events.PasscodeExpired)
+	if !isLapse {
+		return LapseAlert{}, "", false
+	}
+	kind, typ := KindPasscodeExpired, TypePasscodeExpired
+	if d.Reason == events.LapseUsedUp {
+		kind, typ = KindPasscodeUsedUp, TypePasscodeUsedUp
+	}
+	at := e.OccurredAt.UTC()
+	data := LapseData{Site: e.Site, PasscodeID: d.PasscodeID, Reason: string(d.Reason), ExpiresAt: utcOrNil(d.ExpiresAt),
+		Enrollments: d.Enrollments, RecordedAt: at, EventID: e.ID}
+	if d.MaxEnrollments > 0 {
+		m := d.MaxEnrollments
+		data.MaxEnrollments = &m
+	}
+	return LapseAlert{SpecVersion: "1.0", ID: e.ID, Source: "/enrollgate/sites/" + e.Site, Type: typ, Subject: e.Site,
+		Time: at, DataContentType: "application/json", Data: data}, kind, true
+}
+
+// SimulatedData is the data of a passcode_lockout_simulated alert: what a
+// lockout alert would say, with nothing disabled.
+type SimulatedData struct {
+	Site              string     `json:"site"`
+	PasscodeID        string     `json:"passcode_id"`
+	FailedAttempts    int        `json:"failed_attempts"`
+	MaxFailedAttempts int        `json:"max_failed_attempts"`
+	FailureWindow     string     `json:"failure_window"`
+	FirstFailedAt     *time.Time `json:"first_failed_at"`
+	LastFailedAt      *time.Time `json:"last_failed_at"`
+	RecordedAt        time.Time  `json:"recorded_at"`
+	RecentSources     []Source   `json:"recent_sources"`
+	// EventID is the ID of the PasscodeLockoutSimulated event.
+	EventID string `json:"event_id"`
+}
+
+// SimulatedAlert is the passcode_lockout_simulated CloudEvent.
+type SimulatedAlert = CloudEvent[SimulatedData]
+
+// NewSimulatedAlert builds the alert of a PasscodeLockoutSimulated event; ok
+// is false for any other event.
+func NewSimulatedAlert(e events.Event) (alert SimulatedAlert, ok bool) {
+	d, isSim := e.Data.(events.PasscodeLockoutSimulated)
+	if !isSim {
+		return SimulatedAlert{}, false
+	}
+	sources := make([]Source, 0, len(d.RecentSources))
+	for _, s := range d.RecentSources {
+		sources = append(sources, Source(s))
+	}
+	at := e.OccurredAt.UTC()
+	return SimulatedAlert{SpecVersion: "1.0", ID: e.ID, Source: "/enrollgate/sites/" + e.Site, Type: TypePasscodeLockoutSimulated,
+		Subject: e.Site, Time: at, DataContentType: "application/json",
+		Data: SimulatedData{Site: e.Site, PasscodeID: d.PasscodeID, FailedAttempts: d.FailedAttempts,
+			MaxFailedAttempts: d.MaxFailedAttempts, FailureWindow: d.FailureWindow.String(),
+			FirstFailedAt: utcOrNil(d.FirstFailedAt), LastFailedAt: utcOrNil(d.LastFailedAt), RecordedAt: at,
+			RecentSources: sources, EventID: e.ID}}, true
+}
+
+func utcOrNil(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
 // TamperedData is the data of an event-log tampering alert. The claimed
 // values are what the forged message's headers say, untrusted, cut to
 // maxClaim bytes.
@@ -274,12 +371,25 @@ func NewPublisher(js jetstream.JetStream) (*Publisher, error) {
 // and ignores every other event. An error means the alert may not be stored:
 // the consumer tries again, and the alert's Nats-Msg-Id keeps it single.
 func (p *Publisher) Handle(ctx context.Context, rec events.Record) error {
-	alert, ok := NewLockoutAlert(rec.Event)
-	if !ok {
+	var alert any
+	var kind string
+	if a, ok := NewLockoutAlert(rec.Event); ok {
+		alert, kind = a, KindPasscodeLockout
+	} else if a, k, ok := NewLapseAlert(rec.Event); ok {
+		alert, kind = a, k
+	} else if a, ok := NewSimulatedAlert(rec.Event); ok {
+		alert, kind = a, KindPasscodeLockoutSimulated
+	} else {
 		return nil
 	}
-	subject := Subject(rec.Event.Site, KindPasscodeLockout)
-	eventID := rec.Event.ID
+	return p.publishOnce(ctx, rec.Event, kind, alert)
+}
+
+// publishOnce publishes the alert of kind about event e, unless the site's
+// last alert of that kind is this one or a later one.
+func (p *Publisher) publishOnce(ctx context.Context, e events.Event, kind string, alert any) error {
+	subject := Subject(e.Site, kind)
+	eventID := e.ID
 	published, err := p.lastAlertCovers(ctx, subject, func(data []byte) bool {
 		var prev struct {
 			ID string `json:"id"`
@@ -293,7 +403,7 @@ func (p *Publisher) Handle(ctx context.Context, rec events.Record) error {
 	if err != nil || published {
 		return err
 	}
-	return p.publish(ctx, subject, MsgID(KindPasscodeLockout, eventID), alert)
+	return p.publish(ctx, subject, MsgID(kind, eventID), alert)
 }
 
 // publish stores one alert on subject with msgID as its Nats-Msg-Id.

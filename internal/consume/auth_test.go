@@ -228,9 +228,9 @@ func TestUnknownTypeIsHeld(t *testing.T) {
 	first := e.send(t, failedEvent("acme"), nil, "", false, nil)
 	newer := failedEvent("acme")
 	data, _ := events.Encode(newer)
-	data = []byte(strings.Replace(string(data), `"type":"EnrollmentAttemptFailed"`, `"type":"PasscodeExpired"`, 1))
+	data = []byte(strings.Replace(string(data), `"type":"EnrollmentAttemptFailed"`, `"type":"PasscodeFrobnicated"`, 1))
 	held := e.send(t, newer, data, "", false, func(m *nats.Msg) {
-		m.Header.Set(events.HeaderEventType, "PasscodeExpired")
+		m.Header.Set(events.HeaderEventType, "PasscodeFrobnicated")
 		if err := e.auth.SignMsg(m); err != nil {
 			t.Fatal(err)
 		}

@@ -521,7 +521,7 @@ func TestWriteStateDocOmitsEmpty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"site":"acme","status":"none","failed_attempts":0,"max_failed_attempts":10,"failure_window":"1h0m0s","locked":false,"seq":0}`
+	want := `{"site":"acme","status":"none","failed_attempts":0,"max_failed_attempts":10,"failure_window":"1h0m0s","locked":false,"seq":0,"mode":"enforce","enrollments":0}`
 	if string(b) != want {
 		t.Fatalf("got  %s\nwant %s", b, want)
 	}

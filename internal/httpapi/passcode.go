@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/enrollgate/enrollgate/domain"
@@ -10,7 +11,7 @@ import (
 	"github.com/enrollgate/enrollgate/projections"
 )
 
-// emptyRequest is the body of generate, reveal and disable: nothing, or {}.
+// emptyRequest is the body of reveal and disable: nothing, or {}.
 type emptyRequest struct{}
 
 // GenerateResponse answers POST /v1/sites/{site}/passcode.
@@ -38,17 +39,62 @@ type WriteResponse struct {
 }
 
 // LockoutPolicyRequest is the body of PUT /v1/sites/{site}/lockout-policy.
-// Both fields are required: a PUT replaces the policy.
+// The threshold and the window are required: a PUT replaces the policy, so
+// an absent mode is enforce.
 type LockoutPolicyRequest struct {
 	MaxFailedAttempts *int    `json:"max_failed_attempts"`
 	FailureWindow     *string `json:"failure_window"`
+	Mode              *string `json:"mode"`
+}
+
+// GenerateRequest is the optional body of POST /v1/sites/{site}/passcode:
+// every field may be left out (no expiry, no cap, no grace).
+type GenerateRequest struct {
+	ExpiresIn      *string `json:"expires_in"`
+	MaxEnrollments *int    `json:"max_enrollments"`
+	Grace          *string `json:"grace"`
+}
+
+// lifecycle checks the request and returns what it asks for, with every
+// problem named at once.
+func (g GenerateRequest) lifecycle() (domain.Lifecycle, error) {
+	var l domain.Lifecycle
+	var problems []string
+	duration := func(name string, v *string, dst *time.Duration) {
+		if v == nil {
+			return
+		}
+		d, err := time.ParseDuration(*v)
+		if err != nil {
+			problems = append(problems, "field "+name+" must be a duration such as \"720h\" or \"30m\"")
+			return
+		}
+		*dst = d
+	}
+	duration("expires_in", g.ExpiresIn, &l.ExpiresIn)
+	duration("grace", g.Grace, &l.Grace)
+	if g.MaxEnrollments != nil {
+		l.MaxEnrollments = *g.MaxEnrollments
+	}
+	if len(problems) > 0 {
+		return l, badRequest("%s", strings.Join(problems, "; "))
+	}
+	if err := l.Validate(); err != nil {
+		return l, err
+	}
+	return l, nil
 }
 
 func (a *API) generatePasscode(w http.ResponseWriter, r *http.Request, c *call) error {
-	if err := a.decodeBody(w, r, &emptyRequest{}, true); err != nil {
+	var req GenerateRequest
+	if err := a.decodeBody(w, r, &req, true); err != nil {
 		return err
 	}
-	res, err := a.deps.Commands.GeneratePasscode(r.Context(), handlers.GeneratePasscode{Site: c.Site, Actor: c.actor()})
+	life, err := req.lifecycle()
+	if err != nil {
+		return err
+	}
+	res, err := a.deps.Commands.GeneratePasscode(r.Context(), handlers.GeneratePasscode{Site: c.Site, Actor: c.actor(), Lifecycle: life})
 	if err != nil {
 		return err
 	}
@@ -108,8 +154,15 @@ func (a *API) changeLockoutPolicy(w http.ResponseWriter, r *http.Request, c *cal
 	if err := domain.ValidateLockout(*req.MaxFailedAttempts, window); err != nil {
 		return err
 	}
+	mode := events.ModeEnforce
+	if req.Mode != nil {
+		mode = events.LockoutMode(*req.Mode)
+		if mode != events.ModeEnforce && mode != events.ModeMonitor {
+			return badRequest("field mode must be \"enforce\" or \"monitor\"")
+		}
+	}
 	res, err := a.deps.Commands.ChangeLockoutPolicy(r.Context(), handlers.ChangeLockoutPolicy{
-		Site: c.Site, Actor: c.actor(), MaxFailedAttempts: *req.MaxFailedAttempts, FailureWindow: window,
+		Site: c.Site, Actor: c.actor(), MaxFailedAttempts: *req.MaxFailedAttempts, FailureWindow: window, Mode: mode,
 	})
 	if err != nil {
 		return err

@@ -134,7 +134,8 @@ func (q query) outcome() (projections.Outcome, error) {
 	}
 	o, ok := projections.ParseOutcome(s)
 	if !ok {
-		return "", badRequest("query parameter outcome must be %s or %s", projections.OutcomeFailed, projections.OutcomeSucceeded)
+		return "", badRequest("query parameter outcome must be %s, %s, %s or %s", projections.OutcomeFailed,
+			projections.OutcomeSucceeded, projections.OutcomeOutdated, projections.OutcomeMistyped)
 	}
 	return o, nil
 }

@@ -134,8 +134,8 @@ func TestReplayStopsAtAnUnknownType(t *testing.T) {
 	e.publishBulk(t, w, 300)
 	ev := w.next()
 	m := e.eventMsg(t, ev)
-	m.Data = []byte(strings.Replace(string(m.Data), `"type":"`+string(ev.Type())+`"`, `"type":"PasscodeExpired"`, 1))
-	m.Header.Set(events.HeaderEventType, "PasscodeExpired")
+	m.Data = []byte(strings.Replace(string(m.Data), `"type":"`+string(ev.Type())+`"`, `"type":"PasscodeFrobnicated"`, 1))
+	m.Header.Set(events.HeaderEventType, "PasscodeFrobnicated")
 	if err := e.auth.SignMsg(m); err != nil {
 		t.Fatal(err)
 	}

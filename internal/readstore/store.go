@@ -316,6 +316,11 @@ func Prepare(r events.Record) Prepared {
 		kind = kindFailed
 	case events.TypeEnrollmentAttemptSucceeded:
 		kind = kindSucceeded
+	case events.TypeEnrollmentAttemptExcused:
+		kind = kindMistyped
+		if x, ok := r.Event.Data.(events.EnrollmentAttemptExcused); ok && x.Outcome == events.OutcomeOutdated {
+			kind = kindOutdated
+		}
 	}
 	return Prepared{Rec: r, audit: entry.AppendJSON(make([]byte, 0, 512)), kind: kind}
 }
@@ -430,6 +435,8 @@ var (
 	kindOther     = []byte{'e'}
 	kindFailed    = []byte{'f'}
 	kindSucceeded = []byte{'s'}
+	kindOutdated  = []byte{'o'}
+	kindMistyped  = []byte{'m'}
 )
 
 // LastApplied returns the last stream sequence applied.
@@ -524,6 +531,10 @@ func (s *Store) Attempts(site string, outcome projections.Outcome, limit int) ([
 		want = kindFailed
 	case projections.OutcomeSucceeded:
 		want = kindSucceeded
+	case projections.OutcomeOutdated:
+		want = kindOutdated
+	case projections.OutcomeMistyped:
+		want = kindMistyped
 	}
 	var out []projections.AttemptEntry
 	_, err := s.scan(site, 0, limit, s.cfg.AttemptsScanLimit, func(v []byte) bool {

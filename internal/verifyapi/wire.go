@@ -39,8 +39,11 @@ type SourceJSON struct {
 }
 
 // Reply is the verdict of the contract: {"ok":true,"site":…,"passcode_id":…}
-// or {"ok":false,"site":…,"reason":…}. RetryAfterSeconds is set only with
-// reason "throttled", an optional addition to the contract.
+// or {"ok":false,"site":…,"reason":…}, the reason one of wrong_passcode,
+// disabled, not_generated, throttled, outdated, mistyped, expired, used_up
+// (domain's Reason values). RetryAfterSeconds is set only with reason
+// "throttled", an optional addition to the contract. A success with the
+// retiring passcode in its grace names the retiring generation.
 type Reply struct {
 	OK                bool   `json:"ok"`
 	Site              string `json:"site"`

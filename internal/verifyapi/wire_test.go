@@ -325,3 +325,16 @@ func stringsOf(body []byte) []string {
 	walk(v)
 	return out
 }
+
+func TestReplyOfTheLifecycleReasons(t *testing.T) {
+	for _, reason := range []domain.Reason{domain.ReasonOutdated, domain.ReasonMistyped, domain.ReasonExpired, domain.ReasonUsedUp} {
+		rep := ReplyFromResult(handlers.VerifyResult{Site: "acme", Verdict: domain.Verdict{Reason: reason, PasscodeID: "p1"}})
+		b, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := `{"ok":false,"site":"acme","reason":"` + string(reason) + `"}`; string(b) != want {
+			t.Errorf("reply %s, want %s", b, want)
+		}
+	}
+}

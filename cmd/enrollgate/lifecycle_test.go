@@ -92,9 +92,9 @@ type lifecycleGen struct {
 // still lock; a cap, a grace and monitor mode, each alert exactly once.
 func TestLifecycleEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
-	admin := addTokenCmd(t, dataDir, "admin", "admin@localhost")
-	frontend := addTokenCmd(t, dataDir, "enrollment", "frontend")
 	in := startInstance(t, dataDir)
+	admin := readAdminToken(t, dataDir)
+	frontend := addTokenCmd(t, in, admin, "enrollment", "frontend")
 	alerts := countAlerts(t, in.clientURL, admin)
 	nc, err := nats.Connect(in.clientURL, nats.Token(frontend))
 	if err != nil {

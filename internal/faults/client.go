@@ -1,6 +1,8 @@
 package faults
 
 import (
+	"github.com/enrollgate/enrollgate/domain"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -27,6 +29,10 @@ type verifyReply struct {
 
 // hasEvent says whether a verdict is one the service stores an event for
 // before answering: a success or a counted wrong passcode.
+// wrongGuess is a wrong passcode that passes the check character, so that
+// it counts toward the lockout as a guess (a typo would answer mistyped).
+var wrongGuess = domain.Guess(0)
+
 func (v verifyReply) hasEvent() bool { return v.OK || v.Reason == "wrong_passcode" }
 
 // errNoVerdict: the request got no verdict (no answer, a transport error, a

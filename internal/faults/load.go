@@ -137,7 +137,7 @@ func (s *Suite) startLoad(ctx context.Context, run string, sites []loadSite, tr 
 				ls := sites[int(k)%len(sites)]
 				a := attempt{Site: ls.site, ID: fmt.Sprintf("%s-w%d-%d", run, w, k), Passcode: ls.passcode, IP: fmt.Sprintf("192.0.2.%d", w+1)}
 				if k%10 == 9 {
-					a.Passcode, a.IP, a.Wrong = "wrongPass000", s.nextIP(), true
+					a.Passcode, a.IP, a.Wrong = wrongGuess, s.nextIP(), true
 				}
 				l.sent.Add(1)
 				s.send(ctx, a, w, tr, 30*time.Second)

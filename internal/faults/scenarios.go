@@ -272,7 +272,7 @@ func firstStart(ctx context.Context, s *Suite, r *round) error {
 // the last verdict is in.
 func (s *Suite) lockoutAttempts(ctx context.Context, r *round, i int, site string) error {
 	for k := range s.cfg.Threshold {
-		a := attempt{Site: site, ID: fmt.Sprintf("%s-lock-%d", site, k), Passcode: "wrongPass000", IP: s.nextIP(), Wrong: true}
+		a := attempt{Site: site, ID: fmt.Sprintf("%s-lock-%d", site, k), Passcode: wrongGuess, IP: s.nextIP(), Wrong: true}
 		v, err := s.verifyHTTP(ctx, i, a)
 		if err != nil {
 			return fmt.Errorf("%s: failure %d through %s: %w", site, k+1, s.Replicas[i].Name, err)
@@ -314,7 +314,7 @@ func lockoutStorm(ctx context.Context, s *Suite, r *round) error {
 			go func() {
 				defer wg.Done()
 				for k := w; k < s.cfg.StormAttempts; k += perSite {
-					a := attempt{Site: site, ID: fmt.Sprintf("%s-storm-%d", site, k), Passcode: "wrongPass000", IP: s.nextIP(), Wrong: true}
+					a := attempt{Site: site, ID: fmt.Sprintf("%s-storm-%d", site, k), Passcode: wrongGuess, IP: s.nextIP(), Wrong: true}
 					s.send(ctx, a, k%s.targets(), r.tr, 30*time.Second)
 				}
 			}()

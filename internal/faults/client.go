@@ -1,8 +1,6 @@
 package faults
 
 import (
-	"github.com/enrollgate/enrollgate/domain"
-
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/enrollgate/enrollgate/domain"
 )
 
 // attempt is one passcode a frontend sends, with its idempotency key.

@@ -384,7 +384,7 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 		a.metrics.AlertPublished(alerts.KindEventLogTampered)
 		return nil
 	}
-	if err := r.AddHandler(alerts.Durable, consume.Handler(a.metrics.AlertPublisher(metrics.Handler(publisher.Handle), alerts.KindPasscodeLockout)),
+	if err := r.AddHandler(alerts.Durable, consume.Handler(a.metrics.AlertPublisher(metrics.Handler(publisher.Handle), alerts.KindOf, alerts.KindPasscodeLockout)),
 		consume.OnlyTypes(alerts.Events...), consume.OnForged(tampered)); err != nil {
 		return err
 	}

@@ -371,18 +371,30 @@ func NewPublisher(js jetstream.JetStream) (*Publisher, error) {
 // and ignores every other event. An error means the alert may not be stored:
 // the consumer tries again, and the alert's Nats-Msg-Id keeps it single.
 func (p *Publisher) Handle(ctx context.Context, rec events.Record) error {
-	var alert any
-	var kind string
-	if a, ok := NewLockoutAlert(rec.Event); ok {
-		alert, kind = a, KindPasscodeLockout
-	} else if a, k, ok := NewLapseAlert(rec.Event); ok {
-		alert, kind = a, k
-	} else if a, ok := NewSimulatedAlert(rec.Event); ok {
-		alert, kind = a, KindPasscodeLockoutSimulated
-	} else {
+	alert, kind, ok := alertOf(rec.Event)
+	if !ok {
 		return nil
 	}
 	return p.publishOnce(ctx, rec.Event, kind, alert)
+}
+
+// KindOf is the kind of the alert an event raises, if it raises one.
+func KindOf(e events.Event) (string, bool) {
+	_, kind, ok := alertOf(e)
+	return kind, ok
+}
+
+func alertOf(e events.Event) (alert any, kind string, ok bool) {
+	if a, ok := NewLockoutAlert(e); ok {
+		return a, KindPasscodeLockout, true
+	}
+	if a, k, ok := NewLapseAlert(e); ok {
+		return a, k, true
+	}
+	if a, ok := NewSimulatedAlert(e); ok {
+		return a, KindPasscodeLockoutSimulated, true
+	}
+	return nil, "", false
 }
 
 // publishOnce publishes the alert of kind about event e, unless the site's

@@ -155,16 +155,18 @@ func (s store) Append(ctx context.Context, e events.Event, expectedSeq uint64) (
 // Handler is a consumer's handler of one stored event.
 type Handler func(ctx context.Context, rec events.Record) error
 
-// AlertPublisher counts the lockouts that h, the alert publisher's handler,
-// has handled, and their alerts as of kind lockoutKind.
-func (m *Metrics) AlertPublisher(h Handler, lockoutKind string) Handler {
+// AlertPublisher counts the alerts that h, the alert publisher's handler,
+// has handled, by the kind kindOf gives an event, and the lockouts among them.
+func (m *Metrics) AlertPublisher(h Handler, kindOf func(events.Event) (string, bool), lockoutKind string) Handler {
 	return func(ctx context.Context, rec events.Record) error {
 		if err := h(ctx, rec); err != nil {
 			return err
 		}
-		if d, ok := rec.Event.Data.(events.PasscodeDisabled); ok && d.Reason == events.DisableLockout {
-			m.lockouts.Inc()
-			m.alerts.WithLabelValues(lockoutKind).Inc()
+		if kind, ok := kindOf(rec.Event); ok {
+			m.alerts.WithLabelValues(kind).Inc()
+			if kind == lockoutKind {
+				m.lockouts.Inc()
+			}
 		}
 		return nil
 	}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -17,7 +19,11 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/rs/zerolog"
 
+	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/internal/verifyapi"
+	"github.com/enrollgate/enrollgate/projections"
 )
 
 // contract is the embedded document, loaded once for all tests.
@@ -284,7 +290,7 @@ func TestContractCatchesDisagreement(t *testing.T) {
 	loadContract(t)
 	req, _ := http.NewRequest("GET", "http://example.test/v1/sites/acme/passcode", nil)
 	good := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"abc"}, "Cache-Control": {"no-store"}}
-	state := `{"site":"acme","status":"none","failed_attempts":0,"max_failed_attempts":10,"failure_window":"1h0m0s","locked":false,"seq":0}`
+	state := `{"site":"acme","status":"none","failed_attempts":0,"max_failed_attempts":10,"failure_window":"1h0m0s","locked":false,"seq":0,"mode":"enforce","enrollments":0}`
 	if err := validateResponse(t, req, 200, good, []byte(state)); err != nil {
 		t.Fatalf("a good response is refused: %v", err)
 	}
@@ -321,7 +327,7 @@ func TestContractCatchesDisagreement(t *testing.T) {
 		"ok with a reason":       `{"ok":true,"site":"acme","passcode_id":"01K","reason":"wrong_passcode"}`,
 		"refusal with an ID":     `{"ok":false,"site":"acme","passcode_id":"01K","reason":"wrong_passcode"}`,
 		"refusal without reason": `{"ok":false,"site":"acme"}`,
-		"unknown reason":         `{"ok":false,"site":"acme","reason":"expired"}`,
+		"unknown reason":         `{"ok":false,"site":"acme","reason":"locked"}`,
 	} {
 		if err := validateResponse(t, verify, 200, verdict, []byte(body)); err == nil {
 			t.Errorf("verdict %s: accepted", name)
@@ -349,5 +355,60 @@ func TestContractCatchesDisagreement(t *testing.T) {
 	other, _ := http.NewRequest("GET", "http://example.test/v1/undocumented", nil)
 	if err := validateResponse(t, other, 200, good, []byte(`{}`)); err == nil {
 		t.Error("a 200 from an undocumented route is accepted")
+	}
+}
+
+// TestContractDocumentsLifecycle checks the lifecycle members against the
+// document from the Go types themselves, every optional member set, since the
+// handler tests do not reach every status, outcome and event type.
+func TestContractDocumentsLifecycle(t *testing.T) {
+	loadContract(t)
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	good := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"abc"}, "Cache-Control": {"no-store"}}
+	check := func(method, path string, v any) {
+		t.Helper()
+		body, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(method, "http://example.test"+path, nil)
+		if err := validateResponse(t, req, 200, good, body); err != nil {
+			t.Errorf("%s %s: %v\n%s", method, path, err, body)
+		}
+	}
+	src := events.Source{IP: "192.0.2.7", DeviceID: "dev-1", Platform: "ios", UserAgent: "ua"}
+	for _, status := range []domain.Status{domain.StatusNone, domain.StatusActive, domain.StatusDisabled, domain.StatusExpired, domain.StatusUsedUp} {
+		for _, mode := range []events.LockoutMode{events.ModeEnforce, events.ModeMonitor} {
+			check("GET", "/v1/sites/acme/passcode", projections.StateDoc{
+				Site: "acme", Status: status, PasscodeID: "01K", GeneratedAt: &at, GeneratedBy: "admin@acme.example",
+				FailedAttempts: 1, MaxFailedAttempts: 10, FailureWindow: events.Duration(time.Hour), LastFailedAt: &at,
+				Seq: 7, ThrottledSources: []projections.ThrottledSource{{Key: "ip:192.0.2.7", Until: &at}},
+				Mode: mode, CheckCharacter: true, ExpiresAt: &at, MaxEnrollments: 500, Enrollments: 3, LastEnrolledAt: &at,
+				LastFailedSource: &src, Retiring: &projections.RetiringDoc{PasscodeID: "01J", Until: at},
+			})
+		}
+	}
+	var attempts AttemptsResponse
+	for _, o := range []projections.Outcome{projections.OutcomeFailed, projections.OutcomeSucceeded, projections.OutcomeOutdated, projections.OutcomeMistyped} {
+		e := projections.AttemptEntry{Seq: 3, At: at, Outcome: o, PasscodeID: "01K", AttemptID: "a-1", Source: src}
+		switch o {
+		case projections.OutcomeFailed:
+			e.FailedAttempts = 2
+		case projections.OutcomeOutdated:
+			e.OutdatedPasscodeID = "01J"
+		}
+		attempts.Attempts = append(attempts.Attempts, e)
+		check("GET", "/v1/sites/acme/attempts?outcome="+string(o), AttemptsResponse{Attempts: []projections.AttemptEntry{e}})
+	}
+	check("GET", "/v1/sites/acme/attempts", attempts)
+	var audit AuditResponse
+	for _, typ := range []events.Type{events.TypeEnrollmentAttemptExcused, events.TypePasscodeExpired, events.TypePasscodeLockoutSimulated} {
+		audit.Entries = append(audit.Entries, projections.AuditEntry{Seq: 4, ID: "e-1", Type: typ, At: at,
+			Actor: events.Actor{Kind: events.ActorSystem, ID: "enrollgate"}, Summary: "s", Details: json.RawMessage(`{}`)})
+	}
+	check("GET", "/v1/sites/acme/audit", audit)
+	for _, r := range []domain.Reason{domain.ReasonWrongPasscode, domain.ReasonDisabled, domain.ReasonNotGenerated, domain.ReasonThrottled,
+		domain.ReasonOutdated, domain.ReasonMistyped, domain.ReasonExpired, domain.ReasonUsedUp} {
+		check("POST", "/v1/sites/acme/enrollments/verify", verifyapi.Reply{Site: "acme", Reason: string(r)})
 	}
 }

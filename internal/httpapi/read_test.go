@@ -117,7 +117,7 @@ func (f *fakeReads) State(site string, now time.Time) (projections.StateDoc, boo
 	d, ok := f.states[site]
 	if !ok {
 		return projections.StateDoc{Site: site, Status: domain.StatusNone, MaxFailedAttempts: 10,
-			FailureWindow: events.Duration(time.Hour)}, false
+			FailureWindow: events.Duration(time.Hour), Mode: events.ModeEnforce}, false
 	}
 	return d, true
 }

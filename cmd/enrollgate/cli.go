@@ -213,7 +213,16 @@ type stateDocument struct {
 	DisabledAt        *time.Time `json:"disabled_at"`
 	DisabledBy        string     `json:"disabled_by"`
 	DisabledReason    string     `json:"disabled_reason"`
-	Seq               uint64     `json:"seq"`
+	Mode              string     `json:"mode"`
+	ExpiresAt         *time.Time `json:"expires_at"`
+	MaxEnrollments    int        `json:"max_enrollments"`
+	Enrollments       int        `json:"enrollments"`
+	LastEnrolledAt    *time.Time `json:"last_enrolled_at"`
+	Retiring          *struct {
+		PasscodeID string    `json:"passcode_id"`
+		Until      time.Time `json:"until"`
+	} `json:"retiring"`
+	Seq uint64 `json:"seq"`
 }
 
 func (s stateDocument) statusWord() string {
@@ -230,6 +239,13 @@ func when(t *time.Time) string {
 	return t.Local().Format(time.DateTime)
 }
 
+func whenOr(t *time.Time, none string) string {
+	if t == nil {
+		return none
+	}
+	return when(t)
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -243,6 +259,18 @@ func writeState(w *tabwriter.Writer, s stateDocument) {
 	fmt.Fprintf(w, "passcode id\t%s\n", dash(s.PasscodeID))
 	fmt.Fprintf(w, "generated\t%s by %s\n", when(s.GeneratedAt), dash(s.GeneratedBy))
 	fmt.Fprintf(w, "failed attempts\t%d of %d in %s (last %s)\n", s.FailedAttempts, s.MaxFailedAttempts, s.FailureWindow, when(s.LastFailedAt))
+	fmt.Fprintf(w, "mode\t%s\n", dash(s.Mode))
+	if s.Status != "none" {
+		fmt.Fprintf(w, "expires\t%s\n", whenOr(s.ExpiresAt, "never"))
+		enrollments := strconv.Itoa(s.Enrollments)
+		if s.MaxEnrollments > 0 {
+			enrollments += " of " + strconv.Itoa(s.MaxEnrollments)
+		}
+		fmt.Fprintf(w, "enrollments\t%s (last %s)\n", enrollments, when(s.LastEnrolledAt))
+	}
+	if s.Retiring != nil {
+		fmt.Fprintf(w, "retiring\t%s valid until %s\n", s.Retiring.PasscodeID, when(&s.Retiring.Until))
+	}
 	if s.DisabledAt != nil {
 		fmt.Fprintf(w, "disabled\t%s by %s (%s)\n", when(s.DisabledAt), dash(s.DisabledBy), dash(s.DisabledReason))
 	}
@@ -303,13 +331,28 @@ var adminCommands = map[string]siteCommand{
 			}
 			return c.print(b, func(w *tabwriter.Writer) error { writeState(w, s); return nil })
 		}},
-	"passcode generate": {usage: "generate or regenerate the passcode; prints it once",
-		run: func(ctx context.Context, c *adminClient, site string, _ map[string]*string) error {
-			return c.passcodeAnswer(ctx, "POST", siteURL(site, "passcode"))
+	"passcode generate": {usage: "generate or regenerate the passcode; prints it once (--expires-in 720h, --max-enrollments N, --grace 24h for the old one)",
+		flags: strFlag("expires-in", "max-enrollments", "grace"),
+		run: func(ctx context.Context, c *adminClient, site string, v map[string]*string) error {
+			// Only what is given is sent: the server judges the ranges.
+			body := map[string]any{}
+			for flagName, field := range map[string]string{"expires-in": "expires_in", "grace": "grace"} {
+				if *v[flagName] != "" {
+					body[field] = *v[flagName]
+				}
+			}
+			if m := *v["max-enrollments"]; m != "" {
+				n, err := strconv.Atoi(m)
+				if err != nil {
+					return usageError("--max-enrollments takes a whole number, got %q", m)
+				}
+				body["max_enrollments"] = n
+			}
+			return c.passcodeAnswer(ctx, "POST", siteURL(site, "passcode"), body)
 		}},
 	"passcode reveal": {usage: "show the current passcode (recorded in the audit trail)",
 		run: func(ctx context.Context, c *adminClient, site string, _ map[string]*string) error {
-			return c.passcodeAnswer(ctx, "POST", siteURL(site, "passcode", "reveal"))
+			return c.passcodeAnswer(ctx, "POST", siteURL(site, "passcode", "reveal"), nil)
 		}},
 	"passcode disable": {usage: "disable the passcode (and self-service enrollment)",
 		run: func(ctx context.Context, c *adminClient, site string, _ map[string]*string) error {
@@ -325,7 +368,7 @@ var adminCommands = map[string]siteCommand{
 			}
 			return c.print(b, func(w *tabwriter.Writer) error { writeState(w, doc.State); return nil })
 		}},
-	"attempts": {usage: "recent enrollment attempts (--outcome failed|succeeded, --limit N)", flags: strFlag("outcome", "limit"),
+	"attempts": {usage: "recent enrollment attempts (--outcome failed|succeeded|outdated|mistyped, --limit N)", flags: strFlag("outcome", "limit"),
 		run: func(ctx context.Context, c *adminClient, site string, v map[string]*string) error {
 			q := url.Values{}
 			for _, k := range []string{"outcome", "limit"} {
@@ -401,14 +444,18 @@ var adminCommands = map[string]siteCommand{
 				return nil
 			})
 		}},
-	"policy set": {usage: "set the site's lockout policy (--max-failed-attempts N --failure-window 1h)", flags: strFlag("max-failed-attempts", "failure-window"),
+	"policy set": {usage: "set the site's lockout policy (--max-failed-attempts N --failure-window 1h [--mode enforce|monitor], enforce when not given)",
+		flags: strFlag("max-failed-attempts", "failure-window", "mode"),
 		run: func(ctx context.Context, c *adminClient, site string, v map[string]*string) error {
 			n, err := strconv.Atoi(*v["max-failed-attempts"])
 			if err != nil || *v["failure-window"] == "" {
 				return usageError("policy set needs --max-failed-attempts N and --failure-window D (e.g. 1h, 0 for all since generation)")
 			}
-			b, err := c.do(ctx, "PUT", siteURL(site, "lockout-policy"), nil,
-				map[string]any{"max_failed_attempts": n, "failure_window": *v["failure-window"]})
+			body := map[string]any{"max_failed_attempts": n, "failure_window": *v["failure-window"]}
+			if *v["mode"] != "" {
+				body["mode"] = *v["mode"]
+			}
+			b, err := c.do(ctx, "PUT", siteURL(site, "lockout-policy"), nil, body)
 			if err != nil {
 				return err
 			}
@@ -468,8 +515,8 @@ var adminCommands = map[string]siteCommand{
 
 // passcodeAnswer prints an answer that holds the passcode: on a table
 // only the passcode itself, so that `$(enrollgate passcode reveal …)` is it.
-func (c *adminClient) passcodeAnswer(ctx context.Context, method, path string) error {
-	b, err := c.do(ctx, method, path, nil, nil)
+func (c *adminClient) passcodeAnswer(ctx context.Context, method, path string, body any) error {
+	b, err := c.do(ctx, method, path, nil, body)
 	if err != nil {
 		return err
 	}

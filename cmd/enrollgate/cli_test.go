@@ -86,9 +86,30 @@ func TestAdminCLI(t *testing.T) {
 	if out := mustOK(auditor, "audit", "--site", "acme", "--limit", "2", "--cursor", cursor); !strings.Contains(out, "PasscodeGenerated") {
 		t.Fatalf("audit page 2:\n%s", out)
 	}
-	if out := mustOK(admin, "policy", "set", "--site", "acme", "--max-failed-attempts", "5", "--failure-window", "30m"); !strings.Contains(out, "of 5 in 30m0s") {
+	if out := mustOK(admin, "policy", "set", "--site", "acme", "--max-failed-attempts", "5", "--failure-window", "30m", "--mode", "monitor"); !strings.Contains(out, "of 5 in 30m0s") ||
+		!regexp.MustCompile(`(?m)^mode\s+monitor$`).MatchString(out) {
 		t.Fatalf("policy set:\n%s", out)
 	}
+
+	// The lifecycle: expiry, a cap and a grace for the old passcode, shown by
+	// passcode show; a typo is mistyped and listed as such.
+	second := strings.TrimSpace(mustOK(admin, "passcode", "generate", "--site", "acme", "--expires-in", "720h", "--max-enrollments", "500", "--grace", "1h"))
+	if len(second) != 12 || second == passcode {
+		t.Fatalf("generate with a lifecycle printed %d characters, or the old passcode", len(second))
+	}
+	show := waitFor(func(out string) bool { return strings.Contains(out, "retiring") }, auditor, "passcode", "show", "--site", "acme")
+	for _, re := range []string{`(?m)^mode\s+monitor$`, `(?m)^expires\s+\d{4}-\d\d-\d\d `, `(?m)^enrollments\s+0 of 500 \(last -\)$`, `(?m)^retiring\s+\S+ valid until \d{4}-`} {
+		if !regexp.MustCompile(re).MatchString(show) {
+			t.Fatalf("passcode show lacks %s:\n%s", re, show)
+		}
+	}
+	if err := os.WriteFile(file, []byte("000000000001\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustOK(admin, "verify", "--site", "acme", "--ip", "192.0.2.8", "--passcode-file", file); out != "refused: mistyped\n" {
+		t.Fatalf("verify a typo: %q", out)
+	}
+	waitFor(regexp.MustCompile(`(?m)mistyped\s+-\s+192\.0\.2\.8`).MatchString, auditor, "attempts", "--site", "acme", "--outcome", "mistyped")
 	var doc struct {
 		Sites []struct{ Site, Status string }
 	}
@@ -107,6 +128,9 @@ func TestAdminCLI(t *testing.T) {
 		says  string
 	}{
 		{"nothing to disable", admin, []string{"passcode", "disable", "--site", "acme"}, exitConflict, "not_active"},
+		{"a grace too long", admin, []string{"passcode", "generate", "--site", "acme", "--grace", "1000h"}, exitInvalid, "grace"},
+		{"a cap not a number", admin, []string{"passcode", "generate", "--site", "acme", "--max-enrollments", "many"}, exitUsage, "--max-enrollments"},
+		{"a bad mode", admin, []string{"policy", "set", "--site", "acme", "--max-failed-attempts", "5", "--failure-window", "1h", "--mode", "lenient"}, exitInvalid, "mode"},
 		{"a bad policy", admin, []string{"policy", "set", "--site", "acme", "--max-failed-attempts", "0", "--failure-window", "1h"}, exitInvalid, "max_failed_attempts"},
 		{"an invalid token", "eg_not-a-token", []string{"sites", "ls"}, exitUnauthorized, "401"},
 		{"an auditor writes", auditor, []string{"passcode", "generate", "--site", "acme"}, exitForbidden, "403"},

@@ -16,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
 
+	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
@@ -292,10 +293,11 @@ func consoleToken(t *testing.T, in *instance, dataDir, admin, role, id string, s
 	return created.Token
 }
 
-// verifyWrong sends a wrong passcode from a source of its own.
+// verifyWrong sends a wrong passcode from a source of its own: a guess that
+// passes the check character, so that it counts (a typo would not).
 func verifyWrong(t *testing.T, nc *nats.Conn, site string, i int) verdict {
 	t.Helper()
-	return verifyNATS(t, nc, site, map[string]any{"passcode": "Wrong0Wrong0", "source": map[string]any{
+	return verifyNATS(t, nc, site, map[string]any{"passcode": domain.Guess(i), "source": map[string]any{
 		"ip": fmt.Sprintf("198.51.100.%d", i), "device_id": fmt.Sprintf("dev-%d", i), "platform": "ios"}})
 }
 
@@ -342,6 +344,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.click("#open-site-form button[type=submit]")
 	p.waitJS("acme card", `document.querySelector('#card-acme [data-action="generate"]')`)
 	p.click(`#card-acme [data-action="generate"]`)
+	p.confirm("Generate")
 	p.waitJS("new passcode", `document.querySelector('#card-acme [data-role="passcode"]:not(.masked)')`)
 	first := p.text(`#card-acme [data-role="passcode"]`)
 	if len(first) != 12 {
@@ -435,7 +438,37 @@ func TestConsoleInBrowser(t *testing.T) {
 	if v := verifyNATS(t, nc, "acme", map[string]any{"passcode": second, "source": map[string]any{"ip": "192.0.2.11"}}); !v.OK {
 		t.Fatalf("regenerated passcode does not verify: %+v", v)
 	}
+	// The locked passcode, tried again, is outdated: not counted, and shown
+	// by the monitor's outdated filter alone.
+	if v := verifyNATS(t, nc, "acme", map[string]any{"passcode": first, "source": map[string]any{"ip": "192.0.2.12"}}); v.OK || v.Reason != "outdated" {
+		t.Fatalf("the replaced passcode answers %+v, want outdated", v)
+	}
 	p.waitJS("monitor reset", `document.querySelector('#monitor-summary [data-role="count"]')?.textContent === '0 of 4'`)
+	p.do(chromedp.SetValue(chromedp.CSS("#attempts-filter"), "outdated"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('attempts-filter').dispatchEvent(new Event('change'))`))
+	p.waitJS("outdated filter", `(() => { const rows = [...document.querySelectorAll('#attempts tbody tr')];
+		return rows.length === 1 && rows[0].dataset.outcome === 'outdated' && rows[0].textContent.includes('Outdated passcode') && rows[0].textContent.includes('192.0.2.12'); })()`)
+	p.shot("monitor-outdated")
+	p.do(chromedp.SetValue(chromedp.CSS("#attempts-filter"), "all"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('attempts-filter').dispatchEvent(new Event('change'))`))
+	p.waitJS("all attempts again", `document.querySelectorAll('#attempts tr[data-outcome="failed"]').length === 4`)
+
+	// Regenerate with a grace: the card names the retiring passcode, which
+	// still verifies.
+	p.click(`#card-acme [data-action="generate"]`)
+	p.waitJS("grace field", `document.getElementById('gen-grace-acme')?.offsetParent !== null`)
+	p.typeInto("#gen-grace-acme", "1h")
+	p.shot("generate-options")
+	p.confirm("Regenerate")
+	p.waitJS("retiring on card", `document.querySelector('#card-acme [data-role="retiring"]')?.textContent.includes('still valid until')`)
+	p.shot("retiring")
+	third := p.text(`#card-acme [data-role="passcode"]`)
+	if len(third) != 12 || third == second {
+		t.Fatalf("third passcode has %d characters, or is the second", len(third))
+	}
+	if v := verifyNATS(t, nc, "acme", map[string]any{"passcode": second, "source": map[string]any{"ip": "192.0.2.13"}}); !v.OK {
+		t.Fatalf("the retiring passcode does not verify in its grace: %+v", v)
+	}
 
 	// Disable: asks first; the site is disabled by hand.
 	p.click(`#card-acme [data-action="disable"]`)
@@ -445,10 +478,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	if code, _ := in.do("GET", "/v1/sites/acme/passcode", admin, nil, &st); code != http.StatusOK || st.Status != "disabled" || st.DisabledReason != "manual" {
 		t.Fatalf("after Disable the service says %d %+v", code, st)
 	}
-	if v := verifyNATS(t, nc, "acme", map[string]any{"passcode": second}); v.OK || v.Reason != "disabled" {
+	if v := verifyNATS(t, nc, "acme", map[string]any{"passcode": third}); v.OK || v.Reason != "disabled" {
 		t.Fatalf("disabled passcode verifies: %+v", v)
 	}
-	if evalJS[bool](p, fmt.Sprintf(`document.documentElement.outerHTML.includes(%q)`, second)) {
+	if evalJS[bool](p, fmt.Sprintf(`document.documentElement.outerHTML.includes(%q)`, third)) {
 		t.Fatal("the passcode is still in the page after Disable")
 	}
 
@@ -463,8 +496,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	p.shot("policy-refused")
 	p.typeInto("#policy-threshold", "6")
 	p.typeInto("#policy-window", "30m")
+	p.do(chromedp.SetValue(chromedp.CSS("#policy-mode"), "monitor"),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('policy-mode').dispatchEvent(new Event('change'))`))
 	p.click("#policy-save")
-	p.waitJS("policy saved", `document.getElementById('policy-notice').textContent.includes('6 failed attempts in the last 30m')`)
+	p.waitJS("policy saved", `document.getElementById('policy-notice').textContent.includes('monitor mode: 6 failed attempts in the last 30m')`)
+	p.waitJS("monitor chip", `document.querySelector('#card-acme .chip[data-mode="monitor"]')`)
+	evalJS[bool](p, `(window.scrollTo(0, 0), true)`)
+	p.shot("policy-monitor")
 	p.waitJS("monitor follows policy", `document.querySelector('#monitor-summary [data-role="count"]')?.textContent === '0 of 6'`)
 
 	// The audit trail, paged by ten: every entry once, newest first.

@@ -9,6 +9,9 @@ const TYPE_WORDS = {
   EnrollmentAttemptFailed: 'Attempt failed',
   EnrollmentAttemptSucceeded: 'Enrolled',
   LockoutPolicyChanged: 'Policy changed',
+  EnrollmentAttemptExcused: 'Attempt not counted',
+  PasscodeExpired: 'Expired',
+  PasscodeLockoutSimulated: 'Lockout simulated',
 };
 
 export class AuditTrail {

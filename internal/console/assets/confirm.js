@@ -2,7 +2,9 @@
 // one modal dialog. It resolves true only when the person confirms.
 import {h, replace} from './dom.js';
 
-export function confirmAction({title, text, confirmLabel}) {
+// extra (optional) is more of the dialog, e.g. fields the caller reads after
+// a confirmation.
+export function confirmAction({title, text, confirmLabel, extra, danger = true}) {
   const dlg = document.getElementById('confirm');
   return new Promise((resolve) => {
     let done = false;
@@ -13,10 +15,11 @@ export function confirmAction({title, text, confirmLabel}) {
       resolve(ok);
     };
     const cancel = h('button', {type: 'button', id: 'confirm-cancel', class: 'btn', onclick: () => finish(false)}, 'Cancel');
-    const ok = h('button', {type: 'button', id: 'confirm-ok', class: 'btn btn-danger', onclick: () => finish(true)}, confirmLabel);
+    const ok = h('button', {type: 'button', id: 'confirm-ok', class: danger ? 'btn btn-danger' : 'btn btn-primary', onclick: () => finish(true)}, confirmLabel);
     replace(dlg,
       h('h2', {id: 'confirm-title'}, title),
       h('p', {id: 'confirm-text'}, text),
+      extra || null,
       h('div', {class: 'actions'}, cancel, ok));
     dlg.addEventListener('close', () => finish(false), {once: true});
     dlg.showModal();

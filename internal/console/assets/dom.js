@@ -117,19 +117,36 @@ export function windowWords(goDuration) {
   return 'in the last ' + fmtDuration(ms);
 }
 
-// chipStatus is the status a site's chip shows: none, active, disabled, or
-// locked (the threshold was reached, whether or not the disable is stored).
+// chipStatus is the status a site's chip shows: none, active, disabled,
+// expired, used_up, or locked (the threshold was reached, whether or not the
+// disable is stored).
 export function chipStatus(state) {
   if (!state || !state.status) return 'none';
   if (state.locked || (state.status === 'disabled' && state.disabled_reason === 'lockout')) return 'locked';
   return state.status;
 }
 
-const CHIP_WORDS = {none: 'No passcode', active: 'Active', disabled: 'Disabled', locked: 'Locked'};
+const CHIP_WORDS = {none: 'No passcode', active: 'Active', disabled: 'Disabled', locked: 'Locked', expired: 'Expired', used_up: 'Used up'};
 
 export function chip(status) {
   return h('span', {class: 'chip chip-' + status, 'data-status': status}, CHIP_WORDS[status] || status);
 }
+
+// modeChip marks a site whose lockout policy only watches: failures are
+// counted, nothing locks. Nothing for enforce.
+export function modeChip(state) {
+  if (!state || state.mode !== 'monitor') return null;
+  return h('span', {class: 'chip chip-monitor', 'data-mode': 'monitor', title: 'Failures are counted; reaching the threshold alerts but locks nothing'}, 'Monitor mode');
+}
+
+// OUTCOME_WORDS says an attempt's outcome; excused ones did not count toward
+// the site's lockout.
+export const OUTCOME_WORDS = {
+  failed: 'Wrong passcode',
+  succeeded: 'Enrolled',
+  outdated: 'Outdated passcode (not counted)',
+  mistyped: 'Mistyped (not counted)',
+};
 
 // attemptsMeter shows failed attempts against the threshold.
 export function attemptsMeter(state) {

@@ -1,14 +1,23 @@
 // The failed-attempt monitor: the count against the threshold and window, a
 // chart of failures over time, recent attempts with their sources, and the
 // sources throttled now.
-import {h, s, replace, fmtTime, fmtTimeShort, fmtClock, parseDuration, windowWords, chip, chipStatus, sourceWords} from './dom.js';
+import {h, s, replace, fmtTime, fmtTimeShort, fmtClock, parseDuration, windowWords, chip, chipStatus, modeChip, sourceWords, OUTCOME_WORDS} from './dom.js';
 
 const BUCKETS = 30;
 const RECENT = 15;
 
+// FILTERS are the recent attempts' filter, as GET …/attempts?outcome= takes it.
+const FILTERS = [['all', 'All'], ['failed', 'Failed (counted)'], ['outdated', 'Outdated'], ['mistyped', 'Mistyped'], ['succeeded', 'Succeeded']];
+
 export class Monitor {
-  constructor(site) {
+  // onFilter is told when the person picks another filter.
+  constructor(site, onFilter) {
     this.site = site;
+    this.filter = 'all';
+    this.filterSelect = h('select', {id: 'attempts-filter', 'aria-label': 'Show attempts', onchange: () => {
+      this.filter = this.filterSelect.value;
+      if (onFilter) onFilter();
+    }}, FILTERS.map(([v, label]) => h('option', {value: v}, label)));
     this.summary = h('p', {class: 'monitor-summary', id: 'monitor-summary', 'aria-live': 'polite'});
     this.chart = h('figure', {class: 'chart', id: 'monitor-chart'});
     this.throttled = h('div', {id: 'monitor-throttled'});
@@ -18,12 +27,15 @@ export class Monitor {
       h('h2', {id: 'monitor-title', class: 'card-title'}, 'Failed-attempt monitor ', h('span', {class: 'live-dot', title: 'updating live'}), h('span', {class: 'visually-hidden'}, '(updating live)')),
       this.summary, this.chart,
       h('div', {class: 'monitor-grid'},
-        h('div', {}, h('h3', {}, 'Recent attempts'), this.recent),
+        h('div', {}, h('div', {class: 'recent-head'}, h('h3', {}, 'Recent attempts'),
+          h('label', {class: 'hint', for: 'attempts-filter'}, 'Show '), this.filterSelect), this.recent),
         h('div', {}, h('h3', {}, 'Throttled sources'), this.throttled)),
       this.updated);
   }
 
-  update(state, attempts) {
+  // update draws the state; attempts are all recent ones (for the chart), and
+  // filtered the ones of this.filter unless it is all (fetched with it).
+  update(state, attempts, filtered) {
     const now = Date.now();
     const st = chipStatus(state);
     const n = state.failed_attempts || 0;
@@ -31,12 +43,13 @@ export class Monitor {
     const words = st === 'locked'
       ? (state.status === 'disabled' ? 'locked: the passcode was disabled after too many failed attempts' : 'locked: the threshold is reached')
       : st === 'active' ? `${Math.max(max - n, 0)} more before the passcode locks` : st === 'disabled' ? 'the passcode is disabled' : 'no passcode yet';
-    replace(this.summary, chip(st), ' ',
-      h('span', {class: 'summary-text'}, h('strong', {'data-role': 'count'}, `${n} of ${max}`), ` failed attempts ${windowWords(state.failure_window)}: ${words}.`));
+    const monitorWords = state.mode === 'monitor' ? ' In monitor mode nothing locks; reaching the threshold only alerts.' : '';
+    replace(this.summary, chip(st), modeChip(state), ' ',
+      h('span', {class: 'summary-text'}, h('strong', {'data-role': 'count'}, `${n} of ${max}`), ` failed attempts ${windowWords(state.failure_window)}: ${words}.${monitorWords}`));
 
     const current = attempts.filter((a) => !state.passcode_id || a.passcode_id === state.passcode_id);
     replace(this.chart, this.drawChart(state, current, now));
-    this.renderRecent(attempts, state);
+    this.renderRecent(filtered || attempts, state);
     this.renderThrottled(state.throttled_sources || []);
     this.updated.textContent = 'Updated ' + fmtClock(new Date(now)) + '; refreshes every 2 s while open.';
   }
@@ -109,7 +122,7 @@ export class Monitor {
 
   renderRecent(attempts, state) {
     if (!attempts.length) {
-      replace(this.recent, h('p', {class: 'muted'}, 'No attempts yet.'));
+      replace(this.recent, h('p', {class: 'muted'}, this.filter !== 'all' ? 'No such attempts.' : 'No attempts yet.'));
       return;
     }
     replace(this.recent, h('table', {class: 'table compact', id: 'attempts'},
@@ -118,7 +131,7 @@ export class Monitor {
         h('th', {scope: 'col', title: 'failures counted in the window when this one failed'}, 'Count'))),
       h('tbody', {}, attempts.slice(0, RECENT).map((a) => h('tr', {'data-outcome': a.outcome},
         h('td', {}, fmtTimeShort(a.at)),
-        h('td', {}, h('span', {class: 'outcome outcome-' + a.outcome}, a.outcome),
+        h('td', {}, h('span', {class: 'outcome outcome-' + a.outcome}, OUTCOME_WORDS[a.outcome] || a.outcome),
           state.passcode_id && a.passcode_id !== state.passcode_id ? h('span', {class: 'hint'}, ' (previous passcode)') : null),
         h('td', {title: a.source && a.source.user_agent ? a.source.user_agent : null}, sourceWords(a.source)),
         h('td', {}, a.outcome === 'failed' && a.failed_attempts ? String(a.failed_attempts) : '—'))))));

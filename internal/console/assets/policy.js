@@ -1,4 +1,4 @@
-// The lockout policy editor: threshold and window. The server validates;
+// The lockout policy editor: threshold, window and mode. The server validates;
 // its message is shown as it words it.
 import {h, replace, parseDuration, fmtDuration, windowWords} from './dom.js';
 
@@ -19,6 +19,9 @@ export class PolicyEditor {
       autocomplete: 'off', 'aria-describedby': 'policy-threshold-hint', oninput: () => { this.dirty = true; }});
     this.window = h('input', {id: 'policy-window', name: 'failure_window', type: 'text', autocomplete: 'off',
       spellcheck: 'false', 'aria-describedby': 'policy-window-hint', oninput: () => { this.dirty = true; }});
+    this.mode = h('select', {id: 'policy-mode', name: 'mode', 'aria-describedby': 'policy-mode-hint', onchange: () => { this.dirty = true; }},
+      h('option', {value: 'enforce'}, 'Enforce: lock the passcode at the threshold'),
+      h('option', {value: 'monitor'}, 'Monitor: count and alert, lock nothing'));
     this.error = h('p', {class: 'error', role: 'alert', id: 'policy-error'});
     this.notice = h('p', {class: 'notice', role: 'status', id: 'policy-notice'});
     this.form = h('form', {id: 'policy-form', novalidate: true, onsubmit: (e) => {
@@ -31,6 +34,9 @@ export class PolicyEditor {
     h('div', {class: 'field'},
       h('label', {for: 'policy-window'}, 'Failure window'), this.window,
       h('p', {class: 'hint', id: 'policy-window-hint'}, 'Failures older than this stop counting, e.g. 1h or 30m; 0 counts every failure since the passcode was generated.')),
+    h('div', {class: 'field'},
+      h('label', {for: 'policy-mode'}, 'Mode'), this.mode,
+      h('p', {class: 'hint', id: 'policy-mode-hint'}, 'Monitor mode shows what the policy would lock before you enforce it.')),
     this.error, this.notice,
     h('div', {class: 'actions'},
       h('button', {type: 'submit', class: 'btn btn-primary', id: 'policy-save'}, 'Save policy'),
@@ -47,7 +53,8 @@ export class PolicyEditor {
     if (!this.ctx.canWrite) {
       replace(this.body, h('dl', {class: 'facts', id: 'policy-readonly'},
         h('dt', {}, 'Threshold'), h('dd', {}, `${state.max_failed_attempts} failed attempts`),
-        h('dt', {}, 'Failure window'), h('dd', {}, windowWords(state.failure_window))));
+        h('dt', {}, 'Failure window'), h('dd', {}, windowWords(state.failure_window)),
+        h('dt', {}, 'Mode'), h('dd', {}, state.mode === 'monitor' ? 'monitor (nothing locks)' : 'enforce')));
       return;
     }
     if (!this.dirty) this.fill(state);
@@ -57,6 +64,7 @@ export class PolicyEditor {
     this.threshold.value = String(state.max_failed_attempts);
     const ms = parseDuration(state.failure_window);
     this.window.value = Number.isNaN(ms) ? state.failure_window : fmtDuration(ms);
+    this.mode.value = state.mode === 'monitor' ? 'monitor' : 'enforce';
   }
 
   async save() {
@@ -69,12 +77,14 @@ export class PolicyEditor {
       this.threshold.focus();
       return;
     }
-    const body = {max_failed_attempts: parseInt(raw, 10), failure_window: this.window.value.trim()};
+    const body = {max_failed_attempts: parseInt(raw, 10), failure_window: this.window.value.trim(), mode: this.mode.value};
     try {
       const res = await this.ctx.client.put(this.ctx.client.site(this.site) + '/lockout-policy', body);
       this.dirty = false;
       this.fill(res.state);
-      this.notice.textContent = `Saved: the passcode locks after ${res.state.max_failed_attempts} failed attempts ${windowWords(res.state.failure_window)}.`;
+      this.notice.textContent = res.state.mode === 'monitor'
+        ? `Saved in monitor mode: ${res.state.max_failed_attempts} failed attempts ${windowWords(res.state.failure_window)} alert, and lock nothing.`
+        : `Saved: the passcode locks after ${res.state.max_failed_attempts} failed attempts ${windowWords(res.state.failure_window)}.`;
       if (this.onSaved) this.onSaved(res.state);
     } catch (err) {
       this.error.textContent = 'Not saved. ' + err.message;

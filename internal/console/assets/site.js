@@ -10,7 +10,7 @@ import {poller, POLL_MS} from './poll.js';
 export function mountSite(root, ctx, site) {
   const error = h('p', {class: 'error', role: 'alert', id: 'site-error'});
   const card = new PasscodeCard(site, ctx, {idPrefix: 'card', onChange: () => poll.now()});
-  const monitor = new Monitor(site);
+  const monitor = new Monitor(site, () => poll.now());
   const policy = new PolicyEditor(site, ctx, () => poll.now());
   const audit = new AuditTrail(site, ctx);
   replace(root,
@@ -26,14 +26,17 @@ export function mountSite(root, ctx, site) {
   const poll = poller(async () => {
     try {
       const base = ctx.client.site(site);
-      const [state, attempts] = await Promise.all([
+      const filter = monitor.filter;
+      const [state, attempts, filtered] = await Promise.all([
         ctx.client.get(base + '/passcode'),
         ctx.client.get(base + '/attempts?limit=500'),
+        filter !== 'all' ? ctx.client.get(base + '/attempts?limit=50&outcome=' + encodeURIComponent(filter)) : null,
       ]);
       error.textContent = '';
       card.update(state);
       policy.update(state);
-      monitor.update(state, attempts.attempts || []);
+      // A list fetched for a filter since changed is not drawn.
+      if (filter === monitor.filter) monitor.update(state, attempts.attempts || [], filtered && (filtered.attempts || []));
       await audit.refresh(false);
     } catch (err) {
       error.textContent = 'Could not load the site. ' + err.message;

@@ -85,7 +85,7 @@ func (p *Passcode) apply(e events.Event) {
 			keys = keysOf(d.Source)
 		}
 		p.addSourceFailure(e.OccurredAt, keys)
-		p.attempts.add(p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, false))
+		p.attempts.add(p.attemptRecord(e.OccurredAt, d.AttemptID, d.PasscodeID, d.AttemptDigest, false))
 	case events.EnrollmentAttemptExcused:
 		var keys sourceKeys
 		if g := p.gen; g != nil && g.id == d.PasscodeID {
@@ -96,7 +96,7 @@ func (p *Passcode) apply(e events.Event) {
 		}
 		// It counts toward its source's rate, never toward the lockout.
 		p.addSourceFailure(e.OccurredAt, keys)
-		r := p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, false)
+		r := p.attemptRecord(e.OccurredAt, d.AttemptID, d.PasscodeID, d.AttemptDigest, false)
 		r.excused = excusedCodeOf(d.Outcome)
 		p.attempts.add(r)
 	case events.EnrollmentAttemptSucceeded:
@@ -111,7 +111,7 @@ func (p *Passcode) apply(e events.Event) {
 			g.enrollments = int32(min(max(int(g.enrollments)+1, d.Enrollments), MaxMaxEnrollments))
 			g.lastEnrolledAt = unixNano(e.OccurredAt)
 		}
-		p.attempts.add(p.attemptRecord(d.AttemptID, d.PasscodeID, d.AttemptDigest, true))
+		p.attempts.add(p.attemptRecord(e.OccurredAt, d.AttemptID, d.PasscodeID, d.AttemptDigest, true))
 	case events.PasscodeExpired:
 		if g := p.gen; g != nil && g.id == d.PasscodeID {
 			g.lapseRecorded = true
@@ -209,8 +209,8 @@ func canonicalActor(a events.Actor) events.Actor {
 // attemptRecord is the record of an attempt event. The passcode ID is the
 // current generation's string when it names it, so that the record does not
 // keep the event's own copy.
-func (p *Passcode) attemptRecord(id, passcodeID string, dg []byte, ok bool) attemptRecord {
-	r := attemptRecord{id: id, passcodeID: passcodeID, ok: ok}
+func (p *Passcode) attemptRecord(at time.Time, id, passcodeID string, dg []byte, ok bool) attemptRecord {
+	r := attemptRecord{id: id, passcodeID: passcodeID, ok: ok, at: at.UnixNano()}
 	if p.gen != nil && p.gen.id == passcodeID {
 		r.passcodeID = p.gen.id
 	}

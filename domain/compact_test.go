@@ -13,36 +13,61 @@ import (
 
 var ct0 = time.Date(2024, 6, 1, 9, 0, 0, 0, time.UTC)
 
-func TestAttemptLogKeepsTheMostRecentIDs(t *testing.T) {
+func TestAttemptLogKeepsRecentIDs(t *testing.T) {
 	var l attemptLog
 	if l != nil {
 		t.Fatal("a new log is allocated")
 	}
-	for i := range attemptLogSize + 6 {
-		l.add(attemptRecord{id: "id-" + strconv.Itoa(i)})
+	at := func(minutes int) int64 { return ct0.Add(time.Duration(minutes) * time.Minute).UnixNano() }
+	id := func(i int) string { return "id-" + strconv.Itoa(i) }
+
+	// A burst within attemptMemory: every ID is remembered, beyond
+	// attemptLogSize (a late retry of a busy site's attempt is still known).
+	for i := range 3 * attemptLogSize {
+		l.add(attemptRecord{id: id(i), at: at(0)})
 	}
-	l.add(attemptRecord{}) // no ID: not recorded
-	if len(l) != attemptLogSize {
-		t.Fatalf("log holds %d, want %d", len(l), attemptLogSize)
-	}
-	for i := range attemptLogSize + 6 {
-		_, ok := l.lookup("id-" + strconv.Itoa(i))
-		if want := i >= 6; ok != want {
-			t.Fatalf("id-%d remembered = %v, want %v", i, ok, want)
+	l.add(attemptRecord{at: at(0)}) // no ID: not recorded
+	for i := range 3 * attemptLogSize {
+		if _, ok := l.lookup(id(i)); !ok {
+			t.Fatalf("%s forgotten within the memory", id(i))
 		}
 	}
-	// A known ID takes the new record but keeps its place: it is still the
-	// oldest, and the next new ID drops it.
-	l.add(attemptRecord{id: "id-6", ok: true})
-	if r, _ := l.lookup("id-6"); !r.ok {
-		t.Fatal("the known ID did not take the new record")
+	// A known ID takes the new record but keeps its place.
+	l.add(attemptRecord{id: id(0), ok: true, at: at(0)})
+	if r, _ := l.lookup(id(0)); !r.ok || l[0].id != id(0) {
+		t.Fatal("the known ID did not take the new record in its place")
 	}
-	l.add(attemptRecord{id: "new"})
-	if _, ok := l.lookup("id-6"); ok {
-		t.Fatal("updating an ID moved it out of turn")
+
+	// Later attempts: what is older than attemptMemory goes, in batches,
+	// but the last attemptLogSize stay whatever their age.
+	for i := range 2 * attemptLogSize {
+		l.add(attemptRecord{id: "late-" + strconv.Itoa(i), at: at(60 + i)})
 	}
-	if _, ok := l.lookup("id-7"); !ok {
-		t.Fatal("id-7 dropped before its turn")
+	if _, ok := l.lookup(id(0)); ok {
+		t.Fatal("an attempt older than the memory is still remembered")
+	}
+	if len(l) > 2*attemptLogSize || len(l) < attemptLogSize {
+		t.Fatalf("log holds %d after the old ones aged out", len(l))
+	}
+	for i := range attemptLogSize {
+		if _, ok := l.lookup("late-" + strconv.Itoa(2*attemptLogSize-1-i)); !ok {
+			t.Fatalf("one of the last %d attempts was dropped", attemptLogSize)
+		}
+	}
+
+	// A flood within the memory is capped.
+	var f attemptLog
+	for i := range attemptLogMax + 3*attemptLogSize {
+		f.add(attemptRecord{id: id(i), at: at(0)})
+	}
+	if len(f) > attemptLogMax {
+		t.Fatalf("log holds %d, above the cap %d", len(f), attemptLogMax)
+	}
+	if _, ok := f.lookup(id(attemptLogMax + 3*attemptLogSize - 1)); !ok {
+		t.Fatal("the newest attempt was dropped")
+	}
+	if _, ok := f.lookup(id(0)); ok {
+		t.Fatal("the oldest attempt survived the cap")
 	}
 }
 

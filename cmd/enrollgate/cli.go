@@ -291,6 +291,17 @@ func siteURL(site string, rest ...string) string {
 	return "/" + strings.Join(append([]string{"v1", "sites", url.PathEscape(site)}, rest...), "/")
 }
 
+// queryOf is the query of the flags named keys that were given.
+func queryOf(v map[string]*string, keys ...string) url.Values {
+	q := url.Values{}
+	for _, k := range keys {
+		if *v[k] != "" {
+			q.Set(k, *v[k])
+		}
+	}
+	return q
+}
+
 func strFlag(names ...string) func(fs *flag.FlagSet, v map[string]*string) {
 	return func(fs *flag.FlagSet, v map[string]*string) {
 		for _, n := range names {
@@ -370,12 +381,7 @@ var adminCommands = map[string]siteCommand{
 		}},
 	"attempts": {usage: "recent enrollment attempts (--outcome failed|succeeded|outdated|mistyped, --limit N)", flags: strFlag("outcome", "limit"),
 		run: func(ctx context.Context, c *adminClient, site string, v map[string]*string) error {
-			q := url.Values{}
-			for _, k := range []string{"outcome", "limit"} {
-				if *v[k] != "" {
-					q.Set(k, *v[k])
-				}
-			}
+			q := queryOf(v, "outcome", "limit")
 			b, err := c.do(ctx, "GET", siteURL(site, "attempts"), q, nil)
 			if err != nil {
 				return err
@@ -411,12 +417,7 @@ var adminCommands = map[string]siteCommand{
 		}},
 	"audit": {usage: "the audit trail, newest first (--limit N, --cursor C for the next page)", flags: strFlag("limit", "cursor"),
 		run: func(ctx context.Context, c *adminClient, site string, v map[string]*string) error {
-			q := url.Values{}
-			for _, k := range []string{"limit", "cursor"} {
-				if *v[k] != "" {
-					q.Set(k, *v[k])
-				}
-			}
+			q := queryOf(v, "limit", "cursor")
 			b, err := c.do(ctx, "GET", siteURL(site, "audit"), q, nil)
 			if err != nil {
 				return err

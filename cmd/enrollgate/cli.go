@@ -162,6 +162,18 @@ func (c *adminClient) do(ctx context.Context, method, path string, query url.Val
 	return nil, &cliError{code: statusExit(resp.StatusCode), msg: fmt.Sprintf("%s %s: %d %s", method, path, resp.StatusCode, msg)}
 }
 
+// doJSON is do, with the answer decoded into out as well.
+func (c *adminClient) doJSON(ctx context.Context, method, path string, query url.Values, body, out any) ([]byte, error) {
+	b, err := c.do(ctx, method, path, query, body)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return nil, fmt.Errorf("%s %s: the answer does not decode: %w", method, path, err)
+	}
+	return b, nil
+}
+
 func statusExit(status int) int {
 	switch status {
 	case http.StatusUnauthorized:
@@ -314,12 +326,9 @@ func strFlag(names ...string) func(fs *flag.FlagSet, v map[string]*string) {
 var adminCommands = map[string]siteCommand{
 	"sites ls": {usage: "list the sites the token may see", noSite: true,
 		run: func(ctx context.Context, c *adminClient, _ string, _ map[string]*string) error {
-			b, err := c.do(ctx, "GET", "/v1/sites", nil, nil)
-			if err != nil {
-				return err
-			}
 			var doc struct{ Sites []stateDocument }
-			if err := json.Unmarshal(b, &doc); err != nil {
+			b, err := c.doJSON(ctx, "GET", "/v1/sites", nil, nil, &doc)
+			if err != nil {
 				return err
 			}
 			return c.print(b, func(w *tabwriter.Writer) error {
@@ -332,12 +341,9 @@ var adminCommands = map[string]siteCommand{
 		}},
 	"passcode show": {usage: "the passcode's state (never the passcode)",
 		run: func(ctx context.Context, c *adminClient, site string, _ map[string]*string) error {
-			b, err := c.do(ctx, "GET", siteURL(site, "passcode"), nil, nil)
-			if err != nil {
-				return err
-			}
 			var s stateDocument
-			if err := json.Unmarshal(b, &s); err != nil {
+			b, err := c.doJSON(ctx, "GET", siteURL(site, "passcode"), nil, nil, &s)
+			if err != nil {
 				return err
 			}
 			return c.print(b, func(w *tabwriter.Writer) error { writeState(w, s); return nil })
@@ -367,14 +373,11 @@ var adminCommands = map[string]siteCommand{
 		}},
 	"passcode disable": {usage: "disable the passcode (and self-service enrollment)",
 		run: func(ctx context.Context, c *adminClient, site string, _ map[string]*string) error {
-			b, err := c.do(ctx, "POST", siteURL(site, "passcode", "disable"), nil, nil)
-			if err != nil {
-				return err
-			}
 			var doc struct {
 				State stateDocument `json:"state"`
 			}
-			if err := json.Unmarshal(b, &doc); err != nil {
+			b, err := c.doJSON(ctx, "POST", siteURL(site, "passcode", "disable"), nil, nil, &doc)
+			if err != nil {
 				return err
 			}
 			return c.print(b, func(w *tabwriter.Writer) error { writeState(w, doc.State); return nil })
@@ -382,10 +385,6 @@ var adminCommands = map[string]siteCommand{
 	"attempts": {usage: "recent enrollment attempts (--outcome failed|succeeded|outdated|mistyped, --limit N)", flags: strFlag("outcome", "limit"),
 		run: func(ctx context.Context, c *adminClient, site string, v map[string]*string) error {
 			q := queryOf(v, "outcome", "limit")
-			b, err := c.do(ctx, "GET", siteURL(site, "attempts"), q, nil)
-			if err != nil {
-				return err
-			}
 			var doc struct {
 				Attempts []struct {
 					Seq            uint64    `json:"seq"`
@@ -399,7 +398,8 @@ var adminCommands = map[string]siteCommand{
 					} `json:"source"`
 				} `json:"attempts"`
 			}
-			if err := json.Unmarshal(b, &doc); err != nil {
+			b, err := c.doJSON(ctx, "GET", siteURL(site, "attempts"), q, nil, &doc)
+			if err != nil {
 				return err
 			}
 			return c.print(b, func(w *tabwriter.Writer) error {
@@ -418,10 +418,6 @@ var adminCommands = map[string]siteCommand{
 	"audit": {usage: "the audit trail, newest first (--limit N, --cursor C for the next page)", flags: strFlag("limit", "cursor"),
 		run: func(ctx context.Context, c *adminClient, site string, v map[string]*string) error {
 			q := queryOf(v, "limit", "cursor")
-			b, err := c.do(ctx, "GET", siteURL(site, "audit"), q, nil)
-			if err != nil {
-				return err
-			}
 			var doc struct {
 				Entries []struct {
 					Seq     uint64    `json:"seq"`
@@ -431,7 +427,8 @@ var adminCommands = map[string]siteCommand{
 				} `json:"entries"`
 				NextCursor string `json:"next_cursor"`
 			}
-			if err := json.Unmarshal(b, &doc); err != nil {
+			b, err := c.doJSON(ctx, "GET", siteURL(site, "audit"), q, nil, &doc)
+			if err != nil {
 				return err
 			}
 			return c.print(b, func(w *tabwriter.Writer) error {
@@ -456,14 +453,11 @@ var adminCommands = map[string]siteCommand{
 			if *v["mode"] != "" {
 				body["mode"] = *v["mode"]
 			}
-			b, err := c.do(ctx, "PUT", siteURL(site, "lockout-policy"), nil, body)
-			if err != nil {
-				return err
-			}
 			var doc struct {
 				State stateDocument `json:"state"`
 			}
-			if err := json.Unmarshal(b, &doc); err != nil {
+			b, err := c.doJSON(ctx, "PUT", siteURL(site, "lockout-policy"), nil, body, &doc)
+			if err != nil {
 				return err
 			}
 			return c.print(b, func(w *tabwriter.Writer) error { writeState(w, doc.State); return nil })
@@ -491,16 +485,13 @@ var adminCommands = map[string]siteCommand{
 			if *v["device-id"] != "" {
 				source["device_id"] = *v["device-id"]
 			}
-			b, err := c.do(ctx, "POST", siteURL(site, "enrollments", "verify"), nil,
-				map[string]any{"passcode": strings.TrimRight(line, "\r\n"), "source": source})
-			if err != nil {
-				return err
-			}
 			var doc struct {
 				OK     bool   `json:"ok"`
 				Reason string `json:"reason"`
 			}
-			if err := json.Unmarshal(b, &doc); err != nil {
+			b, err := c.doJSON(ctx, "POST", siteURL(site, "enrollments", "verify"), nil,
+				map[string]any{"passcode": strings.TrimRight(line, "\r\n"), "source": source}, &doc)
+			if err != nil {
 				return err
 			}
 			return c.print(b, func(w *tabwriter.Writer) error {
@@ -517,14 +508,11 @@ var adminCommands = map[string]siteCommand{
 // passcodeAnswer prints an answer that holds the passcode: on a table
 // only the passcode itself, so that `$(enrollgate passcode reveal …)` is it.
 func (c *adminClient) passcodeAnswer(ctx context.Context, method, path string, body any) error {
-	b, err := c.do(ctx, method, path, nil, body)
-	if err != nil {
-		return err
-	}
 	var doc struct {
 		Passcode string `json:"passcode"`
 	}
-	if err := json.Unmarshal(b, &doc); err != nil {
+	b, err := c.doJSON(ctx, method, path, nil, body, &doc)
+	if err != nil {
 		return err
 	}
 	return c.print(b, func(w *tabwriter.Writer) error { fmt.Fprintln(w, doc.Passcode); return nil })

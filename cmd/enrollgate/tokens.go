@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -61,13 +60,10 @@ func addToken(ctx context.Context, args []string, getenv func(string) string, st
 	if len(sites) == 0 {
 		sites = siteList{auth.AllSites}
 	}
-	b, err := c.do(ctx, "POST", "/v1/tokens", nil, map[string]any{"role": *role, "identity": *id, "sites": []string(sites)})
+	var created httpapi.CreateTokenResponse
+	b, err := c.doJSON(ctx, "POST", "/v1/tokens", nil, map[string]any{"role": *role, "identity": *id, "sites": []string(sites)}, &created)
 	if err != nil {
 		return err
-	}
-	var created httpapi.CreateTokenResponse
-	if err := json.Unmarshal(b, &created); err != nil {
-		return fmt.Errorf("the answer is not a created token: %w", err)
 	}
 	if c.json {
 		return c.print(b, nil)
@@ -92,13 +88,10 @@ func listTokens(ctx context.Context, args []string, getenv func(string) string, 
 	if len(rest) > 0 {
 		return usageError("unexpected arguments: %s", strings.Join(rest, " "))
 	}
-	b, err := c.do(ctx, "GET", "/v1/tokens", nil, nil)
+	var list httpapi.TokensResponse
+	b, err := c.doJSON(ctx, "GET", "/v1/tokens", nil, nil, &list)
 	if err != nil {
 		return err
-	}
-	var list httpapi.TokensResponse
-	if err := json.Unmarshal(b, &list); err != nil {
-		return fmt.Errorf("the answer is not a token list: %w", err)
 	}
 	return c.print(b, func(w *tabwriter.Writer) error {
 		fmt.Fprintln(w, "ID\tROLE\tIDENTITY\tSITES\tCREATED\tCREATED BY\tLAST USED")

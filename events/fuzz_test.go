@@ -30,6 +30,8 @@ func FuzzDecode(f *testing.F) {
 		`{"id":"01HZY8V2Q8N6J4X6C1T9B3K5MD","type":"PasscodeGenerated","site":"a","occurred_at":"0000-01-01T00:00:00+01:00","data":{"hash":"AAE="}}`,
 		`{"id":"01HZY8V2Q8N6J4X6C1T9B3K5MD","type":"PasscodeGenerated","site":"a","occurred_at":"9999-12-31T23:59:59-01:00","data":{"hash":"AAE="}}`,
 		`{"id":"01HZY8V2Q8N6J4X6C1T9B3K5MD","type":"LockoutPolicyChanged","site":"a","occurred_at":"2024-01-01T00:00:00Z","data":{"failure_window":null}}`,
+		`{"id":"00000000000000000000000000","type":"EnrollmentAttemptExcused","site":"0","occurred_at":"0000-01-01T00:00:00Z","data":{"attempt_digest":""}}`,
+		`{"id":"01HZY8V2Q8N6J4X6C1T9B3K5MD","type":"PasscodeLockoutSimulated","site":"a","occurred_at":"2024-01-01T00:00:00Z","data":{"first_failed_at":"2024-01-01T00:00:00+01:00","recent_sources":[]}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -72,6 +74,7 @@ func canonical(e events.Event) events.Event {
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:
 		d.Hash, d.Sealed = bytesOrNil(d.Hash), bytesOrNil(d.Sealed)
+		d.ExpiresAt, d.RetiringUntil = utc(d.ExpiresAt), utc(d.RetiringUntil)
 		e.Data = d
 	case events.PasscodeDisabled:
 		d.FirstFailedAt, d.LastFailedAt = utc(d.FirstFailedAt), utc(d.LastFailedAt)
@@ -84,6 +87,18 @@ func canonical(e events.Event) events.Event {
 		e.Data = d
 	case events.EnrollmentAttemptSucceeded:
 		d.AttemptDigest = bytesOrNil(d.AttemptDigest)
+		e.Data = d
+	case events.EnrollmentAttemptExcused:
+		d.AttemptDigest = bytesOrNil(d.AttemptDigest)
+		e.Data = d
+	case events.PasscodeExpired:
+		d.ExpiresAt = utc(d.ExpiresAt)
+		e.Data = d
+	case events.PasscodeLockoutSimulated:
+		d.FirstFailedAt, d.LastFailedAt = utc(d.FirstFailedAt), utc(d.LastFailedAt)
+		if len(d.RecentSources) == 0 {
+			d.RecentSources = nil
+		}
 		e.Data = d
 	}
 	return e

@@ -102,12 +102,18 @@ func (g *attemptGen) next(ss *siteSet, i int, rng *rand.Rand) ([]byte, bool) {
 
 func (g *attemptGen) body(passcode string) []byte {
 	n := g.n.Add(1)
+	return g.request(n, passcode, verifyapi.SourceJSON{IP: fmt.Sprintf("10.%d.%d.%d", n>>16&255, n>>8&255, n&255),
+		DeviceID: fmt.Sprintf("%s-dev-%d", g.run, n), Platform: "ios", UserAgent: "MDM-Enroll/2.1 (iPhone; iOS 19.1)"})
+}
+
+// bodyFrom is body from a given source (S9's throttled ones).
+func (g *attemptGen) bodyFrom(passcode string, src verifyapi.SourceJSON) []byte {
+	return g.request(g.n.Add(1), passcode, src)
+}
+
+func (g *attemptGen) request(n uint64, passcode string, src verifyapi.SourceJSON) []byte {
 	b, _ := json.Marshal(verifyapi.Request{ // cannot fail: strings only
-		Passcode:  passcode,
-		AttemptID: fmt.Sprintf("%s-%d", g.run, n),
-		Source: verifyapi.SourceJSON{IP: fmt.Sprintf("10.%d.%d.%d", n>>16&255, n>>8&255, n&255),
-			DeviceID: fmt.Sprintf("%s-dev-%d", g.run, n), Platform: "ios", UserAgent: "MDM-Enroll/2.1 (iPhone; iOS 19.1)"},
-	})
+		Passcode: passcode, AttemptID: fmt.Sprintf("%s-%d", g.run, n), Source: src})
 	return b
 }
 

@@ -115,7 +115,8 @@ func (b *bareEnv) close() {
 // answer appends for the request's site under the site's lock (the service
 // serialises a site's commands likewise) and replies.
 func (b *bareEnv) answer(m *nats.Msg) {
-	site, ok := b.sites[m.Subject[len(bareVerify):]]
+	name := m.Subject[len(bareVerify):]
+	site, ok := b.sites[name]
 	if !ok {
 		_ = m.Respond([]byte("unknown site"))
 		return
@@ -123,7 +124,7 @@ func (b *bareEnv) answer(m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	site.mu.Lock()
-	ack, err := b.js.Publish(ctx, bareEvents+m.Subject[len(bareVerify):], b.data,
+	ack, err := b.js.Publish(ctx, bareEvents+name, b.data,
 		jetstream.WithMsgID(b.prefix+strconv.FormatUint(b.ids.Add(1), 10)),
 		jetstream.WithExpectLastSequencePerSubject(site.last))
 	if err == nil {
@@ -200,6 +201,15 @@ func (b *bareEnv) follow(ctx context.Context, v bareVariant) (following, error) 
 		if err != nil {
 			return f, err
 		}
+		// Stopping an ordered consumer leaves its server-side consumer until
+		// the server's inactivity threshold: deleted at once instead.
+		onStop(func() {
+			if info := cons.CachedInfo(); info != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = b.js.DeleteConsumer(ctx, bareStream, info.Name)
+			}
+		})
 		var seen atomic.Uint64
 		cc, err := cons.Consume(func(m jetstream.Msg) {
 			if md, err := m.Metadata(); err == nil {

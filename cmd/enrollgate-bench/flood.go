@@ -7,7 +7,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/handlers"
-	"github.com/enrollgate/enrollgate/internal/verifyapi"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // floodSites are S9's sites on the main stack, refused without an append:
@@ -19,7 +19,7 @@ type floodSites struct {
 	lockedPlain string
 	throttled   []string
 	plain       []string
-	sources     []verifyapi.SourceJSON
+	sources     []verifywire.SourceJSON
 }
 
 // newFloodSites locks and throttles over NATS through f, as an attacker
@@ -59,7 +59,7 @@ func newFloodSites(ctx context.Context, svc *handlers.Service, f frontend, gen *
 	}
 	for w := range frontends {
 		site := fmt.Sprintf("flood-throttled-%02d", w)
-		src := verifyapi.SourceJSON{IP: fmt.Sprintf("192.0.2.%d", w+1), DeviceID: fmt.Sprintf("flood-dev-%02d", w),
+		src := verifywire.SourceJSON{IP: fmt.Sprintf("192.0.2.%d", w+1), DeviceID: fmt.Sprintf("flood-dev-%02d", w),
 			Platform: "ios", UserAgent: "MDM-Enroll/2.1 (iPhone; iOS 19.1)"}
 		plain, err := prepare(site, 3, 2, func(p string) []byte { return gen.bodyFrom(p, src) }, domain.ReasonThrottled)
 		if err != nil {

@@ -20,7 +20,7 @@ import (
 	"github.com/enrollgate/enrollgate/internal/alerts"
 	"github.com/enrollgate/enrollgate/internal/projector"
 	"github.com/enrollgate/enrollgate/internal/readstore"
-	"github.com/enrollgate/enrollgate/internal/verifyapi"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // Scenario sizes.
@@ -322,7 +322,7 @@ func (r *runner) memory(ctx context.Context, _ int) (sample, error) {
 					return
 				}
 				body, right := r.gen.next(ss, i, rng)
-				cmd, err := verifyapi.DecodeRequest(ss.names[i], body)
+				cmd, err := verifywire.DecodeRequest(ss.names[i], body)
 				if err != nil {
 					errs[w] = err
 					return

@@ -148,7 +148,7 @@ func TestInputThatIsNotAnAttempt(t *testing.T) {
 	}
 	right, _ := r.json(t)["passcode"].(string)
 	wrong := "wrong-guess"
-	stream, err := js.Stream(ctx, eventstore.StreamName)
+	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"strconv"
 
 	"github.com/enrollgate/enrollgate/domain"
-	"github.com/enrollgate/enrollgate/internal/verifyapi"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // verifyEnrollment is POST /v1/sites/{site}/enrollments/verify: the same
@@ -16,14 +16,14 @@ import (
 // malformed is refused before the command runs and never counts as an
 // attempt (invariant 6).
 func (a *API) verifyEnrollment(w http.ResponseWriter, r *http.Request, c *call) error {
-	body, err := a.readBodyLimit(w, r, min(a.cfg.MaxBodyBytes, verifyapi.MaxRequestBytes))
+	body, err := a.readBodyLimit(w, r, min(a.cfg.MaxBodyBytes, verifywire.MaxRequestBytes))
 	if err != nil {
 		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return badRequest("a JSON request body is required")
 	}
-	cmd, err := verifyapi.DecodeRequest(c.Site, body)
+	cmd, err := verifywire.DecodeRequest(c.Site, body)
 	if err != nil {
 		return err // wraps domain.ErrInvalid: 400
 	}
@@ -39,5 +39,5 @@ func (a *API) verifyEnrollment(w http.ResponseWriter, r *http.Request, c *call) 
 		secs := max(int64(math.Ceil(res.RetryAfter.Seconds())), 1)
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}
-	return writeJSON(w, status, verifyapi.ReplyFromResult(res))
+	return writeJSON(w, status, verifywire.ReplyFromResult(res))
 }

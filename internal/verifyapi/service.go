@@ -18,15 +18,15 @@ import (
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // Names of the service on the wire. WARNING: frontends and `nats micro`
 // address these; renaming breaks them.
 const (
-	ServiceName   = "enrollgate"
-	EndpointName  = "verify"
-	SubjectPrefix = "enrollgate.verify."
-	Subject       = SubjectPrefix + "*"
+	ServiceName  = "enrollgate"
+	EndpointName = "verify"
+	Subject      = verifywire.SubjectPrefix + "*"
 )
 
 // Micro error codes of the endpoint.
@@ -182,7 +182,7 @@ func Start(nc *nats.Conn, v Verifier, cfg Config, log zerolog.Logger) (micro.Ser
 	}
 	if err := svc.AddEndpoint(EndpointName, micro.HandlerFunc(ep.handle),
 		micro.WithEndpointSubject(Subject),
-		micro.WithEndpointMetadata(map[string]string{"format": "application/json", "subject": SubjectPrefix + "<site>"}),
+		micro.WithEndpointMetadata(map[string]string{"format": "application/json", "subject": verifywire.SubjectPrefix + "<site>"}),
 	); err != nil {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("verifyapi: add endpoint: %w", err)
@@ -237,7 +237,7 @@ func (ep *endpoint) handle(req micro.Request) {
 		ep.respondError(req, CodeBadRequest, fmt.Sprintf("%s: %s", domain.ErrInvalid, err))
 		return
 	}
-	cmd, err := DecodeRequest(site, req.Data())
+	cmd, err := verifywire.DecodeRequest(site, req.Data())
 	if err != nil {
 		ep.malformed.Add(1)
 		ep.log.Debug().Str("site", site).Err(err).Msg("malformed verify request")
@@ -306,7 +306,7 @@ func (ep *endpoint) verify(cmd handlers.VerifyPasscode, reply string) {
 		ep.publish(&nats.Msg{Subject: reply, Header: errorHeader(code, desc)})
 		return
 	}
-	data, err := json.Marshal(ReplyFromResult(res))
+	data, err := json.Marshal(verifywire.ReplyFromResult(res))
 	if err != nil { // cannot happen with Reply's field types
 		ep.failed.Add(1)
 		ep.log.Error().Err(err).Str("site", cmd.Site).Msg("encode verify reply")

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
@@ -35,7 +36,7 @@ func (a *API) verifyEnrollment(w http.ResponseWriter, r *http.Request, c *call) 
 	w.Header().Set("Cache-Control", "no-store")
 	status := http.StatusOK // a verdict is a success, whether the passcode was right or not
 	if !res.OK && res.Reason == domain.ReasonThrottled {
-		status = http.StatusTooManyRequests
+		status = apierror.Throttled.HTTPStatus()
 		secs := max(int64(math.Ceil(res.RetryAfter.Seconds())), 1)
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	}

@@ -285,6 +285,10 @@ func TestLockoutFailoverAfterSIGKILL(t *testing.T) {
 	})
 }
 
+// sharedLag is how late the lockout saga or the alert publisher may be
+// before /readyz reports it: the service's bound (internal/app).
+const sharedLag = 10 * time.Second
+
 // TestReadyzReportsALateAlertPublisher: when lockout alerts cannot be
 // stored (here the alert stream no longer takes their subjects), /readyz
 // stays 200 for sharedLag after the disable, so that a failover under way

@@ -7,11 +7,13 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
+
+	"github.com/enrollgate/enrollgate/internal/app"
 )
 
 // newLogger returns the service logger: console output on a terminal, JSON
 // lines otherwise (or as configured).
-func newLogger(cfg config, w io.Writer) zerolog.Logger {
+func newLogger(cfg app.Config, w io.Writer) zerolog.Logger {
 	level, err := zerolog.ParseLevel(cfg.LogLevel)
 	if err != nil {
 		level = zerolog.InfoLevel // Validate has refused anything else

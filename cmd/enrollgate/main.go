@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/enrollgate/enrollgate/internal/app"
 )
 
 func main() {
@@ -80,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return rebuildProjections(ctx, cfg, stdout, stderr)
+		return app.Rebuild(ctx, cfg, newLogger(cfg, stderr), stdout)
 	case "tokens":
 		switch {
 		case len(args) > 0 && args[0] == "add":
@@ -108,13 +110,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // serve runs the service until ctx is done, then shuts down in order: stop
 // accepting, finish in-flight requests, close consumers, stop the server.
-func serve(ctx context.Context, cfg config, stderr io.Writer) error {
+func serve(ctx context.Context, cfg app.Config, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
-	app, err := start(ctx, cfg, log)
+	a, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	<-ctx.Done()
 	log.Info().Msg("shutting down")
-	return app.Close()
+	return a.Close()
 }

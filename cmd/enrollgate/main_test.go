@@ -163,6 +163,13 @@ func connectService(t *testing.T, url string) *nats.Conn {
 	return nc
 }
 
+// adminTokenFile and tokensFile are the data dir's files of the first admin
+// token and of the tokens of earlier versions (DESIGN).
+const (
+	adminTokenFile = "admin-token"
+	tokensFile     = "tokens.json"
+)
+
 var tokenPattern = regexp.MustCompile(`eg_[A-Za-z0-9_-]+`)
 
 // readAdminToken reads the admin token a first start wrote into dataDir and

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -21,12 +23,9 @@ import (
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/consume"
-	"github.com/enrollgate/enrollgate/internal/httpapi"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 	"github.com/enrollgate/enrollgate/internal/projector"
 )
-
-var _ httpapi.ReadModel = projectorReads{}
 
 // raw sends a request without a body and returns the answer undecoded.
 func (in *instance) raw(method, path, token string) (int, http.Header, []byte) {
@@ -417,10 +416,11 @@ func TestReadSidePoisonMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	instance, err := instanceID(dataDir)
+	b, err := os.ReadFile(filepath.Join(dataDir, "instance-id"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	instance := strings.ToLower(strings.TrimSpace(string(b)))
 	subject := consume.DefaultConfig().DeadLetterSubject(projector.Durable(instance))
 	var msg *jetstream.RawStreamMsg
 	natstest.Eventually(t, 10*time.Second, func() error {

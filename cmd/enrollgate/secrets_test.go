@@ -255,10 +255,11 @@ func TestTLS(t *testing.T) {
 // a wrong password fails without being printed.
 func TestExternalClusterTLSAndUser(t *testing.T) {
 	certFile, keyFile, _ := selfSigned(t)
-	tc, err := serverTLS(config{TLSCert: certFile, TLSKey: keyFile})
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	const password = "cluster-s3cret-0123"
 	ns := natstest.StartServer(t, func(o *server.Options) {
 		o.TLS, o.TLSConfig, o.TLSTimeout = true, tc, 5
@@ -329,40 +330,5 @@ func TestAdminTokenFileLeftOver(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dataDir, adminTokenFile)); string(b) != "eg_old\n" {
 		t.Fatalf("the left-over file was changed: %q", b)
-	}
-}
-
-// TestWriteNewFile: the file is written whole with mode 0600; an existing
-// file or symbolic link is neither replaced nor followed, and no temporary
-// file is left behind.
-func TestWriteNewFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "f")
-	if err := writeNewFile(path, []byte("one\n")); err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("mode %v, %v", fi.Mode(), err)
-	}
-	if err := writeNewFile(path, []byte("two\n")); err == nil {
-		t.Fatal("an existing file was replaced")
-	}
-	if b, _ := os.ReadFile(path); string(b) != "one\n" {
-		t.Fatalf("file holds %q", b)
-	}
-	target := filepath.Join(dir, "target")
-	link := filepath.Join(dir, "link")
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeNewFile(link, []byte("three\n")); err == nil {
-		t.Fatal("a dangling symbolic link was followed or replaced")
-	}
-	if _, err := os.Lstat(target); !os.IsNotExist(err) {
-		t.Fatalf("the link's target was created: %v", err)
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Fatalf("dir holds %d entries, want f and link: %v", len(entries), entries)
 	}
 }

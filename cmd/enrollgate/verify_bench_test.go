@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/enrollgate/enrollgate/internal/app"
 	"github.com/enrollgate/enrollgate/internal/natsserver"
 )
 
@@ -32,7 +33,7 @@ func BenchmarkVerifyOverNATS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a, err := start(context.Background(), cfg, zerolog.Nop())
+	a, err := app.Start(context.Background(), cfg, zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func BenchmarkVerifyOverNATS(b *testing.B) {
 	const sites = 16 // the attempts of 16 frontends spread over sites, as in production
 	passcodes := make([]string, sites)
 	for i := range passcodes {
-		req, _ := http.NewRequest("POST", fmt.Sprintf("http://%s/v1/sites/site-%d/passcode", a.httpAddr, i), nil)
+		req, _ := http.NewRequest("POST", fmt.Sprintf("http://%s/v1/sites/site-%d/passcode", a.HTTPAddr(), i), nil)
 		req.Header.Set("Authorization", "Bearer bench-admin-token-0123456")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -78,7 +79,7 @@ func BenchmarkVerifyOverNATS(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/clients=%d", c.name, clients), func(b *testing.B) {
 				next := make(chan *nats.Conn, clients)
 				for range clients {
-					nc, err := nats.Connect(a.clientURL, c.opt)
+					nc, err := nats.Connect(a.ClientURL(), c.opt)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/internal/auth"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
@@ -19,11 +20,10 @@ import (
 	"github.com/enrollgate/enrollgate/internal/secrets"
 )
 
-// rebuildProjections rebuilds the read model from sequence 1 of the stream
+// Rebuild rebuilds the read model from sequence 1 of the stream
 // and swaps the file in. It refuses while a service holds the data dir: that
 // service would keep serving its open read model and miss the swap.
-func rebuildProjections(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
-	log := newLogger(cfg, stderr)
+func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer) error {
 	lock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -40,9 +40,9 @@ import (
 	"github.com/enrollgate/enrollgate/projections"
 )
 
-// app is the running service: every component, so that Close can stop them
+// App is the running service: every component, so that Close can stop them
 // in order.
-type app struct {
+type App struct {
 	log      zerolog.Logger
 	ns       *server.Server // nil with --nats-url
 	nc       *nats.Conn
@@ -74,10 +74,10 @@ type app struct {
 	keys        keyWatch // the keys file's watcher and the key registry
 }
 
-// start wires and starts the service. On error, whatever was started is
+// Start wires and starts the service. On error, whatever was started is
 // stopped again.
-func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err error) {
-	a := &app{log: log}
+func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err error) {
+	a := &App{log: log}
 	defer func() {
 		if err != nil {
 			_ = a.Close()
@@ -140,7 +140,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	}); err != nil {
 		return nil, err
 	}
-	a.metrics = metrics.New(buildVersion(), a.metricsProbes())
+	a.metrics = metrics.New(cfg.Version, a.metricsProbes())
 	hcfg := handlers.DefaultConfig()
 	hcfg.Policy = cfg.Policy
 	svc, err := handlers.NewService(hcfg, a.metrics.Store(store), keeper, handlers.SystemClock{}, handlers.NewULIDs())
@@ -166,7 +166,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 	if err := a.startConsumers(ctx, cfg, svc); err != nil {
 		return nil, err
 	}
-	if a.micro, err = verifyapi.Start(a.nc, a.metrics.Verify(svc, metrics.NATS), verifyapi.Config{Version: buildVersion()}, log); err != nil {
+	if a.micro, err = verifyapi.Start(a.nc, a.metrics.Verify(svc, metrics.NATS), verifyapi.Config{Version: cfg.Version}, log); err != nil {
 		return nil, err
 	}
 	if err := a.startHTTP(cfg, svc, tokens); err != nil {
@@ -183,7 +183,7 @@ func start(ctx context.Context, cfg config, log zerolog.Logger) (_ *app, err err
 // connects the service's main connection. With --nats-url and
 // --nats-leaf-url it starts the clients' edge server too, joined to the
 // cluster as a leaf node.
-func (a *app) connectNATS(ctx context.Context, cfg config, instance string, tokens *auth.Store) error {
+func (a *App) connectNATS(ctx context.Context, cfg Config, instance string, tokens *auth.Store) error {
 	a.natsURL = cfg.NATSURL
 	a.natsAuth = cfg.natsClientOptions()
 	if a.natsURL == "" {
@@ -217,14 +217,14 @@ func (a *app) connectNATS(ctx context.Context, cfg config, instance string, toke
 }
 
 // embeddedServer is the embedded server that holds the streams.
-func embeddedServer(cfg config) natsserver.Config {
+func embeddedServer(cfg Config) natsserver.Config {
 	return natsserver.Config{Listen: cfg.NATSListen, StoreDir: filepath.Join(cfg.DataDir, "jetstream"), SyncAlways: cfg.SyncAlways}
 }
 
 // edgeServer is the clients' server of a replica on a cluster: it keeps
 // only the token accounts' alert copies, and reaches the cluster's streams
 // through the JetStream domain the cluster reports.
-func (a *app) edgeServer(ctx context.Context, cfg config, instance string) (natsserver.Config, error) {
+func (a *App) edgeServer(ctx context.Context, cfg Config, instance string) (natsserver.Config, error) {
 	info, err := a.js.AccountInfo(ctx)
 	if err != nil {
 		return natsserver.Config{}, fmt.Errorf("cluster account info: %w", err)
@@ -263,7 +263,7 @@ func (a *app) edgeServer(ctx context.Context, cfg config, instance string) (nats
 // configured password, or one made for this run; every client needs an API
 // token of tokens, and sees only what its role and sites allow
 // (natsserver.Access).
-func startEmbedded(cfg config, ncfg natsserver.Config, tokens *auth.Store, log zerolog.Logger) (*server.Server, *natsserver.Access, nats.Option, error) {
+func startEmbedded(cfg Config, ncfg natsserver.Config, tokens *auth.Store, log zerolog.Logger) (*server.Server, *natsserver.Access, nats.Option, error) {
 	password := cfg.NATSServicePassword
 	if password == "" {
 		pw := make([]byte, 24)
@@ -296,7 +296,7 @@ func startEmbedded(cfg config, ncfg natsserver.Config, tokens *auth.Store, log z
 // keeps them in step with the token bucket until Close: each change a
 // replica makes reaches this one's store through its watch (HTTP follows at
 // once), and is applied to NATS here.
-func (a *app) watchTokens(ctx context.Context, tokens *auth.Store) error {
+func (a *App) watchTokens(ctx context.Context, tokens *auth.Store) error {
 	if a.access == nil {
 		return nil
 	}
@@ -330,7 +330,7 @@ func (a *app) watchTokens(ctx context.Context, tokens *auth.Store) error {
 }
 
 // connect opens a connection that reconnects forever and logs its changes.
-func (a *app) connect(name string) (*nats.Conn, error) {
+func (a *App) connect(name string) (*nats.Conn, error) {
 	log := a.log.With().Str("conn", name).Logger()
 	nc, err := nats.Connect(a.natsURL, nats.Name(name), a.natsAuth, nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
@@ -354,7 +354,7 @@ func (a *app) connect(name string) (*nats.Conn, error) {
 
 // startConsumers runs the projections, the lockout saga and the alert
 // publisher on their durable consumers.
-func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Service) error {
+func (a *App) startConsumers(ctx context.Context, cfg Config, svc *handlers.Service) error {
 	ccfg := consume.DefaultConfig()
 	ccfg.DeadLetterReplicas = cfg.Replicas
 	ccfg.StartTimeout = cfg.StartTimeout
@@ -392,7 +392,7 @@ func (a *app) startConsumers(ctx context.Context, cfg config, svc *handlers.Serv
 	return err
 }
 
-func (a *app) startHTTP(cfg config, svc *handlers.Service, tokens *auth.Store) error {
+func (a *App) startHTTP(cfg Config, svc *handlers.Service, tokens *auth.Store) error {
 	hcfg := httpapi.DefaultConfig()
 	tc, err := serverTLS(cfg)
 	if err != nil {
@@ -432,7 +432,7 @@ const sharedLag = 10 * time.Second
 // ready is /readyz: NATS connected, the streams present, the projections
 // caught up with the stream, and neither the lockout saga nor the alert
 // publisher (durables shared by the replicas) fallen behind.
-func (a *app) ready(ctx context.Context) error {
+func (a *App) ready(ctx context.Context) error {
 	if !a.nc.IsConnected() {
 		return errors.New("NATS not connected")
 	}
@@ -467,7 +467,7 @@ func (a *app) ready(ctx context.Context) error {
 // Close stops the service in order: stop accepting and finish in-flight
 // requests, stop the verify endpoint, close the consumers, close the read
 // model, drain the connection, shut the server down.
-func (a *app) Close() error {
+func (a *App) Close() error {
 	var errs []error
 	if a.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -535,7 +535,7 @@ func (c httpCommands) VerifyPasscode(ctx context.Context, cmd handlers.VerifyPas
 
 // metricsProbes read, at each scrape, the consumers' lag and the read
 // model's sequence from what start has made by then.
-func (a *app) metricsProbes() metrics.Probes {
+func (a *App) metricsProbes() metrics.Probes {
 	return metrics.Probes{
 		Pending: func(ctx context.Context, durable string) (uint64, error) {
 			if a.router == nil {

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -25,7 +25,7 @@ const tokensFile = "tokens.json"
 // shareTokens gives the store the cluster's token bucket, imports the data
 // dir's tokens file of an earlier version, and makes the first admin token
 // when the cluster has none. ctx ends at the start's deadline.
-func (a *app) shareTokens(ctx context.Context, cfg config, tokens *auth.Store) error {
+func (a *App) shareTokens(ctx context.Context, cfg Config, tokens *auth.Store) error {
 	log := a.log.With().Str("component", "tokens").Logger()
 	if err := startup.Retry(ctx, a.log, "ensure bucket "+auth.Bucket, func(ctx context.Context) error {
 		return tokens.Share(ctx, a.js, auth.ShareConfig{Replicas: cfg.Replicas, Log: log})
@@ -45,7 +45,7 @@ func (a *app) shareTokens(ctx context.Context, cfg config, tokens *auth.Store) e
 }
 
 // applyTokens gives this replica's NATS server the store's tokens.
-func (a *app) applyTokens(ctx context.Context) error {
+func (a *App) applyTokens(ctx context.Context) error {
 	if a.access == nil {
 		return nil
 	}
@@ -60,7 +60,7 @@ func (a *app) applyTokens(ctx context.Context) error {
 // replicas follow their watch of the bucket.)
 type replicaTokens struct {
 	*auth.Store
-	a *app
+	a *App
 }
 
 func (t replicaTokens) Create(ctx context.Context, p auth.Principal, createdBy string) (string, auth.TokenInfo, error) {
@@ -91,7 +91,7 @@ func (t replicaTokens) apply(ctx context.Context) {
 // configured or stored, once per cluster, and writes it to
 // <data-dir>/admin-token: the token goes to no log line and not to stdout
 // (which may be a log collector); the log says only which file holds it.
-func ensureAdminToken(ctx context.Context, tokens *auth.Store, cfg config, log zerolog.Logger) error {
+func ensureAdminToken(ctx context.Context, tokens *auth.Store, cfg Config, log zerolog.Logger) error {
 	path := filepath.Join(cfg.DataDir, adminTokenFile)
 	if len(tokens.List()) == 0 {
 		// Checked before the token is created: one that cannot be written

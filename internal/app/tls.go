@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"crypto/tls"
@@ -24,7 +24,7 @@ func inProcess(ns *server.Server, login nats.Option) nats.Option {
 
 // serverTLS is the TLS configuration of --tls-cert/--tls-key; nil without
 // them.
-func serverTLS(cfg config) (*tls.Config, error) {
+func serverTLS(cfg Config) (*tls.Config, error) {
 	if cfg.TLSCert == "" {
 		return nil, nil
 	}

@@ -1,0 +1,5 @@
+package app
+
+import "github.com/enrollgate/enrollgate/internal/httpapi"
+
+var _ httpapi.ReadModel = projectorReads{}

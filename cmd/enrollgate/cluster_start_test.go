@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -18,43 +17,6 @@ import (
 	"github.com/enrollgate/enrollgate/internal/natscluster"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
-
-// launch runs `enrollgate serve` without waiting for it; waitReady waits.
-func launch(t *testing.T, dataDir string, extra ...string) *instance {
-	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	args := append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--nats-service-password", testServicePassword, "--log-format", "json", "--log-level", "debug"}, extra...)
-	go func() { in.done <- run(ctx, args, func(string) string { return "" }, in.stdout, in.stderr) }()
-	t.Cleanup(in.stop)
-	return in
-}
-
-// waitReady waits until in logs that it is ready; an error if it returned
-// or did not get there in time.
-func (in *instance) waitReady(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-in.done:
-			in.cancel = nil
-			return fmt.Errorf("run returned %v", err)
-		default:
-		}
-		for _, line := range strings.Split(in.stderr.String(), "\n") {
-			var rec struct {
-				Message  string `json:"message"`
-				HTTPAddr string `json:"http_addr"`
-			}
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Message == "enrollgate ready" {
-				in.httpAddr = rec.HTTPAddr
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("not ready after %s", timeout)
-}
 
 // TestReplicasStartTogetherOnAFreshCluster: three replicas started at the
 // same moment against a real 3-node cluster that has just formed all come

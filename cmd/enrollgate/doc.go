@@ -2,6 +2,6 @@
 // (the default) starts it, with an embedded JetStream server unless
 // --nats-url names external ones.
 //
-// This is the composition root: the only place that reads flags and
-// environment, and the place where the adapters are wired together.
+// It is the only place that reads flags and environment; internal/app
+// wires the service from the Config they fill.
 package main

@@ -20,6 +20,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/app"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/natstest"
@@ -27,66 +28,94 @@ import (
 
 type syncBuffer = natstest.LogBuffer
 
-// instance is one run of the binary's run function.
+// instance is the service started as `serve` starts it, on random ports.
 type instance struct {
-	t        *testing.T
-	stdout   *syncBuffer
-	stderr   *syncBuffer
+	t      *testing.T
+	stdout *syncBuffer // serve writes nothing here; tests check that
+	stderr *syncBuffer
+	app    *app.App
+	// started receives Start's result (launch); nil once taken.
+	started  chan startResult
 	cancel   context.CancelFunc
-	done     chan error
 	httpAddr string
 	natsURL  string
 	// clientURL is where frontends and security tooling connect.
 	clientURL string
 }
 
-// startInstance runs `enrollgate serve` on random ports with dataDir and
-// waits until it logs that it is ready.
-func startInstance(t *testing.T, dataDir string, extra ...string) *instance {
+type startResult struct {
+	app *app.App
+	err error
+}
+
+// serveArgs are the flags every test instance runs with, then extra.
+func serveArgs(dataDir string, extra ...string) []string {
+	return append([]string{"--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--nats-service-password", testServicePassword, "--log-format", "json", "--log-level", "debug"}, extra...)
+}
+
+// launch starts the service with the flags of `enrollgate serve` on dataDir
+// without waiting for it; waitReady waits.
+func launch(t *testing.T, dataDir string, extra ...string) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &instance{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	args := append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--nats-service-password", testServicePassword, "--log-format", "json", "--log-level", "debug"}, extra...)
-	go func() { in.done <- run(ctx, args, func(string) string { return "" }, in.stdout, in.stderr) }()
-	natstest.Eventually(t, 30*time.Second, func() error {
-		select {
-		case err := <-in.done:
-			t.Fatalf("run returned early: %v\nlogs:\n%s", err, in.stderr.String())
-		default:
-		}
-		for _, line := range strings.Split(in.stderr.String(), "\n") {
-			var rec struct {
-				Message   string `json:"message"`
-				HTTPAddr  string `json:"http_addr"`
-				NATSURL   string `json:"nats_url"`
-				ClientURL string `json:"nats_client_url"`
-			}
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Message == "enrollgate ready" {
-				in.httpAddr, in.natsURL, in.clientURL = rec.HTTPAddr, rec.NATSURL, rec.ClientURL
-				return nil
-			}
-		}
-		return fmt.Errorf("not ready yet")
-	})
-	t.Cleanup(func() { in.stop() })
+	in := &instance{t: t, stdout: &syncBuffer{}, stderr: &syncBuffer{}, started: make(chan startResult, 1), cancel: cancel}
+	cfg, err := parseConfig("serve", serveArgs(dataDir, extra...), func(string) string { return "" }, in.stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		a, err := app.Start(ctx, cfg, newLogger(cfg, in.stderr))
+		in.started <- startResult{a, err}
+	}()
+	t.Cleanup(in.stop)
 	return in
 }
 
-// stop cancels the run and waits for a clean return.
+// waitReady waits until in has started; an error if the start failed or
+// did not end in time.
+func (in *instance) waitReady(timeout time.Duration) error {
+	select {
+	case r := <-in.started:
+		in.started = nil
+		if r.err != nil {
+			return fmt.Errorf("start: %w", r.err)
+		}
+		in.app, in.httpAddr, in.natsURL, in.clientURL = r.app, r.app.HTTPAddr(), r.app.NATSURL(), r.app.ClientURL()
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("not ready after %s", timeout)
+	}
+}
+
+// startInstance starts the service with the flags of `enrollgate serve` on
+// dataDir and random ports, and returns once it is ready.
+func startInstance(t *testing.T, dataDir string, extra ...string) *instance {
+	t.Helper()
+	in := launch(t, dataDir, extra...)
+	if err := in.waitReady(30 * time.Second); err != nil {
+		t.Fatalf("%v\nlogs:\n%s", err, in.stderr.String())
+	}
+	return in
+}
+
+// stop shuts the service down (a start still under way is given up) and
+// checks that it closed cleanly.
 func (in *instance) stop() {
-	if in.cancel == nil {
+	if in.cancel != nil {
+		in.cancel() // as serve's context ends before Close
+	}
+	if in.started != nil {
+		r := <-in.started
+		in.started, in.app = nil, r.app
+	}
+	if in.app == nil {
 		return
 	}
-	in.cancel()
-	in.cancel = nil
-	select {
-	case err := <-in.done:
-		if err != nil {
-			in.t.Errorf("run returned %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		in.t.Error("run did not return within 30s of cancel")
+	err := in.app.Close()
+	in.app = nil
+	if err != nil {
+		in.t.Errorf("close: %v", err)
 	}
 }
 

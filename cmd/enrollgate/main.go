@@ -8,9 +8,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/enrollgate/enrollgate/internal/app"
+	"github.com/enrollgate/enrollgate/internal/readstore"
 )
 
 func main() {
@@ -82,7 +85,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return app.Rebuild(ctx, cfg, newLogger(cfg, stderr), stdout)
+		report, err := app.Rebuild(ctx, cfg, newLogger(cfg, stderr))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "rebuilt %s: %d events applied up to sequence %d, %d poison messages skipped, in %s\n",
+			filepath.Join(cfg.DataDir, readstore.FileName), report.Applied, report.To, len(report.Poison), report.Elapsed.Round(time.Millisecond))
+		return nil
 	case "tokens":
 		switch {
 		case len(args) > 0 && args[0] == "add":

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -14,19 +13,19 @@ import (
 
 	"github.com/enrollgate/enrollgate/internal/auth"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
-	"github.com/enrollgate/enrollgate/internal/natsserver"
 	"github.com/enrollgate/enrollgate/internal/projector"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 	"github.com/enrollgate/enrollgate/internal/secrets"
 )
 
-// Rebuild rebuilds the read model from sequence 1 of the stream
-// and swaps the file in. It refuses while a service holds the data dir: that
+// Rebuild rebuilds the read model from sequence 1 of the stream and swaps
+// the file in, on the data dir, keys and NATS that Start uses, without
+// serving. It refuses while a service holds the data dir: that
 // service would keep serving its open read model and miss the swap.
-func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writer) error {
+func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger) (projector.Report, error) {
 	lock, err := lockDataDir(cfg.DataDir)
 	if err != nil {
-		return err
+		return projector.Report{}, err
 	}
 	defer lock.Close()
 	url := cfg.NATSURL
@@ -35,32 +34,33 @@ func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writ
 		// The rebuild's own server admits no client: no token is needed.
 		tokens, err := auth.Open(auth.Config{})
 		if err != nil {
-			return err
+			return projector.Report{}, err
 		}
-		ns, _, embeddedAuth, err := startEmbedded(cfg, natsserver.Config{Listen: "127.0.0.1:0", StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
-			SyncAlways: cfg.SyncAlways}, tokens, log)
+		ncfg := embeddedServer(cfg)
+		ncfg.Listen = "127.0.0.1:0"
+		ns, _, embeddedAuth, err := startEmbedded(cfg, ncfg, tokens, log)
 		if err != nil {
-			return fmt.Errorf("%w (is the service still running on %s?)", err, cfg.DataDir)
+			return projector.Report{}, fmt.Errorf("%w (is the service still running on %s?)", err, cfg.DataDir)
 		}
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		url, login = ns.ClientURL(), embeddedAuth
 	}
 	nc, err := nats.Connect(url, nats.Name("enrollgate-rebuild"), login)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", redactURL(url), redactErr(err))
+		return projector.Report{}, fmt.Errorf("connect to NATS at %s: %w", redactURL(url), redactErr(err))
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
+		return projector.Report{}, err
 	}
 	keeper, err := secrets.Open(secrets.Config{File: cfg.KeysFile, Dir: cfg.DataDir, MACKey: cfg.MACKey, SealKey: cfg.SealKey})
 	if err != nil {
-		return err
+		return projector.Report{}, err
 	}
 	eventAuth, err := eventstore.OpenAuthenticator(ctx, js, keeper)
 	if err != nil {
-		return err
+		return projector.Report{}, err
 	}
 	path := filepath.Join(cfg.DataDir, readstore.FileName)
 	tmp := path + ".rebuild"
@@ -68,16 +68,14 @@ func Rebuild(ctx context.Context, cfg Config, log zerolog.Logger, stdout io.Writ
 	st, report, err := projector.Rebuild(ctx, js, storeCfg, tmp, projector.Config{Auth: eventAuth})
 	if err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("rebuild: %w", err)
+		return projector.Report{}, fmt.Errorf("rebuild: %w", err)
 	}
 	logReplay(log, "read model rebuilt", report)
 	if err := st.Close(); err != nil {
-		return err
+		return projector.Report{}, err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return errors.Join(fmt.Errorf("swap in the rebuilt read model: %w", err), os.Remove(tmp))
+		return projector.Report{}, errors.Join(fmt.Errorf("swap in the rebuilt read model: %w", err), os.Remove(tmp))
 	}
-	fmt.Fprintf(stdout, "rebuilt %s: %d events applied up to sequence %d, %d poison messages skipped, in %s\n",
-		path, report.Applied, report.To, len(report.Poison), report.Elapsed.Round(1e6))
-	return nil
+	return report, nil
 }

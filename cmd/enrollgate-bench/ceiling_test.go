@@ -73,7 +73,7 @@ func TestBareShape(t *testing.T) {
 func TestFlood(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := newStack(ctx, "flood", t.TempDir(), false, true, zerolog.Nop())
+	st, err := newStack(ctx, "flood", t.TempDir(), false, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

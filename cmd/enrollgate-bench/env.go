@@ -4,31 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"path/filepath"
+	"net/url"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
 	"github.com/enrollgate/enrollgate/internal/alerts"
-	"github.com/enrollgate/enrollgate/internal/auth"
-	"github.com/enrollgate/enrollgate/internal/consume"
-	"github.com/enrollgate/enrollgate/internal/eventstore"
-	"github.com/enrollgate/enrollgate/internal/httpapi"
+	"github.com/enrollgate/enrollgate/internal/app"
 	"github.com/enrollgate/enrollgate/internal/natsserver"
-	"github.com/enrollgate/enrollgate/internal/projector"
-	"github.com/enrollgate/enrollgate/internal/readstore"
-	"github.com/enrollgate/enrollgate/internal/secrets"
-	"github.com/enrollgate/enrollgate/internal/verifyapi"
+	"github.com/enrollgate/enrollgate/internal/startup"
 )
 
 // enrollmentToken is the bench's bootstrap enrollment token for HTTP verify.
@@ -118,87 +108,58 @@ func (a counts) extra(ops int) map[string]float64 {
 	return m
 }
 
-// stack is the service wired as cmd/enrollgate wires it (app.go): one
-// connection for the event store and the verify endpoint, the HTTP API, and
-// a consume.Router running the projections, the lockout saga and the alert
-// publisher, each consumer on its own connection. Frontends and the alert
-// subscriber are separate connections, as they would be separate processes.
+// servicePassword is the bench's password of the embedded server's service
+// user, which every NATS client of the bench logs in as.
+const servicePassword = "bench-service-password-0123"
+
+// stack is the service as cmd/enrollgate runs it (internal/app), on an
+// embedded server in its own data dir, with the event store its commands
+// run on counted. The NATS frontends, the raw and bare clients and the
+// alert subscriber log in as the service user, in the service's account
+// (BenchmarkVerifyOverNATS in cmd/enrollgate measures a token account's
+// frontend beside it); each is a connection of its own, as it would be a
+// process of its own.
 type stack struct {
 	name    string
-	ns      *server.Server
-	url     string
-	nc      *nats.Conn
-	js      jetstream.JetStream
+	app     *app.App
+	url     string // the embedded server, with the service user's login
 	store   *countingStore
-	base    *eventstore.Store
-	keeper  *secrets.Keeper
-	auth    *eventstore.Authenticator // signs the events of base
 	svc     *handlers.Service
-	micro   micro.Service
-	http    *http.Server
 	httpURL string
-	router  *consume.Router
-	routed  <-chan struct{}
-	rs      *readstore.Store
 	alertNC *nats.Conn
 	alerts  *nats.Subscription
 	conns   []*nats.Conn
-	log     zerolog.Logger
 }
 
-// newStack starts a server in dir and the service on it.
-func newStack(ctx context.Context, name, dir string, syncAlways, consumers bool, log zerolog.Logger) (_ *stack, err error) {
-	st := &stack{name: name, log: log}
+// newStack starts the service with its data dir in dir.
+func newStack(ctx context.Context, name, dir string, syncAlways bool, log zerolog.Logger) (_ *stack, err error) {
+	st := &stack{name: name}
 	defer func() {
 		if err != nil {
 			st.close()
 		}
 	}()
-	if st.ns, err = startServer(filepath.Join(dir, "jetstream"), name, syncAlways, log); err != nil {
+	cfg := app.Config{HTTPAddr: "127.0.0.1:0", NATSListen: "127.0.0.1:0", NATSServicePassword: servicePassword,
+		DataDir: dir, Replicas: 1, SyncAlways: syncAlways, Policy: benchPolicy(), AdminEmail: benchAdmin.ID,
+		EnrollmentToken: enrollmentToken, StartTimeout: startup.DefaultTimeout,
+		LogLevel: "info", // what Validate asks for; the service logs to log, at its level
+		WrapStore: func(s handlers.EventStore) handlers.EventStore {
+			st.store = &countingStore{EventStore: s}
+			return st.store
+		}}
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	st.url = st.ns.ClientURL()
-	if st.nc, err = st.connect("enrollgate"); err != nil {
-		return nil, err
+	if st.app, err = app.Start(ctx, cfg, log.With().Str("stack", name).Logger()); err != nil {
+		return nil, fmt.Errorf("start %s stack: %w", name, err)
 	}
-	if st.js, err = jetstream.New(st.nc); err != nil {
-		return nil, err
-	}
-	esCfg := eventstore.DefaultConfig()
-	stream, err := eventstore.EnsureStream(ctx, st.js, esCfg)
+	st.svc, st.httpURL = st.app.Service(), "http://"+st.app.HTTPAddr()
+	u, err := url.Parse(st.app.NATSURL())
 	if err != nil {
 		return nil, err
 	}
-	if st.keeper, err = secrets.Open(secrets.Config{Dir: filepath.Join(dir, "keys")}); err != nil {
-		return nil, err
-	}
-	if st.auth, err = eventstore.NewAuthenticator(st.keeper, stream); err != nil {
-		return nil, err
-	}
-	if st.base, err = eventstore.New(st.js, stream, esCfg, st.auth); err != nil {
-		return nil, err
-	}
-	st.store = &countingStore{EventStore: st.base}
-	if err := alerts.EnsureStream(ctx, st.js, 1); err != nil {
-		return nil, err
-	}
-	if st.svc, err = st.newService(); err != nil {
-		return nil, err
-	}
-	if consumers {
-		if err := st.startConsumers(ctx, dir); err != nil {
-			return nil, err
-		}
-	} else if st.rs, err = readstore.Open(readstore.Config{Path: filepath.Join(dir, readstore.FileName),
-		Defaults: benchPolicy(), NoSync: true}); err != nil { // HTTP reads need one, even empty
-		return nil, err
-	}
-	if st.micro, err = verifyapi.Start(st.nc, st.svc, verifyapi.Config{}, log); err != nil {
-		return nil, err
-	}
-	if err := st.startHTTP(dir); err != nil {
-		return nil, err
-	}
+	u.User = url.UserPassword(natsserver.ServiceUser, servicePassword)
+	st.url = u.String()
 	if st.alertNC, err = st.connect("security-tooling"); err != nil {
 		return nil, err
 	}
@@ -213,130 +174,46 @@ func newStack(ctx context.Context, name, dir string, syncAlways, consumers bool,
 func (st *stack) newService() (*handlers.Service, error) {
 	cfg := handlers.DefaultConfig()
 	cfg.Policy = benchPolicy()
-	return handlers.NewService(cfg, st.store, st.keeper, handlers.SystemClock{}, handlers.NewULIDs())
+	return handlers.NewService(cfg, st.store, st.app.Keeper(), handlers.SystemClock{}, handlers.NewULIDs())
 }
 
 func (st *stack) connect(name string) (*nats.Conn, error) {
 	nc, err := nats.Connect(st.url, nats.Name(name))
 	if err != nil {
-		return nil, fmt.Errorf("connect %s to %s: %w", name, st.url, err)
+		return nil, fmt.Errorf("connect %s: %w", name, err)
 	}
 	st.conns = append(st.conns, nc)
 	return nc, nil
 }
 
-func (st *stack) startConsumers(ctx context.Context, dir string) error {
-	rs, _, err := projector.OpenStore(ctx, st.js, readstore.Config{Path: filepath.Join(dir, readstore.FileName),
-		Defaults: benchPolicy(), NoSync: true}, projector.Config{Auth: st.auth})
-	if err != nil {
-		return fmt.Errorf("read model: %w", err)
-	}
-	st.rs = rs
-	proj := projector.New(rs)
-	n := 0
-	// The router closes the connections it is given; they are not in conns.
-	r, err := consume.NewRouter(consume.DefaultConfig(), func() (*nats.Conn, error) {
-		n++
-		return nats.Connect(st.url, nats.Name(fmt.Sprintf("enrollgate-consumer-%d", n)))
-	}, st.auth, st.log)
-	if err != nil {
-		return err
-	}
-	st.router = r
-	pubNC, err := st.connect("alert-publisher")
-	if err != nil {
-		return err
-	}
-	pubJS, err := jetstream.New(pubNC)
-	if err != nil {
-		return err
-	}
-	publisher, err := alerts.NewPublisher(pubJS)
-	if err != nil {
-		return err
-	}
-	if err := proj.Register(r, projector.Durable("bench")); err != nil {
-		return err
-	}
-	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(st.svc).Handle, consume.OnlyTypes(handlers.LockoutSagaEvents...)); err != nil {
-		return err
-	}
-	if err := r.AddHandler(alerts.Durable, publisher.Handle, consume.OnlyTypes(alerts.Events...)); err != nil {
-		return err
-	}
-	st.routed, err = r.Start(context.WithoutCancel(ctx), 30*time.Second)
-	return err
-}
-
-func (st *stack) startHTTP(dir string) error {
-	tokens, err := auth.Open(auth.Config{File: filepath.Join(dir, "tokens.json"), EnrollmentToken: enrollmentToken})
-	if err != nil {
-		return err
-	}
-	hcfg := httpapi.DefaultConfig()
-	api, err := httpapi.New(hcfg, httpapi.Deps{Commands: st.svc, Auth: tokens, Reads: st.rs}, st.log)
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return fmt.Errorf("HTTP listen: %w", err)
-	}
-	st.httpURL = "http://" + ln.Addr().String()
-	st.http = hcfg.NewServer(ln.Addr().String(), api)
-	go func() { _ = st.http.Serve(ln) }()
-	return nil
-}
-
 // drain waits until the projections, the saga and the alert publisher have
-// acknowledged every event, so that their catch-up does not run during the
-// next measurement.
+// handled every event, so that their catch-up does not run during the next
+// measurement.
 func (st *stack) drain(ctx context.Context) error {
-	if st.router == nil {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	for _, d := range []string{projector.Durable("bench"), handlers.LockoutSagaDurable, alerts.Durable} {
-		for {
-			n, err := st.router.Pending(ctx, d)
-			if err != nil {
-				return fmt.Errorf("drain %s: %w", d, err)
-			}
-			if n == 0 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("drain %s: %d pending: %w", d, n, ctx.Err())
-			case <-time.After(20 * time.Millisecond):
-			}
+	for {
+		n, err := st.app.ConsumerLag(ctx)
+		if err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain: %d pending: %w", n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return nil
 }
 
-// close stops everything that was started, in the order of app.Close.
+// close closes the clients' connections, then the service.
 func (st *stack) close() {
-	if st.http != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = st.http.Shutdown(ctx)
-		cancel()
-	}
-	if st.micro != nil {
-		_ = st.micro.Stop()
-	}
-	if st.router != nil {
-		_ = st.router.Close()
-		if st.routed != nil {
-			<-st.routed
-		}
-	}
-	if st.rs != nil {
-		_ = st.rs.Close()
-	}
 	for _, nc := range st.conns {
 		nc.Close()
 	}
-	stopServer(st.ns)
+	if st.app != nil {
+		_ = st.app.Close()
+	}
 }

@@ -34,7 +34,6 @@ type options struct {
 	Lockouts      int           `json:"lockouts_per_round"`
 	LogLevel      string        `json:"log_level"`
 	Keep          bool          `json:"keep"`
-	Consumers     bool          `json:"consumers"`
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -52,7 +51,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.Lockouts, "lockouts", 0, "S5 lockouts per round (default 40, quick 10)")
 	fs.StringVar(&o.LogLevel, "log-level", "warn", "level of the service's own log, on stderr")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary JetStream stores")
-	fs.BoolVar(&o.Consumers, "consumers", true, "run the projections, saga and alert publisher beside the service, as production does (false: the write path alone, for diagnosis; S5 then fails)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -154,12 +152,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				if err := x.Stack.drain(ctx); err != nil {
 					return err
 				}
-				if x.Stack.router != nil {
-					if s.Extra == nil {
-						s.Extra = map[string]float64{}
-					}
-					s.Extra["drain_ms"] = ms(time.Since(t))
+				if s.Extra == nil {
+					s.Extra = map[string]float64{}
 				}
+				s.Extra["drain_ms"] = ms(time.Since(t))
 			}
 			results[x.ID] = append(results[x.ID], s)
 			progress("round %d/%d %-20s %s", round, opt.Rounds, x.ID, brief(s))
@@ -319,7 +315,7 @@ func selectRows(rows []*row, spec string) (map[string]bool, map[string]bool, err
 func (r *runner) setup(ctx context.Context, dir string, groups map[string]bool, log zerolog.Logger) error {
 	t := time.Now()
 	var err error
-	if r.main, err = newStack(ctx, "main", filepath.Join(dir, "main"), false, r.opt.Consumers, log); err != nil {
+	if r.main, err = newStack(ctx, "main", filepath.Join(dir, "main"), false, log); err != nil {
 		return err
 	}
 	if r.raw, err = newRawClients(ctx, r.main.url, frontends); err != nil {
@@ -353,7 +349,7 @@ func (r *runner) setup(ctx context.Context, dir string, groups map[string]bool, 
 	// environments are set up; drained at the end.
 	if groups["S8"] {
 		t = time.Now()
-		if r.sync, err = newStack(ctx, "sync", filepath.Join(dir, "sync"), true, r.opt.Consumers, log); err != nil {
+		if r.sync, err = newStack(ctx, "sync", filepath.Join(dir, "sync"), true, log); err != nil {
 			return err
 		}
 		if r.rawSync, err = newRawClients(ctx, r.sync.url, frontends); err != nil {

@@ -231,9 +231,6 @@ func (r *runner) hotRow() *row {
 // gets it) to the alert on a core NATS subscription of enrollgate.alerts.>.
 func (r *runner) lockouts(ctx context.Context, round int) (sample, error) {
 	st := r.main
-	if st.router == nil {
-		return sample{}, errors.New("S5 needs the consumers (-consumers=true)")
-	}
 	f := r.fronts[st][0]
 	var s sample
 	for k := range r.opt.Lockouts {

@@ -72,6 +72,8 @@ type App struct {
 	projections string
 	auth        *eventstore.Authenticator
 	keys        keyWatch // the keys file's watcher and the key registry
+	svc         *handlers.Service
+	keeper      *secrets.Keeper
 }
 
 // Start wires and starts the service. On error, whatever was started is
@@ -143,10 +145,15 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (_ *App, err err
 	a.metrics = metrics.New(cfg.Version, a.metricsProbes())
 	hcfg := handlers.DefaultConfig()
 	hcfg.Policy = cfg.Policy
-	svc, err := handlers.NewService(hcfg, a.metrics.Store(store), keeper, handlers.SystemClock{}, handlers.NewULIDs())
+	var es handlers.EventStore = store
+	if cfg.WrapStore != nil {
+		es = cfg.WrapStore(es)
+	}
+	svc, err := handlers.NewService(hcfg, a.metrics.Store(es), keeper, handlers.SystemClock{}, handlers.NewULIDs())
 	if err != nil {
 		return nil, err
 	}
+	a.svc, a.keeper = svc, keeper
 	if err := a.shareTokens(sctx, cfg, tokens); err != nil {
 		return nil, err
 	}

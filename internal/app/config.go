@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/handlers"
 )
 
 // Config is everything the service reads from flags and environment. Each
@@ -55,6 +56,9 @@ type Config struct {
 	LogFormat    string
 	// Version is the build's version, which micro and /metrics report.
 	Version string
+	// WrapStore, when set, wraps the event store the commands run on (not
+	// a flag: the bench counts the store calls of a verify with it).
+	WrapStore func(handlers.EventStore) handlers.EventStore
 }
 
 // Validate reports every problem of the configuration at once.

@@ -123,10 +123,10 @@ func (s *SiteState) Apply(recs ...events.Record) {
 // apply folds one event: the failure log as the aggregate folds it, and the
 // display fields beside it.
 func (s *SiteState) apply(e events.Event) {
+	// A lock ends the grace too, but Doc shows no grace while locked, and
+	// only a new generation, which ends it, lifts a lock.
 	wasLocked := s.log.Locked()
-	if s.log.Apply(e, s.defaults) {
-		s.retiring = nil // as domain: a lockout ends the grace
-	}
+	s.log.Apply(e, s.defaults)
 	at := e.OccurredAt.UnixNano()
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:

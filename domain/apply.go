@@ -27,11 +27,11 @@ func (p *Passcode) apply(e events.Event) {
 	case events.PasscodeGenerated:
 		p.retire(e.OccurredAt, d)
 		if old := p.gen; old != nil && p.log.Locked() && !old.lockoutRecorded {
-			if p.unrecorded = append(p.unrecorded, p.log.lockedGeneration()); len(p.unrecorded) > maxUnrecorded {
+			if p.unrecorded = append(p.unrecorded, p.log.lockedGeneration(old.id)); len(p.unrecorded) > maxUnrecorded {
 				p.unrecorded = p.unrecorded[1:]
 			}
 		}
-		p.log.Apply(e, p.defaults)
+		p.log.Apply(e, p.current(), p.defaults)
 		g := newGeneration(d.PasscodeID, d.Hash, d.Sealed)
 		g.hashKeyID, g.sealKeyID, g.generatedAt, g.generatedBy = d.HashKeyID, d.SealKeyID, e.OccurredAt, canonicalActor(e.Actor)
 		g.checked, g.maxEnrollments = d.CheckCharacter, int32(min(max(d.MaxEnrollments, 0), MaxMaxEnrollments))
@@ -58,7 +58,7 @@ func (p *Passcode) apply(e events.Event) {
 			}
 		}
 	case events.EnrollmentAttemptFailed:
-		if p.log.Apply(e, p.defaults) {
+		if p.log.Apply(e, p.current(), p.defaults) {
 			p.endGrace()
 		}
 		if g := p.gen; g != nil && g.id == d.PasscodeID && d.ReachesSimulatedThreshold() && g.simLock == nil {
@@ -66,7 +66,7 @@ func (p *Passcode) apply(e events.Event) {
 		}
 		p.attempts.add(p.attemptRecord(e.OccurredAt, d.AttemptID, d.PasscodeID, d.AttemptDigest, false))
 	case events.EnrollmentAttemptExcused:
-		p.log.Apply(e, p.defaults)
+		p.log.Apply(e, p.current(), p.defaults)
 		r := p.attemptRecord(e.OccurredAt, d.AttemptID, d.PasscodeID, d.AttemptDigest, false)
 		r.excused = excusedCodeOf(d.Outcome)
 		p.attempts.add(r)
@@ -92,7 +92,7 @@ func (p *Passcode) apply(e events.Event) {
 			g.simRecorded = true
 		}
 	case events.LockoutPolicyChanged:
-		if p.log.Apply(e, p.defaults) {
+		if p.log.Apply(e, p.current(), p.defaults) {
 			p.endGrace()
 		}
 		if g := p.gen; g != nil && g.id == d.PasscodeID && validPolicyChange(d) && d.SimulatesLockout() && g.simLock == nil {
@@ -101,6 +101,14 @@ func (p *Passcode) apply(e events.Event) {
 	case events.PasscodeRevealed:
 		// Recorded for the audit trail; the state does not change.
 	}
+}
+
+// current is the ID of the current generation; empty for none.
+func (p *Passcode) current() string {
+	if p.gen == nil {
+		return ""
+	}
+	return p.gen.id
 }
 
 // retire moves the current generation among the past ones as d replaces it:

@@ -15,8 +15,8 @@ import (
 // one copy of the rules. The zero value is a site with no history. Not safe
 // for concurrent use.
 type FailureLog struct {
-	// gen is the generation the failures count against; "" before the first.
-	gen      string
+	// failures count against the current generation, whose ID the caller
+	// passes to Apply (kept once per site, by the caller).
 	failures []failure
 	// lock is set by the failure (or policy change) that reached the
 	// threshold: from then on no candidate is compared, whatever the window
@@ -35,17 +35,18 @@ type FailureLog struct {
 }
 
 // Apply folds one event into the log under the configured defaults and
-// reports whether the event locked the current generation. Events the log
+// reports whether the event locked the current generation. current is the ID
+// of the site's current generation before e; empty for none. Events the log
 // does not depend on change nothing.
-func (l *FailureLog) Apply(e events.Event, defaults Policy) (locked bool) {
+func (l *FailureLog) Apply(e events.Event, current string, defaults Policy) (locked bool) {
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:
 		// A new generation starts with a fresh count; the per-source rate
 		// goes on across generations.
-		l.gen, l.failures, l.lock, l.lastFailed = d.PasscodeID, nil, nil, nil
+		l.failures, l.lock, l.lastFailed = nil, nil, nil
 	case events.EnrollmentAttemptFailed:
 		var keys sourceKeys
-		if d.PasscodeID == l.gen && l.gen != "" {
+		if d.PasscodeID == current && current != "" {
 			src := l.sourceOf(d.Source)
 			keys = src.keys
 			l.failures = append(l.failures, failure{at: unixNano(e.OccurredAt), src: src})
@@ -68,7 +69,7 @@ func (l *FailureLog) Apply(e events.Event, defaults Policy) (locked bool) {
 		l.addSourceFailure(e.OccurredAt, keys, defaults)
 	case events.EnrollmentAttemptExcused:
 		var keys sourceKeys
-		if d.PasscodeID == l.gen && l.gen != "" {
+		if d.PasscodeID == current && current != "" {
 			l.lastFailed = l.sourceOf(d.Source)
 			keys = l.lastFailed.keys
 		} else {
@@ -85,7 +86,7 @@ func (l *FailureLog) Apply(e events.Event, defaults Policy) (locked bool) {
 			mode = events.ModeMonitor
 		}
 		l.override = &lockout{maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D(), mode: mode}
-		if d.Locks() && d.PasscodeID == l.gen && l.gen != "" && l.lock == nil {
+		if d.Locks() && d.PasscodeID == current && current != "" && l.lock == nil {
 			l.lock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
 			locked = true
 		}
@@ -174,9 +175,9 @@ func countedAt(fs []failure, now time.Time, window time.Duration) []failure {
 }
 
 // lockedGeneration is what a lockout alert needs of the current generation
-// once it is replaced: its failures and its lock.
-func (l *FailureLog) lockedGeneration() unrecorded {
-	return unrecorded{id: l.gen, failures: l.failures, lock: l.lock}
+// id once it is replaced: its failures and its lock.
+func (l *FailureLog) lockedGeneration(id string) unrecorded {
+	return unrecorded{id: id, failures: l.failures, lock: l.lock}
 }
 
 // sourceOf returns the failure source of s, shared with an earlier failure of

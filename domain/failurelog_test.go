@@ -12,12 +12,27 @@ import (
 var logPolicy = domain.Policy{MaxFailedAttempts: 5, FailureWindow: 10 * time.Minute, MaxFailedPerSource: 2,
 	SourceWindow: 15 * time.Minute}
 
+// logSite is a failure log with the current generation's ID beside it, as
+// its callers keep it.
+type logSite struct {
+	domain.FailureLog
+	current string
+}
+
+func (l *logSite) apply(s logStep, pol domain.Policy) bool {
+	locked := l.Apply(events.Event{OccurredAt: s.at, Data: s.p}, l.current, pol)
+	if g, ok := s.p.(events.PasscodeGenerated); ok {
+		l.current = g.PasscodeID
+	}
+	return locked
+}
+
 // logOf folds the payloads, each at its time, into a fresh log.
-func logOf(t *testing.T, pol domain.Policy, steps ...logStep) *domain.FailureLog {
+func logOf(t *testing.T, pol domain.Policy, steps ...logStep) *logSite {
 	t.Helper()
-	var l domain.FailureLog
+	var l logSite
 	for _, s := range steps {
-		l.Apply(events.Event{OccurredAt: s.at, Data: s.p}, pol)
+		l.apply(s, pol)
 	}
 	return &l
 }
@@ -40,7 +55,7 @@ func generatedAt(at time.Time, id string) logStep {
 	return logStep{at, events.PasscodeGenerated{PasscodeID: id}}
 }
 
-func throttledKeys(l *domain.FailureLog, now time.Time, pol domain.Policy) map[string]time.Time {
+func throttledKeys(l *logSite, now time.Time, pol domain.Policy) map[string]time.Time {
 	out := map[string]time.Time{}
 	for _, ts := range l.ThrottledSources(now, pol) {
 		out[ts.Key] = ts.Until
@@ -68,7 +83,7 @@ func TestFailureLogWindowEdges(t *testing.T) {
 		t.Errorf("LastFailedAt = %s", got)
 	}
 	// A failure after the window drops the aged-out ones: the last kept is the new one.
-	l.Apply(events.Event{OccurredAt: at(time.Hour), Data: failedStep(at(0), "g1", 1, a).p}, logPolicy)
+	l.apply(logStep{at(time.Hour), failedStep(at(0), "g1", 1, a).p}, logPolicy)
 	if n, last := l.FailedAttempts(at(time.Hour), logPolicy), l.LastFailedAt(); n != 1 || !last.Equal(at(time.Hour)) {
 		t.Errorf("after the window: %d failures, last %s", n, last)
 	}
@@ -156,8 +171,8 @@ func TestFailureLogExcusedAttempts(t *testing.T) {
 }
 
 func TestFailureLogLockAndReset(t *testing.T) {
-	var l domain.FailureLog
-	apply := func(s logStep) bool { return l.Apply(events.Event{OccurredAt: s.at, Data: s.p}, logPolicy) }
+	var l logSite
+	apply := func(s logStep) bool { return l.apply(s, logPolicy) }
 	apply(generatedAt(t0, "g1"))
 	for i := 1; i < 5; i++ {
 		if apply(failedStep(at(time.Duration(i)*time.Second), "g1", i, src("192.0.2.1", ""))) || l.Locked() {
@@ -218,7 +233,7 @@ func TestFailureLogEncoding(t *testing.T) {
 	}
 	steps = append(steps, excusedStep(at(time.Minute), "g1", src("198.51.100.1", "")))
 	l := logOf(t, pol, steps...)
-	for name, log := range map[string]*domain.FailureLog{"empty": {}, "locked and busy": l} {
+	for name, log := range map[string]*domain.FailureLog{"empty": {}, "locked and busy": &l.FailureLog} {
 		b := log.AppendBinary([]byte{0xAA})
 		got, rest, err := domain.DecodeFailureLog(append(b[1:], 0xBB))
 		if err != nil || !reflect.DeepEqual(rest, []byte{0xBB}) {
@@ -234,12 +249,12 @@ func TestFailureLogEncoding(t *testing.T) {
 		}
 	}
 	// A clone and its original change apart: each folds like a fresh log.
-	c := l.Clone()
+	c := logSite{l.Clone(), l.current}
 	more := func(d time.Duration) logStep {
 		return failedStep(at(d), "g1", 1, events.Source{IP: "192.0.2.1", DeviceID: "d", Platform: "ios", UserAgent: "ua"})
 	}
-	c.Apply(events.Event{OccurredAt: at(2 * time.Minute), Data: more(2 * time.Minute).p}, pol)
-	l.Apply(events.Event{OccurredAt: at(3 * time.Minute), Data: more(3 * time.Minute).p}, pol)
+	c.apply(more(2*time.Minute), pol)
+	l.apply(more(3*time.Minute), pol)
 	if want := logOf(t, pol, append(steps, more(2*time.Minute))...); !reflect.DeepEqual(&c, want) {
 		t.Fatal("the clone folds differently from a fresh log")
 	}

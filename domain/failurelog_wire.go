@@ -14,7 +14,7 @@ import (
 // them, str: uvarint length then bytes, times: uvarint count then each time
 // as a varint delta from the one before):
 //
-//	str gen, byte flags (logOverride, logLock)
+//	byte flags (logOverride, logLock)
 //	override: varint max_failed, varint window (ns), str mode
 //	lock: varint at, varint max_failed, varint window (ns)
 //	uvarint n, n × source (4 × str: ip, device_id, platform, user_agent)
@@ -28,7 +28,6 @@ const (
 
 // AppendBinary appends the encoding of the log to b.
 func (l *FailureLog) AppendBinary(b []byte) []byte {
-	b = appendStr(b, l.gen)
 	var flags byte
 	if l.override != nil {
 		flags |= logOverride
@@ -102,7 +101,6 @@ func appendStr(b []byte, s string) []byte {
 func DecodeFailureLog(b []byte) (FailureLog, []byte, error) {
 	r := logReader{b: b}
 	var l FailureLog
-	l.gen = r.str()
 	flags := r.byte()
 	if flags&^(logOverride|logLock) != 0 {
 		r.fail(fmt.Errorf("unknown failure log flags %#x", flags))

@@ -437,7 +437,7 @@ func (p *Passcode) recordLockout(now time.Time, id string) events.Payload {
 		if g.lockoutRecorded || (g.disabled != nil && !p.log.Locked()) {
 			return nil
 		}
-		u = p.log.lockedGeneration()
+		u = p.log.lockedGeneration(id)
 	default:
 		for _, r := range p.unrecorded {
 			if r.id == id {

@@ -126,7 +126,11 @@ func (s *SiteState) apply(e events.Event) {
 	// A lock ends the grace too, but Doc shows no grace while locked, and
 	// only a new generation, which ends it, lifts a lock.
 	wasLocked := s.log.Locked()
-	s.log.Apply(e, s.defaults)
+	var current string
+	if s.gen != nil {
+		current = s.gen.id
+	}
+	s.log.Apply(e, current, s.defaults)
 	at := e.OccurredAt.UnixNano()
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:

@@ -43,8 +43,12 @@ func fail(id string, n int, ip string) events.EnrollmentAttemptFailed {
 func docFromDomain(p *domain.Passcode, pol domain.Policy, recs []events.Record, now time.Time) StateDoc {
 	d := StateDocFromDomain(p.State(now))
 	var log domain.FailureLog
+	var current string
 	for _, r := range recs {
-		log.Apply(r.Event, pol)
+		log.Apply(r.Event, current, pol)
+		if g, ok := r.Event.Data.(events.PasscodeGenerated); ok {
+			current = g.PasscodeID
+		}
 	}
 	for _, ts := range log.ThrottledSources(now, pol) {
 		w := ThrottledSource{Key: ts.Key}

@@ -212,6 +212,10 @@ func TestFailureLogLockAndReset(t *testing.T) {
 		l.Policy(logPolicy).MaxFailedAttempts != 5 {
 		t.Fatal("an invalid policy was applied")
 	}
+	if apply(logStep{at(11 * time.Second), events.LockoutPolicyChanged{MaxFailedAttempts: 2, FailureWindow: events.Duration(time.Hour),
+		PasscodeID: "g1", FailedAttempts: 2}}) || l.Locked() {
+		t.Fatal("a policy naming the replaced generation locked the current one")
+	}
 	if !apply(logStep{at(12 * time.Second), events.LockoutPolicyChanged{MaxFailedAttempts: 2, FailureWindow: events.Duration(time.Hour),
 		PasscodeID: "g2", FailedAttempts: 2}}) || !l.Locked() {
 		t.Fatal("a policy the failures reach did not lock")

@@ -7,6 +7,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/wirebin"
 )
 
 var logPolicy = domain.Policy{MaxFailedAttempts: 5, FailureWindow: 10 * time.Minute, MaxFailedPerSource: 2,
@@ -239,15 +240,16 @@ func TestFailureLogEncoding(t *testing.T) {
 	l := logOf(t, pol, steps...)
 	for name, log := range map[string]*domain.FailureLog{"empty": {}, "locked and busy": &l.FailureLog} {
 		b := log.AppendBinary([]byte{0xAA})
-		got, rest, err := domain.DecodeFailureLog(append(b[1:], 0xBB))
-		if err != nil || !reflect.DeepEqual(rest, []byte{0xBB}) {
-			t.Fatalf("%s: rest %v, err %v", name, rest, err)
+		r := wirebin.NewReader(append(b[1:], 0xBB))
+		got := domain.DecodeFailureLog(r)
+		if r.Err() != nil || r.Len() != 1 || r.Byte() != 0xBB {
+			t.Fatalf("%s: %d bytes left, err %v", name, r.Len(), r.Err())
 		}
 		if !reflect.DeepEqual(&got, log) {
 			t.Fatalf("%s: decoded\n%+v\nwant\n%+v", name, got, *log)
 		}
 		for i := range len(b) - 1 {
-			if _, _, err := domain.DecodeFailureLog(b[1 : 1+i]); err == nil {
+			if r := wirebin.NewReader(b[1 : 1+i]); !reflect.DeepEqual(domain.DecodeFailureLog(r), domain.FailureLog{}) || r.Err() == nil {
 				t.Fatalf("%s: truncated to %d of %d bytes: no error", name, i, len(b)-1)
 			}
 		}

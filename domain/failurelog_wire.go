@@ -2,11 +2,11 @@ package domain
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/wirebin"
 )
 
 // The log encodes itself for the durable read model, so that its fields stay
@@ -39,7 +39,7 @@ func (l *FailureLog) AppendBinary(b []byte) []byte {
 	if o := l.override; o != nil {
 		b = binary.AppendVarint(b, int64(o.maxFailed))
 		b = binary.AppendVarint(b, int64(o.window))
-		b = appendStr(b, string(o.mode))
+		b = wirebin.AppendString(b, string(o.mode))
 	}
 	if k := l.lock; k != nil {
 		b = binary.AppendVarint(b, unixNano(k.at))
@@ -68,7 +68,7 @@ func (l *FailureLog) AppendBinary(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(srcs)))
 	for _, fs := range srcs {
 		for _, f := range []string{fs.source.IP, fs.source.DeviceID, fs.source.Platform, fs.source.UserAgent} {
-			b = appendStr(b, f)
+			b = wirebin.AppendString(b, f)
 		}
 	}
 	b = binary.AppendUvarint(b, uint64(len(l.failures)))
@@ -81,7 +81,7 @@ func (l *FailureLog) AppendBinary(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(last+1))
 	b = binary.AppendUvarint(b, uint64(len(l.sources)))
 	for _, st := range l.sources {
-		b = appendStr(b, st.key)
+		b = wirebin.AppendString(b, st.key)
 		b = binary.AppendUvarint(b, uint64(len(st.times)))
 		prev = 0
 		for _, t := range st.times {
@@ -92,129 +92,57 @@ func (l *FailureLog) AppendBinary(b []byte) []byte {
 	return b
 }
 
-func appendStr(b []byte, s string) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
-}
-
-// DecodeFailureLog decodes a log that AppendBinary wrote at the start of b
-// and returns the bytes after it.
-func DecodeFailureLog(b []byte) (FailureLog, []byte, error) {
-	r := logReader{b: b}
+// DecodeFailureLog reads a log that AppendBinary wrote from r; r's error
+// says whether it could.
+func DecodeFailureLog(r *wirebin.Reader) FailureLog {
 	var l FailureLog
-	flags := r.byte()
+	flags := r.Byte()
 	if flags&^(logOverride|logLock) != 0 {
-		r.fail(fmt.Errorf("unknown failure log flags %#x", flags))
+		r.Fail(fmt.Errorf("unknown failure log flags %#x", flags))
 	}
 	if flags&logOverride != 0 {
-		l.override = &lockout{maxFailed: int(r.varint()), window: time.Duration(r.varint()), mode: events.LockoutMode(r.str())}
+		l.override = &lockout{maxFailed: int(r.Varint()), window: time.Duration(r.Varint()), mode: events.LockoutMode(r.Str())}
 	}
 	if flags&logLock != 0 {
-		l.lock = &lockInfo{at: unixTime(r.varint()), maxFailed: int(r.varint()), window: time.Duration(r.varint())}
+		l.lock = &lockInfo{at: unixTime(r.Varint()), maxFailed: int(r.Varint()), window: time.Duration(r.Varint())}
 	}
-	srcs := make([]*failureSource, r.count(4))
+	srcs := make([]*failureSource, r.Count(4))
 	for i := range srcs {
-		s := events.Source{IP: r.str(), DeviceID: r.str(), Platform: r.str(), UserAgent: r.str()}
+		s := events.Source{IP: r.Str(), DeviceID: r.Str(), Platform: r.Str(), UserAgent: r.Str()}
 		srcs[i] = &failureSource{source: s, keys: keysOf(s)}
 	}
-	if n := r.count(2); n > 0 {
+	source := func(i uint64) *failureSource {
+		if i >= uint64(len(srcs)) {
+			r.Fail(fmt.Errorf("source index %d of %d", i, len(srcs)))
+			return &failureSource{}
+		}
+		return srcs[i]
+	}
+	if n := r.Count(2); n > 0 {
 		l.failures = make([]failure, n)
 		var prev int64
 		for i := range l.failures {
-			prev += r.varint()
-			l.failures[i] = failure{at: prev, src: r.at(srcs, r.uvarint())}
+			prev += r.Varint()
+			l.failures[i] = failure{at: prev, src: source(r.Uvarint())}
 		}
 	}
-	if i := r.uvarint(); i > 0 {
-		l.lastFailed = r.at(srcs, i-1)
+	if i := r.Uvarint(); i > 0 {
+		l.lastFailed = source(i - 1)
 	}
-	if n := r.count(2); n > 0 {
+	if n := r.Count(2); n > 0 {
 		l.sources = make([]sourceTimes, n)
 		for i := range l.sources {
-			st := sourceTimes{key: r.str(), times: make([]int64, r.count(1))}
+			st := sourceTimes{key: r.Str(), times: make([]int64, r.Count(1))}
 			var prev int64
 			for j := range st.times {
-				prev += r.varint()
+				prev += r.Varint()
 				st.times[j] = prev
 			}
 			l.sources[i] = st
 		}
 	}
-	if r.err != nil {
-		return FailureLog{}, nil, fmt.Errorf("failure log: %w", r.err)
+	if r.Err() != nil {
+		return FailureLog{}
 	}
-	return l, r.b, nil
-}
-
-var errTruncated = errors.New("truncated")
-
-// logReader reads the log's fields; the first error sticks, so the decoder
-// checks once at the end.
-type logReader struct {
-	b   []byte
-	err error
-}
-
-func (r *logReader) fail(err error) {
-	if r.err == nil {
-		r.err = err
-	}
-	r.b = nil
-}
-
-func (r *logReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail(errTruncated)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *logReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail(errTruncated)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *logReader) byte() byte {
-	if len(r.b) == 0 {
-		r.fail(errTruncated)
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-// count reads a length and rejects one that cannot fit in what is left (each
-// element takes at least minSize bytes), so that garbage cannot make it
-// allocate.
-func (r *logReader) count(minSize int) int {
-	n := r.uvarint()
-	if n > uint64(len(r.b)/minSize) {
-		r.fail(fmt.Errorf("count %d exceeds the %d bytes left", n, len(r.b)))
-		return 0
-	}
-	return int(n)
-}
-
-func (r *logReader) str() string {
-	n := r.count(1)
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
-}
-
-// at returns srcs[i], failing when i is out of range.
-func (r *logReader) at(srcs []*failureSource, i uint64) *failureSource {
-	if i >= uint64(len(srcs)) {
-		r.fail(fmt.Errorf("source index %d of %d", i, len(srcs)))
-		return &failureSource{}
-	}
-	return srcs[i]
+	return l
 }

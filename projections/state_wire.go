@@ -2,11 +2,11 @@ package projections
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/wirebin"
 )
 
 // The durable read model re-encodes a site's whole state on every batch that
@@ -33,13 +33,11 @@ const (
 	flagRetiring
 )
 
-var errShort = errors.New("truncated")
-
 // MarshalBinary encodes the state for a durable read model.
 func (s *SiteState) MarshalBinary() ([]byte, error) {
 	b := make([]byte, 0, 96+len(s.site))
 	b = append(b, wireVersion)
-	b = appendWireString(b, s.site)
+	b = wirebin.AppendString(b, s.site)
 	b = binary.AppendUvarint(b, s.seq)
 	var flags byte
 	g := s.gen
@@ -54,9 +52,9 @@ func (s *SiteState) MarshalBinary() ([]byte, error) {
 	}
 	b = append(b, flags)
 	if g != nil {
-		b = appendWireString(b, g.id)
+		b = wirebin.AppendString(b, g.id)
 		b = binary.AppendVarint(b, g.generatedAt)
-		b = appendWireString(b, g.generatedBy)
+		b = wirebin.AppendString(b, g.generatedBy)
 		b = append(b, boolByte(g.checked))
 		b = binary.AppendVarint(b, g.expiresAt)
 		b = binary.AppendUvarint(b, uint64(g.maxEnrollments))
@@ -64,12 +62,12 @@ func (s *SiteState) MarshalBinary() ([]byte, error) {
 		b = binary.AppendVarint(b, g.lastEnrolledAt)
 		if d := g.disabled; d != nil {
 			b = binary.AppendVarint(b, d.at)
-			b = appendWireString(b, d.by)
-			b = appendWireString(b, string(d.reason))
+			b = wirebin.AppendString(b, d.by)
+			b = wirebin.AppendString(b, string(d.reason))
 		}
 	}
 	if r := s.retiring; r != nil {
-		b = appendWireString(b, r.id)
+		b = wirebin.AppendString(b, r.id)
 		b = binary.AppendVarint(b, r.until)
 	}
 	return s.log.AppendBinary(b), nil
@@ -82,107 +80,39 @@ func boolByte(v bool) byte {
 	return 0
 }
 
-func appendWireString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
 // DecodeSiteState decodes what MarshalBinary wrote, under the given defaults.
 func DecodeSiteState(b []byte, defaults domain.Policy) (*SiteState, error) {
 	if len(b) == 0 || b[0] != wireVersion {
 		return nil, fmt.Errorf("decode site state: not version %d", wireVersion)
 	}
-	r := &wireReader{b: b[1:]}
+	r := wirebin.NewReader(b[1:])
 	s := &SiteState{defaults: defaults}
-	s.site = r.string()
-	s.seq = r.uvarint()
-	flags := r.oneByte()
+	s.site = r.Str()
+	s.seq = r.Uvarint()
+	flags := r.Byte()
 	if flags&^(flagGen|flagDisabled|flagRetiring) != 0 {
-		r.fail(fmt.Errorf("unknown flags %#x", flags))
+		r.Fail(fmt.Errorf("unknown flags %#x", flags))
 	}
 	if flags&flagGen != 0 {
-		g := &generation{id: r.string(), generatedAt: r.varint(), generatedBy: r.string(), checked: r.oneByte() == 1,
-			expiresAt: r.varint(), maxEnrollments: int(min(r.uvarint(), domain.MaxMaxEnrollments)),
-			enrollments: int(min(r.uvarint(), domain.MaxMaxEnrollments)), lastEnrolledAt: r.varint()}
+		g := &generation{id: r.Str(), generatedAt: r.Varint(), generatedBy: r.Str(), checked: r.Byte() == 1,
+			expiresAt: r.Varint(), maxEnrollments: int(min(r.Uvarint(), domain.MaxMaxEnrollments)),
+			enrollments: int(min(r.Uvarint(), domain.MaxMaxEnrollments)), lastEnrolledAt: r.Varint()}
 		if flags&flagDisabled != 0 {
-			g.disabled = &disableInfo{at: r.varint(), by: r.string(), reason: events.DisableReason(r.string())}
+			g.disabled = &disableInfo{at: r.Varint(), by: r.Str(), reason: events.DisableReason(r.Str())}
 		}
 		s.gen = g
 	} else if flags&flagDisabled != 0 {
-		r.fail(fmt.Errorf("flags %#x without a generation", flags))
+		r.Fail(fmt.Errorf("flags %#x without a generation", flags))
 	}
 	if flags&flagRetiring != 0 {
-		s.retiring = &retiringInfo{id: r.string(), until: r.varint()}
+		s.retiring = &retiringInfo{id: r.Str(), until: r.Varint()}
 	}
-	if r.err == nil {
-		log, rest, err := domain.DecodeFailureLog(r.b)
-		switch {
-		case err != nil:
-			r.fail(err)
-		case len(rest) != 0:
-			r.fail(fmt.Errorf("%d trailing bytes", len(rest)))
-		}
-		s.log = log
+	s.log = domain.DecodeFailureLog(r)
+	if r.Err() == nil && r.Len() != 0 {
+		r.Fail(fmt.Errorf("%d trailing bytes", r.Len()))
 	}
-	if r.err != nil {
-		return nil, fmt.Errorf("decode site state %q: %w", s.site, r.err)
+	if r.Err() != nil {
+		return nil, fmt.Errorf("decode site state %q: %w", s.site, r.Err())
 	}
 	return s, nil
-}
-
-// wireReader reads the fields; the first error sticks, so DecodeSiteState
-// checks once at the end.
-type wireReader struct {
-	b   []byte
-	err error
-}
-
-func (r *wireReader) fail(err error) {
-	if r.err == nil {
-		r.err = err
-	}
-	r.b = nil
-}
-
-func (r *wireReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail(errShort)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *wireReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail(errShort)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *wireReader) oneByte() byte {
-	if len(r.b) == 0 {
-		r.fail(errShort)
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-// string reads a length and its bytes, rejecting a length longer than what
-// is left, so that garbage cannot make it allocate.
-func (r *wireReader) string() string {
-	n := r.uvarint()
-	if n > uint64(len(r.b)) {
-		r.fail(fmt.Errorf("length %d exceeds the %d bytes left", n, len(r.b)))
-		return ""
-	}
-	s := string(r.b[:n])
-	r.b = r.b[n:]
-	return s
 }

@@ -250,7 +250,10 @@ func (l *FailureLog) sourceIndex(key string) int {
 // try.
 func (l *FailureLog) throttled(now time.Time, s events.Source, pol Policy) time.Duration {
 	var wait time.Duration
-	for _, k := range SourceKeys(s) {
+	for _, k := range keysOf(s) {
+		if k == "" {
+			continue
+		}
 		until, forever, ok := pol.SourceThrottle(now, l.recentOf(now, pol, k), l.countedBySource(now, pol, k))
 		switch {
 		case !ok:

@@ -186,21 +186,15 @@ type failure struct {
 	src *failureSource
 }
 
-// failureSource is a source of failures with its SourceKeys, computed once.
+// failureSource is a source of failures with its keys, computed once.
 type failureSource struct {
 	source events.Source
 	keys   sourceKeys
 }
 
-// sourceKeys are SourceKeys of a source: one or two keys, the second empty
+// sourceKeys are the keys of a source (keysOf): one or two, the second empty
 // when there is one.
 type sourceKeys [2]string
-
-func keysOf(s events.Source) sourceKeys {
-	var ks sourceKeys
-	copy(ks[:], SourceKeys(s))
-	return ks
-}
 
 // has reports whether key is one of the keys.
 func (ks *sourceKeys) has(key string) bool {

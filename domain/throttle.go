@@ -13,35 +13,40 @@ import (
 // site on their own either.
 const AnonymousSource = "anonymous"
 
-// SourceKeys returns the keys a source's failures are counted under: its IP
-// and its device ID, each when given, or AnonymousSource for neither. An IPv4
+// keysOf returns the keys a source's failures are counted under: its IP and
+// its device ID, each when given, or AnonymousSource for neither. An IPv4
 // address (also written IPv4-mapped) counts as itself; an IPv6 address counts
 // as its /64, the smallest block a single subscriber usually holds, so that
 // walking through one's own addresses does not make new sources.
-func SourceKeys(s events.Source) []string {
-	keys := make([]string, 0, 2)
+func keysOf(s events.Source) sourceKeys {
+	var ks sourceKeys
+	n := 0
 	if s.IP != "" {
-		keys = append(keys, "ip:"+normaliseIP(s.IP))
+		ks[n], n = ipKey(s.IP), n+1
 	}
 	if s.DeviceID != "" {
-		keys = append(keys, "device:"+s.DeviceID)
+		ks[n], n = "device:"+s.DeviceID, n+1
 	}
-	if len(keys) == 0 {
-		keys = append(keys, AnonymousSource)
+	if n == 0 {
+		ks[0] = AnonymousSource
 	}
-	return keys
+	return ks
 }
 
-func normaliseIP(raw string) string {
+// ipKey is the key of an IP: "ip:" and the address, or its /64 for IPv6,
+// written in one allocation.
+func ipKey(raw string) string {
 	addr, err := netip.ParseAddr(strings.TrimSpace(raw))
 	if err != nil {
-		return strings.ToLower(strings.TrimSpace(raw))
+		return "ip:" + strings.ToLower(strings.TrimSpace(raw))
 	}
-	addr = addr.Unmap().WithZone("")
-	if addr.Is6() {
-		return netip.PrefixFrom(addr, 64).Masked().String()
+	b := append(make([]byte, 0, 64), "ip:"...)
+	if addr = addr.Unmap().WithZone(""); addr.Is6() {
+		b = netip.PrefixFrom(addr, 64).Masked().AppendTo(b)
+	} else {
+		b = addr.AppendTo(b)
 	}
-	return addr.String()
+	return string(b)
 }
 
 // SourceThrottle says whether a source key is throttled at now, and until

@@ -52,7 +52,7 @@ type RetiringDoc struct {
 // Until it is throttled until the passcode is regenerated (a failure window
 // of 0 never lets its failures age out).
 type ThrottledSource struct {
-	Key   string     `json:"key"` // domain.SourceKeys: "ip:<addr or /64>", "device:<id>" or "anonymous"
+	Key   string     `json:"key"` // "ip:<addr or /64>", "device:<id>" or "anonymous"
 	Until *time.Time `json:"until,omitempty"`
 }
 

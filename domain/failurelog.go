@@ -2,6 +2,7 @@ package domain
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
@@ -250,11 +251,22 @@ func (l *FailureLog) sourceIndex(key string) int {
 // try.
 func (l *FailureLog) throttled(now time.Time, s events.Source, pol Policy) time.Duration {
 	var wait time.Duration
+	counted := l.counted(now, pol.FailureWindow)
 	for _, k := range keysOf(s) {
 		if k == "" {
 			continue
 		}
-		until, forever, ok := pol.SourceThrottle(now, l.recentOf(now, pol, k), l.countedBySource(now, pol, k))
+		var recent []int64
+		if i := l.sourceIndex(k); i >= 0 {
+			recent = l.sources[i].times
+		}
+		var byKey []int64
+		for _, f := range counted {
+			if f.src.keys.has(k) {
+				byKey = append(byKey, f.at)
+			}
+		}
+		until, forever, ok := pol.sourceThrottle(now, recent, byKey)
 		switch {
 		case !ok:
 			continue
@@ -271,28 +283,6 @@ func (l *FailureLog) throttled(now time.Time, s events.Source, pol Policy) time.
 	return wait
 }
 
-// recentOf returns the failure times of key in the source window at now, as
-// SourceThrottle takes them (it applies the same window again).
-func (l *FailureLog) recentOf(now time.Time, pol Policy, key string) []time.Time {
-	var times []int64
-	if i := l.sourceIndex(key); i >= 0 {
-		times = l.sources[i].times
-	}
-	return toTimes(inWindowNs(times, unixNano(now.Add(-pol.SourceWindow))))
-}
-
-// countedBySource returns the times of the failures counted against the
-// current generation that came from key.
-func (l *FailureLog) countedBySource(now time.Time, pol Policy, key string) []time.Time {
-	var out []time.Time
-	for _, f := range l.counted(now, pol.FailureWindow) {
-		if f.src.keys.has(key) {
-			out = append(out, unixTime(f.at))
-		}
-	}
-	return out
-}
-
 // ThrottledSource is a source that is throttled now.
 type ThrottledSource struct {
 	Key string // "ip:<addr or /64>", "device:<id>" or AnonymousSource
@@ -301,26 +291,52 @@ type ThrottledSource struct {
 	Until time.Time
 }
 
-// ThrottledSources lists the sources throttled at now, sorted by key.
+// ThrottledSources lists the sources throttled at now, sorted by key. It
+// walks the source keys and the counted failures' keys, each sorted, side by
+// side, so that a site with many sources costs a sort, not a scan per key.
 func (l *FailureLog) ThrottledSources(now time.Time, defaults Policy) []ThrottledSource {
 	pol := l.Policy(defaults)
-	counted := l.counted(now, pol.FailureWindow)
-	keys := make([]string, 0, len(l.sources)+2*len(counted))
-	for _, st := range l.sources {
-		keys = append(keys, st.key)
+	limit := pol.SourceLimit()
+	srcs := slices.Clone(l.sources)
+	slices.SortFunc(srcs, func(a, b sourceTimes) int { return strings.Compare(a.key, b.key) })
+	type keyTime struct {
+		key string
+		at  int64
 	}
-	for _, f := range counted {
+	var counted []keyTime
+	for _, f := range l.counted(now, pol.FailureWindow) {
 		for _, k := range f.src.keys {
 			if k != "" {
-				keys = append(keys, k)
+				counted = append(counted, keyTime{k, f.at})
 			}
 		}
 	}
-	slices.Sort(keys)
+	// Stable: a key's failures stay oldest first.
+	slices.SortStableFunc(counted, func(a, b keyTime) int { return strings.Compare(a.key, b.key) })
 	var out []ThrottledSource
-	for _, k := range slices.Compact(keys) {
-		if until, _, ok := pol.SourceThrottle(now, l.recentOf(now, pol, k), l.countedBySource(now, pol, k)); ok {
-			out = append(out, ThrottledSource{Key: k, Until: until})
+	var times []int64
+	for i, j := 0, 0; i < len(srcs) || j < len(counted); {
+		var key string
+		switch {
+		case j == len(counted) || (i < len(srcs) && srcs[i].key <= counted[j].key):
+			key = srcs[i].key
+		default:
+			key = counted[j].key
+		}
+		var recent []int64
+		if i < len(srcs) && srcs[i].key == key {
+			recent = srcs[i].times
+			i++
+		}
+		times = times[:0]
+		for ; j < len(counted) && counted[j].key == key; j++ {
+			times = append(times, counted[j].at)
+		}
+		if len(recent) < limit && len(times) < limit {
+			continue // the common case: nothing to throttle
+		}
+		if until, _, ok := pol.sourceThrottle(now, recent, times); ok {
+			out = append(out, ThrottledSource{Key: key, Until: until})
 		}
 	}
 	return out

@@ -49,25 +49,25 @@ func ipKey(raw string) string {
 	return string(b)
 }
 
-// SourceThrottle says whether a source key is throttled at now, and until
-// when. recent are the key's failure times in the source window (across
-// generations: a rate limit); counted are its failures among those counted
-// against the current generation's lockout (in the failure window). The
-// second rule is what makes the contract hold: one source can contribute at
-// most SourceLimit (below the threshold) failures to any lockout, however
-// slowly it spreads them. With a failure window of 0 counted failures never
-// age out; the source stays throttled until a regeneration, and forever is
-// true.
-func (pol Policy) SourceThrottle(now time.Time, recent, counted []time.Time) (until time.Time, forever, throttled bool) {
+// sourceThrottle says whether a source key is throttled at now, and until
+// when. recent are the key's failure times (unix ns, oldest first) across
+// generations: a rate limit over the source window; counted are its failures
+// among those counted against the current generation's lockout (in the
+// failure window). The second rule is what makes the contract hold: one
+// source can contribute at most SourceLimit (below the threshold) failures to
+// any lockout, however slowly it spreads them. With a failure window of 0
+// counted failures never age out; the source stays throttled until a
+// regeneration, and forever is true.
+func (pol Policy) sourceThrottle(now time.Time, recent, counted []int64) (until time.Time, forever, throttled bool) {
 	limit := pol.SourceLimit()
-	if r := inWindow(recent, now, pol.SourceWindow); len(r) >= limit {
-		until, throttled = r[len(r)-limit].Add(pol.SourceWindow), true
+	if r := inWindowNs(recent, unixNano(now.Add(-pol.SourceWindow))); len(r) >= limit {
+		until, throttled = unixTime(r[len(r)-limit]).Add(pol.SourceWindow), true
 	}
 	if len(counted) >= limit {
 		if pol.FailureWindow == 0 {
 			return time.Time{}, true, true
 		}
-		if u := counted[len(counted)-limit].Add(pol.FailureWindow); u.After(until) {
+		if u := unixTime(counted[len(counted)-limit]).Add(pol.FailureWindow); u.After(until) {
 			until = u
 		}
 		throttled = true
@@ -75,19 +75,7 @@ func (pol Policy) SourceThrottle(now time.Time, recent, counted []time.Time) (un
 	return until, false, throttled
 }
 
-// inWindow returns the times (oldest first) after now-window.
-func inWindow(times []time.Time, now time.Time, window time.Duration) []time.Time {
-	cut := now.Add(-window)
-	for i, t := range times {
-		if t.After(cut) {
-			return times[i:]
-		}
-	}
-	return nil
-}
-
-// inWindowNs is inWindow for unix nanoseconds: the times (oldest first)
-// after cut.
+// inWindowNs returns the times (unix ns, oldest first) after cut.
 func inWindowNs(times []int64, cut int64) []int64 {
 	for i, t := range times {
 		if t > cut {
@@ -95,16 +83,4 @@ func inWindowNs(times []int64, cut int64) []int64 {
 		}
 	}
 	return nil
-}
-
-// toTimes converts unix nanoseconds to times (UTC).
-func toTimes(ns []int64) []time.Time {
-	if len(ns) == 0 {
-		return nil
-	}
-	out := make([]time.Time, len(ns))
-	for i, n := range ns {
-		out[i] = unixTime(n)
-	}
-	return out
 }

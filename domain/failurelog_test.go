@@ -107,6 +107,9 @@ func TestFailureLogPerSourceLimits(t *testing.T) {
 		if got := throttledKeys(l, at(2*time.Minute), logPolicy); !reflect.DeepEqual(got, want) {
 			t.Fatalf("throttled %v, want %v", got, want)
 		}
+		if got := l.ThrottledSources(at(2*time.Minute), logPolicy); len(got) != 2 || got[0].Key != "device:dev-evil" {
+			t.Fatalf("throttled %v, want the device and the IP, sorted by key", got)
+		}
 		if got := throttledKeys(l, at(15*time.Minute), logPolicy); len(got) != 0 {
 			t.Fatalf("throttled after both windows: %v", got)
 		}

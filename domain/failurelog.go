@@ -30,8 +30,9 @@ type FailureLog struct {
 	// override is the site's own threshold, window and mode.
 	override *lockout
 	// sources holds, per source key, its recent failure times: the rate limit
-	// of Policy.SourceThrottle. A slice scanned linearly: a key stays only
-	// while it has failures in the source window.
+	// of sourceThrottle. A slice sorted by key rather than a map, for a map
+	// costs several hundred bytes; a key stays only while it has failures in
+	// the source window.
 	sources []sourceTimes
 }
 
@@ -208,13 +209,12 @@ func (l *FailureLog) addSourceFailure(t time.Time, keys sourceKeys, defaults Pol
 		if k == "" {
 			continue
 		}
-		i := l.sourceIndex(k)
-		if i < 0 {
+		i, ok := l.sourceIndex(k)
+		if !ok {
 			if l.sources == nil {
 				l.sources = make([]sourceTimes, 0, 2)
 			}
-			l.sources = append(l.sources, sourceTimes{key: k})
-			i = len(l.sources) - 1
+			l.sources = slices.Insert(l.sources, i, sourceTimes{key: k})
 		}
 		times := append(inWindowNs(l.sources[i].times, cut), at)
 		if n := len(times); n > keep {
@@ -237,14 +237,10 @@ func (l *FailureLog) addSourceFailure(t time.Time, keys sourceKeys, defaults Pol
 	}
 }
 
-// sourceIndex returns the index of key in l.sources, or -1.
-func (l *FailureLog) sourceIndex(key string) int {
-	for i := range l.sources {
-		if l.sources[i].key == key {
-			return i
-		}
-	}
-	return -1
+// sourceIndex returns the index of key in l.sources, or where it would go,
+// and whether it is there.
+func (l *FailureLog) sourceIndex(key string) (int, bool) {
+	return slices.BinarySearchFunc(l.sources, key, func(st sourceTimes, k string) int { return strings.Compare(st.key, k) })
 }
 
 // throttled returns how long the source must wait at now, or 0 when it may
@@ -257,7 +253,7 @@ func (l *FailureLog) throttled(now time.Time, s events.Source, pol Policy) time.
 			continue
 		}
 		var recent []int64
-		if i := l.sourceIndex(k); i >= 0 {
+		if i, ok := l.sourceIndex(k); ok {
 			recent = l.sources[i].times
 		}
 		var byKey []int64
@@ -297,14 +293,19 @@ type ThrottledSource struct {
 func (l *FailureLog) ThrottledSources(now time.Time, defaults Policy) []ThrottledSource {
 	pol := l.Policy(defaults)
 	limit := pol.SourceLimit()
-	srcs := slices.Clone(l.sources)
-	slices.SortFunc(srcs, func(a, b sourceTimes) int { return strings.Compare(a.key, b.key) })
+	failures := l.counted(now, pol.FailureWindow)
+	// The common case: no key has failures enough to be throttled (a key
+	// has no more counted failures than the generation).
+	if len(failures) < limit && !slices.ContainsFunc(l.sources, func(st sourceTimes) bool { return len(st.times) >= limit }) {
+		return nil
+	}
+	srcs := l.sources
 	type keyTime struct {
 		key string
 		at  int64
 	}
 	var counted []keyTime
-	for _, f := range l.counted(now, pol.FailureWindow) {
+	for _, f := range failures {
 		for _, k := range f.src.keys {
 			if k != "" {
 				counted = append(counted, keyTime{k, f.at})

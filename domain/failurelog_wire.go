@@ -140,6 +140,9 @@ func DecodeFailureLog(r *wirebin.Reader) FailureLog {
 		l.sources = make([]sourceTimes, n)
 		for i := range l.sources {
 			st := sourceTimes{key: r.Str(), times: make([]int64, r.Count(1))}
+			if i > 0 && st.key <= l.sources[i-1].key {
+				r.Fail(fmt.Errorf("source key %q out of order", st.key))
+			}
 			var prev int64
 			for j := range st.times {
 				prev += r.Varint()

@@ -120,6 +120,12 @@ func TestFailureLogPerSourceLimits(t *testing.T) {
 		if got := throttledKeys(l, at(20*time.Minute), long); got["ip:192.0.2.66"] != at(time.Hour) {
 			t.Fatalf("throttled %v, want the IP until the first failure leaves the failure window", got)
 		}
+		// Once its source times aged out (dropped by a later attempt of
+		// another source), its counted failures alone still throttle it.
+		l.apply(excusedStep(at(20*time.Minute), "g1", src("198.51.100.1", "")), long)
+		if got := throttledKeys(l, at(21*time.Minute), long); got["ip:192.0.2.66"] != at(time.Hour) {
+			t.Fatalf("throttled %v, want the IP until the first failure leaves the failure window", got)
+		}
 		long.FailureWindow = 0
 		l = logOf(t, long, generatedAt(t0, "g1"), failedStep(at(0), "g1", 1, attacker), failedStep(at(time.Minute), "g1", 2, attacker))
 		if u, ok := throttledKeys(l, at(1000*time.Hour), long)["ip:192.0.2.66"]; !ok || !u.IsZero() {

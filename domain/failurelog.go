@@ -195,7 +195,7 @@ func (l *FailureLog) sourceOf(s events.Source) *failureSource {
 
 // keepPerSource is how many failure times a source key keeps: the source
 // limit in force never exceeds the configured per-source maximum, and
-// SourceThrottle looks at no more than that many.
+// sourceThrottle looks at no more than that many.
 func keepPerSource(defaults Policy) int {
 	return min(max(defaults.MaxFailedPerSource, 1), MaxMaxFailedAttempts)
 }

@@ -26,12 +26,12 @@ func (p *Passcode) apply(e events.Event) {
 	switch d := e.Data.(type) {
 	case events.PasscodeGenerated:
 		p.retire(e.OccurredAt, d)
-		if old := p.gen; old != nil && old.lock != nil && !old.lockoutRecorded {
-			old.secret = nil // only its failures and lock are needed now
-			if p.unrecorded = append(p.unrecorded, old); len(p.unrecorded) > maxUnrecorded {
+		if old := p.gen; old != nil && p.log.Locked() && !old.lockoutRecorded {
+			if p.unrecorded = append(p.unrecorded, p.log.lockedGeneration(old.id)); len(p.unrecorded) > maxUnrecorded {
 				p.unrecorded = p.unrecorded[1:]
 			}
 		}
+		p.log.Apply(e, p.current(), p.defaults)
 		g := newGeneration(d.PasscodeID, d.Hash, d.Sealed)
 		g.hashKeyID, g.sealKeyID, g.generatedAt, g.generatedBy = d.HashKeyID, d.SealKeyID, e.OccurredAt, canonicalActor(e.Actor)
 		g.checked, g.maxEnrollments = d.CheckCharacter, int32(min(max(d.MaxEnrollments, 0), MaxMaxEnrollments))
@@ -52,50 +52,21 @@ func (p *Passcode) apply(e events.Event) {
 			if p.gen != nil && p.gen.id == d.PasscodeID {
 				p.gen.lockoutRecorded = true
 			}
-			p.unrecorded = slices.DeleteFunc(p.unrecorded, func(g *generation) bool { return g.id == d.PasscodeID })
+			p.unrecorded = slices.DeleteFunc(p.unrecorded, func(u unrecorded) bool { return u.id == d.PasscodeID })
 			if len(p.unrecorded) == 0 {
 				p.unrecorded = nil
 			}
 		}
 	case events.EnrollmentAttemptFailed:
-		at := unixNano(e.OccurredAt)
-		var keys sourceKeys
-		if p.gen != nil && p.gen.id == d.PasscodeID {
-			g := p.gen
-			src := g.sourceOf(d.Source)
-			keys = src.keys
-			g.failures = append(g.failures, failure{at: at, src: src})
-			// Keep only what can still count: failures in the window, and never
-			// more than the largest threshold a policy may set.
-			if w := p.Policy().FailureWindow; w > 0 {
-				g.failures = g.countedFailures(e.OccurredAt, w)
-			}
-			if n := len(g.failures); n > MaxMaxFailedAttempts {
-				g.failures = g.failures[n-MaxMaxFailedAttempts:]
-			}
-			if d.ReachesThreshold() && g.lock == nil {
-				g.lock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
-				p.endGrace()
-			}
-			if d.ReachesSimulatedThreshold() && g.simLock == nil {
-				g.simLock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
-			}
-			g.lastFailed = src
-		} else {
-			keys = keysOf(d.Source)
+		if p.log.Apply(e, p.current(), p.defaults) {
+			p.endGrace()
 		}
-		p.addSourceFailure(e.OccurredAt, keys)
+		if g := p.gen; g != nil && g.id == d.PasscodeID && d.ReachesSimulatedThreshold() && g.simLock == nil {
+			g.simLock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
+		}
 		p.attempts.add(p.attemptRecord(e.OccurredAt, d.AttemptID, d.PasscodeID, d.AttemptDigest, false))
 	case events.EnrollmentAttemptExcused:
-		var keys sourceKeys
-		if g := p.gen; g != nil && g.id == d.PasscodeID {
-			g.lastFailed = g.sourceOf(d.Source)
-			keys = g.lastFailed.keys
-		} else {
-			keys = keysOf(d.Source)
-		}
-		// It counts toward its source's rate, never toward the lockout.
-		p.addSourceFailure(e.OccurredAt, keys)
+		p.log.Apply(e, p.current(), p.defaults)
 		r := p.attemptRecord(e.OccurredAt, d.AttemptID, d.PasscodeID, d.AttemptDigest, false)
 		r.excused = excusedCodeOf(d.Outcome)
 		p.attempts.add(r)
@@ -121,32 +92,23 @@ func (p *Passcode) apply(e events.Event) {
 			g.simRecorded = true
 		}
 	case events.LockoutPolicyChanged:
-		// Decided events are valid; one that is not (written by other tooling)
-		// is ignored rather than trusted, since a threshold of 0 would switch
-		// the lockout off (ReachesThreshold needs a positive threshold).
-		if ValidateLockout(d.MaxFailedAttempts, d.FailureWindow.D()) != nil || ValidateMode(d.Mode) != nil {
-			break
-		}
-		mode := events.ModeEnforce
-		if d.Mode.Monitor() {
-			mode = events.ModeMonitor
-		}
-		p.override = &lockout{maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D(), mode: mode}
-		g := p.gen
-		if g == nil || g.id != d.PasscodeID {
-			break
-		}
-		l := &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
-		if d.Locks() && g.lock == nil {
-			g.lock = l
+		if p.log.Apply(e, p.current(), p.defaults) {
 			p.endGrace()
 		}
-		if d.SimulatesLockout() && g.simLock == nil {
-			g.simLock = l
+		if g := p.gen; g != nil && g.id == d.PasscodeID && validPolicyChange(d) && d.SimulatesLockout() && g.simLock == nil {
+			g.simLock = &lockInfo{at: e.OccurredAt, maxFailed: d.MaxFailedAttempts, window: d.FailureWindow.D()}
 		}
 	case events.PasscodeRevealed:
 		// Recorded for the audit trail; the state does not change.
 	}
+}
+
+// current is the ID of the current generation; empty for none.
+func (p *Passcode) current() string {
+	if p.gen == nil {
+		return ""
+	}
+	return p.gen.id
 }
 
 // retire moves the current generation among the past ones as d replaces it:
@@ -157,10 +119,10 @@ func (p *Passcode) retire(at time.Time, d events.PasscodeGenerated) {
 	if old == nil {
 		return
 	}
-	if d.RetiringPasscodeID == old.id && d.RetiringUntil != nil && old.lock == nil && old.disabled == nil {
+	if d.RetiringPasscodeID == old.id && d.RetiringUntil != nil && !p.log.Locked() && old.disabled == nil {
 		r := *old
 		r.secret = slices.Clone(old.hash()) // the sealed copy is not needed
-		r.failures, r.lastFailed, r.lock, r.simLock = nil, nil, nil, nil
+		r.simLock = nil
 		p.retiring, p.retiringUntil = &r, unixNano(*d.RetiringUntil)
 	}
 	if !p.defaults.outdatedOn() {
@@ -219,70 +181,4 @@ func (p *Passcode) attemptRecord(at time.Time, id, passcodeID string, dg []byte,
 		r.hasDigest = true
 	}
 	return r
-}
-
-// sourceOf returns the failure source of s, shared with an earlier failure of
-// the same source when the generation has one.
-func (g *generation) sourceOf(s events.Source) *failureSource {
-	for i := len(g.failures) - 1; i >= 0; i-- {
-		if fs := g.failures[i].src; fs.source == s {
-			return fs
-		}
-	}
-	return &failureSource{source: s, keys: keysOf(s)}
-}
-
-// addSourceFailure counts a failure at t against the source's keys and drops
-// the ones that have aged out of the source window.
-func (p *Passcode) addSourceFailure(t time.Time, keys sourceKeys) {
-	at, cut := unixNano(t), unixNano(t.Add(-p.defaults.SourceWindow))
-	for _, k := range keys {
-		if k == "" {
-			continue
-		}
-		i := p.sourceIndex(k)
-		if i < 0 {
-			if p.sources == nil {
-				p.sources = make([]sourceTimes, 0, 2)
-			}
-			p.sources = append(p.sources, sourceTimes{key: k})
-			i = len(p.sources) - 1
-		}
-		times := append(inWindowNs(p.sources[i].times, cut), at)
-		if n := len(times); n > MaxMaxFailedAttempts {
-			times = times[n-MaxMaxFailedAttempts:]
-		}
-		p.sources[i].times = times
-	}
-	// Forget sources whose failures have all aged out, so that the list does
-	// not grow with every address ever seen.
-	kept := p.sources[:0]
-	for _, st := range p.sources {
-		if len(inWindowNs(st.times, cut)) > 0 {
-			kept = append(kept, st)
-		}
-	}
-	clear(p.sources[len(kept):])
-	p.sources = kept
-	if len(p.sources) == 0 {
-		p.sources = nil
-	}
-}
-
-// sourceIndex returns the index of key in p.sources, or -1.
-func (p *Passcode) sourceIndex(key string) int {
-	for i := range p.sources {
-		if p.sources[i].key == key {
-			return i
-		}
-	}
-	return -1
-}
-
-// sourceTimesOf returns the recent failure times of key.
-func (p *Passcode) sourceTimesOf(key string) []int64 {
-	if i := p.sourceIndex(key); i >= 0 {
-		return p.sources[i].times
-	}
-	return nil
 }

@@ -2,11 +2,14 @@ package domain
 
 import (
 	"crypto/sha256"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/wirebin"
 )
 
 // White-box tests of the compact state: what the black-box tests cannot see.
@@ -85,20 +88,29 @@ func TestSourcesAreSharedAndForgotten(t *testing.T) {
 	failedAt(p, 2, ct0.Add(time.Minute), a)
 	failedAt(p, 3, ct0.Add(2*time.Minute), b)
 	failedAt(p, 4, ct0.Add(3*time.Minute), a)
-	fs := p.gen.failures
+	fs := p.log.failures
 	if len(fs) != 3 || fs[0].src != fs[2].src || fs[0].src == fs[1].src {
 		t.Fatalf("failures of one source do not share it: %+v", fs)
 	}
 	if fs[0].src.keys != (sourceKeys{"ip:10.0.0.1", "device:d1"}) || fs[1].src.keys != (sourceKeys{"ip:10.0.0.2"}) {
 		t.Fatalf("keys %v %v", fs[0].src.keys, fs[1].src.keys)
 	}
-	if len(p.sources) != 3 || len(p.sourceTimesOf("ip:10.0.0.1")) != 2 {
-		t.Fatalf("sources %+v, want three keys, two failures of ip:10.0.0.1", p.sources)
+	if i, ok := p.log.sourceIndex("ip:10.0.0.1"); len(p.log.sources) != 3 || !ok || len(p.log.sources[i].times) != 2 {
+		t.Fatalf("sources %+v, want three keys, two failures of ip:10.0.0.1", p.log.sources)
+	}
+	if !slices.IsSortedFunc(p.log.sources, func(a, b sourceTimes) int { return strings.Compare(a.key, b.key) }) {
+		t.Fatalf("sources %+v, not sorted by key", p.log.sources)
+	}
+	// A stored log with its keys out of order is refused: lookups need them sorted.
+	l := p.log
+	l.sources = []sourceTimes{l.sources[2], l.sources[0], l.sources[1]}
+	if r := wirebin.NewReader(l.AppendBinary(nil)); DecodeFailureLog(r).sources != nil || r.Err() == nil {
+		t.Fatal("decoded a log with its source keys out of order")
 	}
 	// A failure after the source window forgets the keys that aged out.
 	failedAt(p, 5, ct0.Add(time.Hour), b)
-	if len(p.sources) != 1 || p.sources[0].key != "ip:10.0.0.2" || len(p.sources[0].times) != 1 {
-		t.Fatalf("sources %+v, want only ip:10.0.0.2 with its last failure", p.sources)
+	if s := p.log.sources; len(s) != 1 || s[0].key != "ip:10.0.0.2" || len(s[0].times) != 1 {
+		t.Fatalf("sources %+v, want only ip:10.0.0.2 with its last failure", s)
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 // lapse is recorded already, so that a redelivered command stores nothing.
 func (p *Passcode) Expire(now time.Time, passcodeID string) (events.Payload, error) {
 	g := p.gen
-	if g == nil || g.id != passcodeID || g.disabled != nil || g.lock != nil || g.lapseRecorded {
+	if g == nil || g.id != passcodeID || g.disabled != nil || p.log.Locked() || g.lapseRecorded {
 		return nil, nil
 	}
 	return g.lapseEvent(now), nil
@@ -42,7 +42,7 @@ func (p *Passcode) SimulateLockout(now time.Time, passcodeID string) (events.Pay
 		return nil, nil
 	}
 	l := g.simLock
-	counted := g.countedFailures(l.at, l.window)
+	counted := p.log.counted(l.at, l.window)
 	// In monitor mode failures go on after the threshold: report the ones
 	// that reached it.
 	for end := unixNano(l.at); len(counted) > 0 && counted[len(counted)-1].at > end; {

@@ -47,19 +47,16 @@ type Passcode struct {
 	site     string
 	seq      uint64
 	defaults Policy
-	// override is the site's own threshold and window, set by LockoutPolicyChanged.
-	override *lockout
 	gen      *generation
+	// log holds the site's policy override, the failures and lock of the
+	// current generation and the per-source failures.
+	log FailureLog
 	// unrecorded are earlier generations that reached the threshold but were
 	// replaced before their lockout was recorded (the saga had not acted yet):
 	// the saga's disable still records it, so that the alert is not lost.
 	// Empty but for that window; at most maxUnrecorded, oldest dropped.
-	unrecorded []*generation
-	// sources holds, per source key, its recent failure times across
-	// generations: the rate limit of Policy.SourceThrottle. A slice scanned
-	// linearly: a key stays only while it has failures in the source window.
-	sources  []sourceTimes
-	attempts attemptLog
+	unrecorded []unrecorded
+	attempts   attemptLog
 	// past are the replaced generations a candidate may still match as
 	// outdated, newest first: at most Policy.OutdatedGenerations.
 	past []pastGeneration
@@ -67,6 +64,13 @@ type Passcode struct {
 	// the regeneration, until retiringUntil (unix ns); nil for none.
 	retiring      *generation
 	retiringUntil int64
+}
+
+// unrecorded is a replaced generation's lock and the failures that caused it.
+type unrecorded struct {
+	id       string
+	failures []failure
+	lock     *lockInfo
 }
 
 type lockout struct {
@@ -115,16 +119,10 @@ type generation struct {
 	sealKeyID   string
 	generatedAt time.Time
 	generatedBy events.Actor
-	// lock is set by the failure that reached the threshold: from then on no
-	// candidate is compared, whatever the window does later. It keeps the
-	// moment and policy of the lock, so that the lockout disable reports the
-	// failures that caused it even when it comes late.
-	lock     *lockInfo
-	disabled *disableInfo
+	disabled    *disableInfo
 	// lockoutRecorded: a PasscodeDisabled with reason lockout names this
 	// generation (the alert's event), whether or not it was still active.
 	lockoutRecorded bool
-	failures        []failure
 	// checked: the passcode ends in a check character (ValidCheck).
 	checked bool
 	// expiresAt (unix ns, 0: never) and maxEnrollments (0: no cap) end the
@@ -139,8 +137,6 @@ type generation struct {
 	// threshold; simRecorded once PasscodeLockoutSimulated names it.
 	simLock     *lockInfo
 	simRecorded bool
-	// lastFailed is the source of the last wrong attempt of any outcome.
-	lastFailed *failureSource
 }
 
 // lapse says whether g has stopped being valid at now, and why.
@@ -190,21 +186,15 @@ type failure struct {
 	src *failureSource
 }
 
-// failureSource is a source of failures with its SourceKeys, computed once.
+// failureSource is a source of failures with its keys, computed once.
 type failureSource struct {
 	source events.Source
 	keys   sourceKeys
 }
 
-// sourceKeys are SourceKeys of a source: one or two keys, the second empty
+// sourceKeys are the keys of a source (keysOf): one or two, the second empty
 // when there is one.
 type sourceKeys [2]string
-
-func keysOf(s events.Source) sourceKeys {
-	var ks sourceKeys
-	copy(ks[:], SourceKeys(s))
-	return ks
-}
 
 // has reports whether key is one of the keys.
 func (ks *sourceKeys) has(key string) bool {
@@ -248,15 +238,7 @@ func (p *Passcode) Site() string { return p.site }
 func (p *Passcode) Seq() uint64 { return p.seq }
 
 // Policy returns the policy in force: the defaults with the site's override.
-func (p *Passcode) Policy() Policy {
-	pol := p.defaults
-	if p.override != nil {
-		pol.MaxFailedAttempts = p.override.maxFailed
-		pol.FailureWindow = p.override.window
-		pol.Mode = p.override.mode
-	}
-	return pol
-}
+func (p *Passcode) Policy() Policy { return p.log.Policy(p.defaults) }
 
 // Generation is what callers may read of the current generation.
 type Generation struct {
@@ -394,7 +376,7 @@ func (p *Passcode) Generate(now time.Time, g NewGeneration) (events.Payload, err
 		t := now.Add(g.ExpiresIn).UTC()
 		e.ExpiresAt = &t
 	}
-	if old := p.gen; g.Grace > 0 && old != nil && old.disabled == nil && old.lock == nil && old.lapse(now) == "" {
+	if old := p.gen; g.Grace > 0 && old != nil && old.disabled == nil && !p.log.Locked() && old.lapse(now) == "" {
 		t := now.Add(g.Grace).UTC()
 		e.RetiringPasscodeID, e.RetiringUntil = old.id, &t
 	}
@@ -433,7 +415,7 @@ func (p *Passcode) Disable(now time.Time, passcodeID string, reason events.Disab
 		return nil, ErrNotActive
 	}
 	return events.PasscodeDisabled{PasscodeID: p.gen.id, Reason: reason,
-		FailedAttempts: len(p.gen.countedFailures(now, p.Policy().FailureWindow))}, nil
+		FailedAttempts: p.log.FailedAttempts(now, p.defaults)}, nil
 }
 
 // recordLockout decides the lockout of generation id, once: a disable with
@@ -443,21 +425,26 @@ func (p *Passcode) Disable(now time.Time, passcodeID string, reason events.Disab
 // still alerted. Anything else (an unknown or unlocked generation, a lockout
 // recorded already) decides nothing.
 func (p *Passcode) recordLockout(now time.Time, id string) events.Payload {
-	g := p.gen
-	if g == nil || g.id != id {
-		g = nil
-		for _, u := range p.unrecorded {
-			if u.id == id {
-				g = u
+	var u unrecorded
+	switch g := p.gen; {
+	case g != nil && g.id == id:
+		if g.lockoutRecorded || (g.disabled != nil && !p.log.Locked()) {
+			return nil
+		}
+		u = p.log.lockedGeneration(id)
+	default:
+		for _, r := range p.unrecorded {
+			if r.id == id {
+				u = r
 			}
 		}
+		if u.lock == nil {
+			return nil
+		}
 	}
-	if g == nil || g.lockoutRecorded || ((g.disabled != nil || g != p.gen) && g.lock == nil) {
-		return nil
-	}
-	at, maxFailed, window := p.lockMoment(g, now)
-	counted := g.countedFailures(at, window)
-	e := events.PasscodeDisabled{PasscodeID: g.id, Reason: events.DisableLockout, FailedAttempts: len(counted),
+	at, maxFailed, window := p.lockMoment(u.lock, now)
+	counted := countedAt(u.failures, at, window)
+	e := events.PasscodeDisabled{PasscodeID: id, Reason: events.DisableLockout, FailedAttempts: len(counted),
 		MaxFailedAttempts: maxFailed, FailureWindow: events.Duration(window)}
 	if len(counted) > 0 {
 		first, last := unixTime(counted[0].at), unixTime(counted[len(counted)-1].at)
@@ -472,8 +459,8 @@ func (p *Passcode) recordLockout(now time.Time, id string) events.Payload {
 // passed or the policy has changed, and the alert must still report the
 // failures that exceeded the threshold; without a lock (a lockout of an
 // active generation decided before its lock was folded), now.
-func (p *Passcode) lockMoment(g *generation, now time.Time) (time.Time, int, time.Duration) {
-	if l := g.lock; l != nil {
+func (p *Passcode) lockMoment(l *lockInfo, now time.Time) (time.Time, int, time.Duration) {
+	if l != nil {
 		return l.at, l.maxFailed, l.window
 	}
 	pol := p.Policy()
@@ -515,24 +502,9 @@ func (p *Passcode) ChangePolicy(now time.Time, maxFailed int, window time.Durati
 	e := events.LockoutPolicyChanged{MaxFailedAttempts: maxFailed, FailureWindow: events.Duration(window), Mode: mode}
 	if p.gen != nil && p.gen.disabled == nil {
 		e.PasscodeID = p.gen.id
-		e.FailedAttempts = len(p.gen.countedFailures(now, window))
+		e.FailedAttempts = len(p.log.counted(now, window))
 	}
 	return e, nil
-}
-
-// countedFailures returns the failures that count at now under window (0:
-// all), oldest first.
-func (g *generation) countedFailures(now time.Time, window time.Duration) []failure {
-	if window == 0 {
-		return g.failures
-	}
-	cut := unixNano(now.Add(-window))
-	for i, f := range g.failures {
-		if f.at > cut {
-			return g.failures[i:]
-		}
-	}
-	return nil
 }
 
 // digest binds an attempt ID to the candidate typed in it, so that a retried

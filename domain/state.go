@@ -54,12 +54,8 @@ func (p *Passcode) State(now time.Time) State {
 		return s
 	}
 	s.Status = StatusActive
-	s.PasscodeID, s.GeneratedAt, s.GeneratedBy, s.Locked = g.id, g.generatedAt, g.generatedBy.ID, g.lock != nil
-	counted := g.countedFailures(now, pol.FailureWindow)
-	s.FailedAttempts = len(counted)
-	if len(g.failures) > 0 {
-		s.LastFailedAt = unixTime(g.failures[len(g.failures)-1].at)
-	}
+	s.PasscodeID, s.GeneratedAt, s.GeneratedBy, s.Locked = g.id, g.generatedAt, g.generatedBy.ID, p.log.Locked()
+	s.FailedAttempts, s.LastFailedAt = p.log.FailedAttempts(now, p.defaults), p.log.LastFailedAt()
 	s.CheckCharacter, s.MaxEnrollments, s.Enrollments = g.checked, int(g.maxEnrollments), int(g.enrollments)
 	if g.expiresAt != 0 {
 		s.ExpiresAt = unixTime(g.expiresAt)
@@ -67,10 +63,7 @@ func (p *Passcode) State(now time.Time) State {
 	if g.lastEnrolledAt != 0 {
 		s.LastEnrolledAt = unixTime(g.lastEnrolledAt)
 	}
-	if g.lastFailed != nil {
-		src := g.lastFailed.source
-		s.LastFailedSource = &src
-	}
+	s.LastFailedSource = p.log.LastFailedSource()
 	switch g.lapse(now) {
 	case events.LapseExpired:
 		s.Status = StatusExpired

@@ -100,11 +100,11 @@ func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
 			repeatOK = true
 		}
 	}
-	if g.disabled != nil || g.lock != nil {
+	if g.disabled != nil || p.log.Locked() {
 		return Verdict{Reason: ReasonDisabled, PasscodeID: g.id}, nil
 	}
 	pol := p.Policy()
-	if wait := p.throttled(now, a.Source, pol); wait > 0 {
+	if wait := p.log.throttled(now, a.Source, pol); wait > 0 {
 		return Verdict{Reason: ReasonThrottled, PasscodeID: g.id, RetryAfter: wait}, nil
 	}
 	if lapse := g.lapse(now); lapse != "" {
@@ -126,7 +126,7 @@ func (p *Passcode) Verify(now time.Time, a Attempt) (Verdict, events.Payload) {
 	if r := p.retiringAt(now); r != nil && r.lapse(now) == "" && equalBytes(a.macUnder(r.hashKeyID, g.hashKeyID), r.hash()) {
 		return Verdict{OK: true, PasscodeID: r.id}, r.success(a, dg)
 	}
-	count := len(g.countedFailures(now, pol.FailureWindow))
+	count := len(p.log.counted(now, pol.FailureWindow))
 	for i := range p.outdated(now) {
 		pg := &p.past[i]
 		if pg.matches(a.macUnder(pg.hashKeyID, g.hashKeyID)) {

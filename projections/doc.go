@@ -7,9 +7,10 @@
 // time of a query is passed in). Storage and feeding live in
 // internal/readstore and internal/projector.
 //
-// SiteState folds a site's events with the same rules as domain.Passcode
+// SiteState folds a site's events into the aggregate's own domain.FailureLog
 // (failures counted in the window at query time, the lock set by the failure
-// that reaches the threshold, per-source throttling) but keeps only what the
-// state document needs: no hashes, no sealed copies, no attempt-ID log, no
-// failure sources. A test folds random histories into both and compares them.
+// that reaches the threshold, per-source throttling), so that the document
+// shows what the aggregate decides, and keeps beside it only the display
+// fields: no hashes, no sealed copies, no attempt-ID log. A test folds random
+// histories into both and compares the documents.
 package projections

@@ -31,7 +31,7 @@ func TestStateDocLifecycle(t *testing.T) {
 		d := s.Doc(now)
 		p := domain.New("acme", pol)
 		p.Replay(recs...)
-		if ref := docFromDomain(p, now); !reflect.DeepEqual(d, ref) {
+		if ref := docFromDomain(p, pol, recs, now); !reflect.DeepEqual(d, ref) {
 			t.Fatalf("differs from domain:\n got %+v\nwant %+v", d, ref)
 		}
 		b, err := s.MarshalBinary()

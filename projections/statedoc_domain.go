@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"time"
-
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 )
@@ -47,12 +45,4 @@ func retiringDoc(r *domain.Retiring) *RetiringDoc {
 		return nil
 	}
 	return &RetiringDoc{PasscodeID: r.PasscodeID, Until: r.Until.UTC()}
-}
-
-func utcPtr(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	u := t.UTC()
-	return &u
 }

@@ -48,7 +48,9 @@ var (
 	keyOpenBoot    = []byte("open_boot_id")
 )
 
-const formatVersion = "3"
+// formatVersion names the layout of the buckets and of the site states in
+// them (projections.SiteState's encoding): a file of another is rebuilt.
+const formatVersion = "4"
 
 // Config configures a Store.
 type Config struct {

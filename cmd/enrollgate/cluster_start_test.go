@@ -135,7 +135,7 @@ func TestIncompatibleStreamFailsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	err, _ = startFails(t, t.TempDir(), "--nats-url", s.ClientURL(), "--admin-token", "replica-test-admin-token-0123")
+	err = startFails(t, t.TempDir(), "--nats-url", s.ClientURL(), "--admin-token", "replica-test-admin-token-0123")
 	if !strings.Contains(err.Error(), alerts.StreamName) {
 		t.Fatalf("start failed with %v, want the alerts stream named", err)
 	}

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/internal/alerts"
-	"github.com/enrollgate/enrollgate/internal/natscluster"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
@@ -78,7 +77,7 @@ func TestReplicasStartTogetherOnAFreshCluster(t *testing.T) {
 	ok := 0
 	for trial := range trials {
 		t.Run(fmt.Sprintf("trial-%d", trial+1), func(t *testing.T) {
-			c := natscluster.Start(t)
+			c := natstest.StartCluster(t)
 			flags := []string{"--nats-url", c.ServiceURLs(), "--replicas", "3", "--admin-token", admin, "--keys-file", file}
 			t0 := time.Now()
 			var ins []*instance

@@ -234,10 +234,17 @@ func testReadsSeeEveryAck(t *testing.T, servers []*server.Server, cfg eventstore
 	var last uint64
 	for i := range 1000 {
 		e := b.Next()
-		seq, err := writer.Append(ctx, e, last)
-		if err != nil {
-			t.Fatalf("append %d: %v", i, err)
-		}
+		var seq uint64
+		// A replicated stream refuses (10164) an expectation while the
+		// subject's previous append is still in flight: send it again.
+		natstest.Eventually(t, 5*time.Second, func() error {
+			var err error
+			seq, err = writer.Append(ctx, e, last)
+			if err != nil && !errors.Is(err, handlers.ErrConflict) {
+				t.Fatalf("append %d: %v", i, err)
+			}
+			return err
+		})
 		got, err := reader.LastSeq(ctx, b.Site)
 		if err != nil || got != seq {
 			t.Fatalf("append %d acknowledged at seq %d; a read through %s then saw seq %d, %v", i, seq, follower.Name(), got, err)

@@ -33,10 +33,6 @@ type Config struct {
 	PublishRetries int
 	// RetryWait is the pause before a re-send.
 	RetryWait time.Duration
-	// ConflictRechecks is how many times an expectation refused with 10164
-	// (replicated streams: "a message of this subject is in flight") is
-	// asked again, after 1, 2, 4, 8, 16, 16... ms, before it counts as a conflict.
-	ConflictRechecks int
 	// ResolveScanMax bounds how many of a site's events Append reads to find
 	// out whether a re-sent event was stored after all; beyond it the outcome
 	// is reported unknown rather than guessed.
@@ -91,9 +87,6 @@ func (c Config) Validate() error {
 	// first, or a re-send on a replicated stream could be stored twice.
 	if span := time.Duration(c.PublishRetries+1) * (c.PublishTimeout + c.RetryWait); c.Duplicates < span {
 		errs = append(errs, fmt.Errorf("duplicates window %s must cover all publish attempts (%s)", c.Duplicates, span))
-	}
-	if c.ConflictRechecks < 0 {
-		errs = append(errs, fmt.Errorf("conflict rechecks must not be negative, got %d", c.ConflictRechecks))
 	}
 	if c.ResolveScanMax < 1 {
 		errs = append(errs, fmt.Errorf("resolve scan max must be at least 1, got %d", c.ResolveScanMax))

@@ -78,7 +78,6 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 		return 0, fmt.Errorf("%s: %w", what(), err)
 	}
 	uncertain := false // an earlier send of this call may have been stored
-	rechecks := 0
 	var lastErr error
 	for attempt := 0; attempt <= s.cfg.PublishRetries; attempt++ {
 		if attempt > 0 {
@@ -87,20 +86,6 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 			}
 		}
 		ack, err := s.publishOnce(ctx, subj, data, e, expected, mac)
-		if isInFlightConflict(err) && rechecks < s.cfg.ConflictRechecks {
-			// A replicated stream refuses an expectation while another
-			// message of the subject is in flight, and keeps a subject "in
-			// flight" a moment after acknowledging it: a writer that appends
-			// right after its own previous append is refused (measured). Ask
-			// again shortly; a real conflict then comes back as 10071.
-			// (Under load a subject stayed "in flight" for tens of ms.)
-			if err := sleep(ctx, time.Millisecond<<min(rechecks, 4)); err != nil {
-				return 0, fmt.Errorf("%s: %w", what(), err)
-			}
-			rechecks++
-			attempt--
-			continue
-		}
 		switch {
 		case err == nil:
 			if ack.Stream != StreamName {
@@ -158,17 +143,6 @@ func isConflict(err error) bool {
 	}
 	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
-}
-
-// isInFlightConflict reports 10164: an expectation refused because a message
-// of the subject is in flight on a replicated stream, not necessarily
-// because the expectation is wrong.
-func isInFlightConflict(err error) bool {
-	if err == nil { // the common case, without the allocation of errors.As
-		return false
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // errCodeDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict:

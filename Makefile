@@ -45,7 +45,7 @@ vet:
 # in `go test`).
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./events/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./internal/verifyapi/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./internal/verifywire/
 
 # Service against raw JetStream in one run; e.g. make bench BENCHFLAGS=-quick.
 # Writes bench-results.json; see docs/benchmarks.md.

@@ -1,6 +1,7 @@
 // Package events is the wire contract of enrollgate's event log: the envelope,
-// the event payloads with their stable type names, the subjects, and the
-// encoding.
+// the event payloads with their stable type names, the stream, subjects and
+// headers, the encoding, and the one decoder of a stored message
+// (DecodeStored).
 //
 // The event log is a public API that security tooling and later versions of
 // this service read. Type strings and JSON field names are explicit constants

@@ -6,8 +6,11 @@ import (
 	"strings"
 )
 
-// Subjects and headers of the public contract.
+// Stream, subjects and headers of the public contract.
 const (
+	// StreamName is the JetStream stream that holds the events of every site.
+	// WARNING: it names stored data; renaming it loses the history.
+	StreamName = "ENROLLGATE_EVENTS"
 	// SubjectPrefix starts every event subject: enrollgate.events.<site>.
 	SubjectPrefix = "enrollgate.events."
 	// SubjectAll matches the events of every site.

@@ -8,8 +8,10 @@
 //
 // Files, one concern each: main.go (flags, the round loop, profiles),
 // env.go (servers and the in-process service stack), raw.go (nats.go-only
-// baselines), load.go (frontends and the closed-loop verify load),
-// scenarios.go (S1-S8), stats.go (percentiles, ratios, table and JSON).
+// baselines), bare.go (the bare shape of a verify: the ceiling the service
+// rows are read against), load.go (frontends and the closed-loop verify
+// load), scenarios.go (the rows, their targets, S1-S8), flood.go (S9),
+// stats.go (percentiles, ratios, targets, table and JSON).
 //
 // Usage: go run ./cmd/enrollgate-bench [-quick] [-rounds 5] [-scenarios S1,S3]
 // [-out bench-results.json] [-cpuprofile dir]. See docs/benchmarks.md.

@@ -19,7 +19,7 @@ import (
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
-	"github.com/enrollgate/enrollgate/internal/verifyapi"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // Load mix: one attempt in wrongEvery is a wrong passcode, as long as the
@@ -102,35 +102,41 @@ func (g *attemptGen) next(ss *siteSet, i int, rng *rand.Rand) ([]byte, bool) {
 
 func (g *attemptGen) body(passcode string) []byte {
 	n := g.n.Add(1)
-	b, _ := json.Marshal(verifyapi.Request{ // cannot fail: strings only
-		Passcode:  passcode,
-		AttemptID: fmt.Sprintf("%s-%d", g.run, n),
-		Source: verifyapi.SourceJSON{IP: fmt.Sprintf("10.%d.%d.%d", n>>16&255, n>>8&255, n&255),
-			DeviceID: fmt.Sprintf("%s-dev-%d", g.run, n), Platform: "ios", UserAgent: "MDM-Enroll/2.1 (iPhone; iOS 19.1)"},
-	})
+	return g.request(n, passcode, verifywire.SourceJSON{IP: fmt.Sprintf("10.%d.%d.%d", n>>16&255, n>>8&255, n&255),
+		DeviceID: fmt.Sprintf("%s-dev-%d", g.run, n), Platform: "ios", UserAgent: "MDM-Enroll/2.1 (iPhone; iOS 19.1)"})
+}
+
+// bodyFrom is body from a given source (S9's throttled ones).
+func (g *attemptGen) bodyFrom(passcode string, src verifywire.SourceJSON) []byte {
+	return g.request(g.n.Add(1), passcode, src)
+}
+
+func (g *attemptGen) request(n uint64, passcode string, src verifywire.SourceJSON) []byte {
+	b, _ := json.Marshal(verifywire.Request{ // cannot fail: strings only
+		Passcode: passcode, AttemptID: fmt.Sprintf("%s-%d", g.run, n), Source: src})
 	return b
 }
 
 // frontend is an enrollment frontend: it sends one verify request and
 // returns the verdict.
 type frontend interface {
-	verify(site string, body []byte) (verifyapi.Reply, error)
+	verify(site string, body []byte) (verifywire.Reply, error)
 }
 
 // natsFrontend sends requests to enrollgate.verify.<site>.
 type natsFrontend struct{ nc *nats.Conn }
 
-func (f natsFrontend) verify(site string, body []byte) (verifyapi.Reply, error) {
-	msg, err := f.nc.Request(verifyapi.SubjectPrefix+site, body, 10*time.Second)
+func (f natsFrontend) verify(site string, body []byte) (verifywire.Reply, error) {
+	msg, err := f.nc.Request(verifywire.SubjectPrefix+site, body, 10*time.Second)
 	if err != nil {
-		return verifyapi.Reply{}, err
+		return verifywire.Reply{}, err
 	}
 	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
-		return verifyapi.Reply{}, fmt.Errorf("micro error %s: %s", code, msg.Header.Get(micro.ErrorHeader))
+		return verifywire.Reply{}, fmt.Errorf("micro error %s: %s", code, msg.Header.Get(micro.ErrorHeader))
 	}
-	var r verifyapi.Reply
+	var r verifywire.Reply
 	if err := json.Unmarshal(msg.Data, &r); err != nil {
-		return verifyapi.Reply{}, fmt.Errorf("decode reply: %w", err)
+		return verifywire.Reply{}, fmt.Errorf("decode reply: %w", err)
 	}
 	return r, nil
 }
@@ -146,28 +152,28 @@ func newHTTPClient() *http.Client {
 		MaxIdleConnsPerHost: 64, DisableCompression: true, IdleConnTimeout: time.Minute}}
 }
 
-func (f httpFrontend) verify(site string, body []byte) (verifyapi.Reply, error) {
+func (f httpFrontend) verify(site string, body []byte) (verifywire.Reply, error) {
 	req, err := http.NewRequest(http.MethodPost, f.base+"/v1/sites/"+site+"/enrollments/verify", bytes.NewReader(body))
 	if err != nil {
-		return verifyapi.Reply{}, err
+		return verifywire.Reply{}, err
 	}
 	req.Header.Set("Authorization", "Bearer "+enrollmentToken)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := f.client.Do(req)
 	if err != nil {
-		return verifyapi.Reply{}, err
+		return verifywire.Reply{}, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return verifyapi.Reply{}, err
+		return verifywire.Reply{}, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return verifyapi.Reply{}, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(data))
+		return verifywire.Reply{}, fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(data))
 	}
-	var r verifyapi.Reply
+	var r verifywire.Reply
 	if err := json.Unmarshal(data, &r); err != nil {
-		return verifyapi.Reply{}, fmt.Errorf("decode reply: %w", err)
+		return verifywire.Reply{}, fmt.Errorf("decode reply: %w", err)
 	}
 	return r, nil
 }

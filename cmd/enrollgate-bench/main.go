@@ -44,11 +44,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.Quick, "quick", false, "small sizes and short measurements: the whole run takes under a minute")
 	fs.IntVar(&o.Rounds, "rounds", 0, "interleaved rounds (default 5, quick 3)")
 	fs.DurationVar(&o.Duration, "duration", 0, "length of one load measurement (default 3s, quick 300ms)")
-	fs.StringVar(&o.Scenarios, "scenarios", "all", "comma-separated groups to run: raw,S1,...,S8 or all (a scenario's baselines always run)")
+	fs.StringVar(&o.Scenarios, "scenarios", "all", "comma-separated groups to run: raw,bare,S1,...,S9 or all (a scenario's baselines and the bare shape beside it always run)")
 	fs.StringVar(&o.Out, "out", "bench-results.json", "JSON results file")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "directory for one CPU profile per row, taken in the last round")
 	fs.IntVar(&o.RebuildEvents, "rebuild-events", 0, "S6 stream length (default 1,000,000, quick 50,000)")
-	fs.IntVar(&o.MemorySites, "memory-sites", 0, "S7 sites (default 100,000, quick 10,000)")
+	fs.IntVar(&o.MemorySites, "memory-sites", 0, "S7 sites (default 1,000,000, the target's size; quick 10,000)")
 	fs.IntVar(&o.Lockouts, "lockouts", 0, "S5 lockouts per round (default 40, quick 10)")
 	fs.StringVar(&o.LogLevel, "log-level", "warn", "level of the service's own log, on stderr")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary JetStream stores")
@@ -66,7 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	def(&o.Rounds, 5, 3)
 	def(&o.RebuildEvents, 1_000_000, 50_000)
-	def(&o.MemorySites, 100_000, zipfSites)
+	def(&o.MemorySites, memorySites, zipfSites)
 	def(&o.Lockouts, 40, 10)
 	if o.Duration == 0 {
 		o.Duration = 3 * time.Second
@@ -253,8 +253,9 @@ func brief(s sample) string {
 	return b.String()
 }
 
-// selectRows returns the IDs of the rows in the selected groups and of the
-// baselines they are compared with, and the groups that need setting up.
+// selectRows returns the IDs of the rows in the selected groups, of the
+// rows shown beside them and of the baselines they are compared with, and
+// the groups that need setting up.
 func selectRows(rows []*row, spec string) (map[string]bool, map[string]bool, error) {
 	known := map[string]bool{}
 	for _, x := range rows {
@@ -285,7 +286,14 @@ func selectRows(rows []*row, spec string) (map[string]bool, map[string]bool, err
 	for _, x := range rows {
 		if want[x.Group] {
 			ids[x.ID] = true
-			groups[x.Group] = true
+			for _, b := range x.Beside {
+				ids[b] = true
+			}
+		}
+	}
+	// Baselines are raw rows, which have neither baselines nor rows beside.
+	for _, x := range rows {
+		if ids[x.ID] {
 			if x.Baseline != "" {
 				ids[x.Baseline] = true
 			}
@@ -363,6 +371,16 @@ func (r *runner) setup(ctx context.Context, dir string, groups map[string]bool, 
 		}
 		r.log("sync-always stack: %d sites generated in %s", sites1k, time.Since(t).Round(time.Millisecond))
 	}
+	if groups["bare"] {
+		if r.bare, err = newBareEnv(ctx, r.main.url, r.raw.conns, sites1k, r.gen.run); err != nil {
+			return err
+		}
+	}
+	if groups["S9"] {
+		if r.flood, err = newFloodSites(ctx, r.main.svc, r.fronts[r.main][0], r.gen); err != nil {
+			return err
+		}
+	}
 	if groups["S6"] {
 		t = time.Now()
 		if r.replay, err = newReplayEnv(ctx, filepath.Join(dir, "replay"), r.opt.RebuildEvents, log); err != nil {
@@ -396,6 +414,9 @@ func (r *runner) addFrontends(st *stack) error {
 func (r *runner) close() {
 	if r.httpClient != nil {
 		r.httpClient.CloseIdleConnections()
+	}
+	if r.bare != nil {
+		r.bare.close()
 	}
 	for _, rc := range []*rawClients{r.raw, r.rawSync} {
 		if rc != nil {

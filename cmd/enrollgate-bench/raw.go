@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -23,13 +24,24 @@ const (
 	rawPrefix     = "bench.raw."
 	rawMsgSize    = 400
 	rawAsyncAhead = 4096 // async publishes in flight
+	rawRequest    = "bench.rawreq.verify"
 )
 
-// rawClients are frontends with nats.go alone: one connection each.
+// verifyShapedRequest is a constant request of a verify request's size,
+// and constantReply the constant answer of the request/reply baselines.
+var (
+	verifyShapedRequest = []byte(`{"passcode":"Abc123def456","attempt_id":"b1764640000-123456","source":{"ip":"10.1.226.64",` +
+		`"device_id":"b1764640000-dev-123456","platform":"ios","user_agent":"MDM-Enroll/2.1 (iPhone; iOS 19.1)"}}`)
+	constantReply = []byte(`{"ok":true}`)
+)
+
+// rawClients are frontends with nats.go alone: one connection each, and a
+// responder on a connection of its own for the request/reply baseline.
 type rawClients struct {
-	conns []*nats.Conn
-	js    []jetstream.JetStream
-	data  []byte
+	conns     []*nats.Conn
+	js        []jetstream.JetStream
+	responder *nats.Conn
+	data      []byte
 }
 
 func newRawClients(ctx context.Context, url string, n int) (*rawClients, error) {
@@ -49,6 +61,20 @@ func newRawClients(ctx context.Context, url string, n int) (*rawClients, error) 
 		}
 		rc.js = append(rc.js, js)
 	}
+	var err error
+	if rc.responder, err = nats.Connect(url, nats.Name("raw-responder")); err != nil {
+		rc.close()
+		return nil, fmt.Errorf("raw responder: %w", err)
+	}
+	// Answered on the subscription's goroutine: nothing to wait for.
+	if _, err := rc.responder.Subscribe(rawRequest, func(m *nats.Msg) { _ = m.Respond(constantReply) }); err != nil {
+		rc.close()
+		return nil, err
+	}
+	if err := rc.responder.Flush(); err != nil {
+		rc.close()
+		return nil, err
+	}
 	cfg := eventstore.StreamConfig(eventstore.DefaultConfig())
 	cfg.Name, cfg.Subjects, cfg.Description = rawStream, []string{rawPrefix + ">"}, "enrollgate-bench raw baseline"
 	if _, err := rc.js[0].CreateOrUpdateStream(ctx, cfg); err != nil {
@@ -62,6 +88,28 @@ func (rc *rawClients) close() {
 	for _, nc := range rc.conns {
 		nc.Close()
 	}
+	if rc.responder != nil {
+		rc.responder.Close()
+	}
+}
+
+// requestReply sends verify-sized core NATS requests from clients clients,
+// each waiting for its reply before the next: the ceiling of a verify that
+// stores nothing (S9).
+func (rc *rawClients) requestReply(clients int, dur time.Duration) (sample, error) {
+	if clients > len(rc.conns) {
+		return sample{}, fmt.Errorf("raw request/reply: %d clients, only %d connected", clients, len(rc.conns))
+	}
+	return closedLoop(clients, dur, func(w int) func() error {
+		nc := rc.conns[w]
+		return func() error {
+			m, err := nc.Request(rawRequest, verifyShapedRequest, 10*time.Second)
+			if err == nil && !bytes.Equal(m.Data, constantReply) {
+				err = fmt.Errorf("raw request/reply: got %q", m.Data)
+			}
+			return err
+		}
+	})
 }
 
 func rawSubject(rng *mrand.Rand, subjects int) string {

@@ -65,6 +65,9 @@ type target struct {
 	MaxP99      time.Duration // absolute p99 (pooled samples)
 	ExtraName   string        // an Extra figure with an upper bound
 	ExtraMax    float64
+	// AtOps is the size (operations per round) the target is set at: a
+	// smaller run (S7 in -quick) says how far it got but is not judged.
+	AtOps int
 }
 
 func (t target) String() string {
@@ -81,7 +84,11 @@ func (t target) String() string {
 	if t.ExtraName != "" {
 		parts = append(parts, fmt.Sprintf("%s ≤ %g", t.ExtraName, t.ExtraMax))
 	}
-	return strings.Join(parts, ", ")
+	s := strings.Join(parts, ", ")
+	if t.AtOps > 0 {
+		s += fmt.Sprintf(" at %d", t.AtOps)
+	}
+	return s
 }
 
 // summary is a row's result over all rounds: what the table and the JSON
@@ -104,7 +111,8 @@ type summary struct {
 	P99Ratio float64            `json:"p99_ratio,omitempty"`    // median of per-round p99 ratios
 	Extra    map[string]float64 `json:"extra,omitempty"`        // medians of rounds
 	Target   string             `json:"target,omitempty"`
-	Status   string             `json:"status"` // pass, miss (why), or "-" when no target
+	Status   string             `json:"status"`        // pass, miss (why), not judged (why), or "-" when no target
+	Met      *bool              `json:"met,omitempty"` // the status as a boolean; absent when not judged
 	Warning  string             `json:"warning,omitempty"`
 	Rows     []roundJSON        `json:"per_round"`
 }
@@ -168,17 +176,22 @@ func summarise(r *row, got, base, p99base []sample) summary {
 	if len(p99r) > 0 {
 		s.P99Ratio = median(p99r)
 	}
-	s.Status = judge(r.Target, s)
+	s.Status, s.Met = judge(r.Target, s)
 	if s.Errors > 0 {
 		s.Warning = strings.TrimPrefix(s.Warning+fmt.Sprintf("; %d errors", s.Errors), "; ")
 	}
 	return s
 }
 
-// judge checks a summary against its target.
-func judge(t target, s summary) string {
+// judge checks a summary against its target: the status the table shows,
+// and whether the target is met (nil when there is none or the run was too
+// small to tell).
+func judge(t target, s summary) (string, *bool) {
 	if t == (target{}) {
-		return "-"
+		return "-", nil
+	}
+	if perRound := s.Ops / max(s.Rounds, 1); perRound < t.AtOps {
+		return fmt.Sprintf("not judged (%d of %d)", perRound, t.AtOps), nil
 	}
 	var miss []string
 	if t.MinRatio > 0 && (s.Ratio == 0 || s.Ratio < t.MinRatio) {
@@ -198,10 +211,11 @@ func judge(t target, s summary) string {
 	if s.Errors > 0 {
 		miss = append(miss, "errors")
 	}
-	if len(miss) > 0 {
-		return "**miss** (" + strings.Join(miss, ", ") + ")"
+	met := len(miss) == 0
+	if !met {
+		return "**miss** (" + strings.Join(miss, ", ") + ")", &met
 	}
-	return "pass"
+	return "pass", &met
 }
 
 // writeTable prints the summaries as a markdown table.

@@ -18,9 +18,9 @@ import (
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/alerts"
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
-	"github.com/enrollgate/enrollgate/internal/httpapi"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 	"github.com/enrollgate/enrollgate/internal/secrets"
 )
@@ -269,11 +269,11 @@ func TestNewerEventTypeIsUpgradeRequired(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	in.wantStatus("POST", "/v1/sites/gamma/passcode/disable", admin, http.StatusServiceUnavailable, httpapi.CodeUpgradeRequired)
+	in.wantStatus("POST", "/v1/sites/gamma/passcode/disable", admin, http.StatusServiceUnavailable, apierror.CodeUpgradeRequired)
 	var p struct {
 		Code string `json:"code"`
 	}
-	if code, _ := in.do("POST", "/v1/sites/gamma/enrollments/verify", admin, map[string]any{"passcode": gamma.Passcode}, &p); code != http.StatusServiceUnavailable || p.Code != httpapi.CodeUpgradeRequired {
+	if code, _ := in.do("POST", "/v1/sites/gamma/enrollments/verify", admin, map[string]any{"passcode": gamma.Passcode}, &p); code != http.StatusServiceUnavailable || p.Code != apierror.CodeUpgradeRequired {
 		t.Fatalf("HTTP verify on gamma: %d %q, want 503 upgrade_required", code, p.Code)
 	}
 	b, _ := json.Marshal(map[string]any{"passcode": gamma.Passcode})

@@ -19,6 +19,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/httpapi"
 	"github.com/enrollgate/enrollgate/internal/natstest"
@@ -301,13 +302,13 @@ func TestReadSideEndToEnd(t *testing.T) {
 	// Scope: the auditor of acme sees acme only; beta does not exist for it.
 	in.get("/v1/sites/acme/passcode", auditor)
 	for _, p := range []string{"/v1/sites/beta/passcode", "/v1/sites/beta/audit", "/v1/sites/beta/attempts"} {
-		in.wantStatus("GET", p, auditor, http.StatusNotFound, httpapi.CodeNotFound)
+		in.wantStatus("GET", p, auditor, http.StatusNotFound, apierror.CodeNotFound)
 	}
 	in.get("/v1/sites/beta/passcode", admin)
-	in.wantStatus("POST", "/v1/sites/acme/passcode/disable", auditor, http.StatusForbidden, httpapi.CodeForbidden)
-	in.wantStatus("POST", "/v1/sites/acme/passcode", auditor, http.StatusForbidden, httpapi.CodeForbidden)
-	in.wantStatus("POST", "/v1/sites/beta/passcode", auditor, http.StatusNotFound, httpapi.CodeNotFound)
-	in.wantStatus("GET", "/v1/sites/acme/audit?limit=1000", auditor, http.StatusBadRequest, httpapi.CodeInvalidRequest)
+	in.wantStatus("POST", "/v1/sites/acme/passcode/disable", auditor, http.StatusForbidden, apierror.CodeForbidden)
+	in.wantStatus("POST", "/v1/sites/acme/passcode", auditor, http.StatusForbidden, apierror.CodeForbidden)
+	in.wantStatus("POST", "/v1/sites/beta/passcode", auditor, http.StatusNotFound, apierror.CodeNotFound)
+	in.wantStatus("GET", "/v1/sites/acme/audit?limit=1000", auditor, http.StatusBadRequest, apierror.CodeInvalidRequest)
 	// A site that exists nowhere reads as status none for an admin of all sites.
 	if err := json.Unmarshal(in.get("/v1/sites/gamma/passcode", admin), &st); err != nil || st.Status != "none" {
 		t.Fatalf("unknown site: %+v %v", st, err)

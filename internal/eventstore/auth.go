@@ -80,9 +80,9 @@ func NewAuthenticator(keys Keys, stream jetstream.Stream) (*Authenticator, error
 // OpenAuthenticator returns the authenticator of the existing events stream,
 // for tools that read it without serving (a rebuild of the read model).
 func OpenAuthenticator(ctx context.Context, js jetstream.JetStream, keys Keys) (*Authenticator, error) {
-	stream, err := js.Stream(ctx, StreamName)
+	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
-		return nil, fmt.Errorf("event authenticator: stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("event authenticator: stream %s: %w", events.StreamName, err)
 	}
 	return NewAuthenticator(keys, stream)
 }

@@ -53,7 +53,7 @@ func randomKey() []byte {
 func lastOf(t *testing.T, js jetstream.JetStream, site string) uint64 {
 	t.Helper()
 	ctx := context.Background()
-	stream, err := js.Stream(ctx, eventstore.StreamName)
+	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestReplayedEventIsRefused(t *testing.T) {
 	st, js := newStore(t, srv, testConfig())
 	b := storetest.NewEvents("replayed")
 	recs := storetest.Append(t, st, b, 0, 3)
-	stream, err := js.Stream(context.Background(), eventstore.StreamName)
+	stream, err := js.Stream(context.Background(), events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}

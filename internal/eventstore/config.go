@@ -13,9 +13,9 @@ import (
 	"github.com/enrollgate/enrollgate/events"
 )
 
-// StreamName is the JetStream stream that holds the events of every site.
-// WARNING: it names stored data; renaming it loses the history.
-const StreamName = "ENROLLGATE_EVENTS"
+// StreamName is events.StreamName, kept only until the packages others are
+// rebuilding (internal/consume, cmd) name events.StreamName; remove it then.
+const StreamName = events.StreamName
 
 // Config tunes the stream and the store.
 type Config struct {
@@ -112,7 +112,7 @@ func (c Config) Validate() error {
 // StreamConfig returns the configuration of the events stream.
 func StreamConfig(cfg Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        StreamName,
+		Name:        events.StreamName,
 		Description: "enrollgate event log, one subject per site",
 		Subjects:    []string{events.SubjectAll},
 		Retention:   jetstream.LimitsPolicy,
@@ -155,7 +155,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 	}
 	sc := StreamConfig(cfg)
 	for range 3 {
-		cur, err := js.Stream(ctx, StreamName)
+		cur, err := js.Stream(ctx, events.StreamName)
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			sc.Metadata = map[string]string{MetaMACRequiredFrom: "1"}
@@ -164,11 +164,11 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 				continue // another replica created it meanwhile: update that one
 			}
 			if err != nil {
-				return nil, fmt.Errorf("ensure stream %s: create: %w", StreamName, err)
+				return nil, fmt.Errorf("ensure stream %s: create: %w", events.StreamName, err)
 			}
 			return s, nil
 		case err != nil:
-			return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+			return nil, fmt.Errorf("ensure stream %s: %w", events.StreamName, err)
 		}
 		info := cur.CachedInfo()
 		sc.Metadata = make(map[string]string, len(info.Config.Metadata)+1)
@@ -183,9 +183,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 		}
 		s, err := js.UpdateStream(ctx, sc)
 		if err != nil {
-			return nil, fmt.Errorf("ensure stream %s: update: %w", StreamName, err)
+			return nil, fmt.Errorf("ensure stream %s: update: %w", events.StreamName, err)
 		}
 		return s, nil
 	}
-	return nil, fmt.Errorf("ensure stream %s: created and deleted concurrently", StreamName)
+	return nil, fmt.Errorf("ensure stream %s: created and deleted concurrently", events.StreamName)
 }

@@ -1,5 +1,5 @@
 // Package eventstore is the event log of enrollgate on NATS JetStream: the
-// stream ENROLLGATE_EVENTS with one subject per site
+// stream events.StreamName (ENROLLGATE_EVENTS) with one subject per site
 // (enrollgate.events.<site>), and Store, the handlers.EventStore that appends
 // with optimistic concurrency and loads a site's history.
 //

@@ -88,8 +88,8 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 		ack, err := s.publishOnce(ctx, subj, data, e, expected, mac)
 		switch {
 		case err == nil:
-			if ack.Stream != StreamName {
-				return 0, fmt.Errorf("%s: stored in stream %q, not %s", what(), ack.Stream, StreamName)
+			if ack.Stream != events.StreamName {
+				return 0, fmt.Errorf("%s: stored in stream %q, not %s", what(), ack.Stream, events.StreamName)
 			}
 			// A duplicate carries the sequence of the stored original
 			// (nats-server answers dde.seq): the event is stored once, there.
@@ -397,30 +397,29 @@ func (s *Store) deleteConsumer(cons jetstream.Consumer) {
 	_ = s.stream.DeleteConsumer(ctx, info.Name)
 }
 
-// record decodes a stored message of site; ok is false when it is not one
-// of the site's events. A message without a valid MAC, or an unsigned
-// (legacy) one that does not decode or names another site, was not written
-// by the service: it is left out, never an error, so that no message anyone
-// else puts on the subject can break the site (the consumers dead-letter it
-// and alert). An authentic event that does not decode is an error naming its
-// sequence, since skipping it would silently change the state folded from
-// the log: ErrUpgradeRequired for a type this build does not know.
+// record decodes a stored message of site (events.DecodeStored); ok is false
+// when it is not one of the site's events. A message without a valid MAC, or
+// an unsigned (legacy) one that is not an event of its subject, was not
+// written by the service: it is left out, never an error, so that no message
+// anyone else puts on the subject can break the site (the consumers
+// dead-letter it and alert). An authentic event that does not decode is an
+// error naming its sequence, since skipping it would silently change the
+// state folded from the log: ErrUpgradeRequired for a type this build does
+// not know.
 func (s *Store) record(site string, m *jetstream.RawStreamMsg) (rec events.Record, ok bool, err error) {
 	if s.auth.Authenticate(m.Subject, m.Sequence, m.Header, m.Data) != nil {
 		return events.Record{}, false, nil
 	}
-	e, err := events.Decode(m.Data)
+	rec, err = events.DecodeStored(m.Subject, m.Sequence, m.Header, m.Data)
 	switch {
-	case err == nil && e.Site == site:
-		return events.Record{Seq: m.Sequence, Event: e}, true, nil
-	case !Signed(m.Header):
+	case err == nil:
+		return rec, true, nil
+	case errors.Is(err, events.ErrForged):
 		return events.Record{}, false, nil
 	case errors.Is(err, events.ErrUnknownType):
-		return events.Record{}, false, fmt.Errorf("load site %s: event at seq %d: %w: %w", site, m.Sequence, handlers.ErrUpgradeRequired, err)
-	case err != nil:
-		return events.Record{}, false, fmt.Errorf("load site %s: event at seq %d: %w", site, m.Sequence, err)
+		return events.Record{}, false, fmt.Errorf("load site %s: %w: %w", site, handlers.ErrUpgradeRequired, err)
 	default:
-		return events.Record{}, false, fmt.Errorf("load site %s: event at seq %d: %w: it names site %q", site, m.Sequence, events.ErrMalformed, e.Site)
+		return events.Record{}, false, fmt.Errorf("load site %s: %w", site, err)
 	}
 }
 

@@ -64,7 +64,7 @@ func TestEnsureStreamIdempotentAndUpdates(t *testing.T) {
 	}
 	ctx := context.Background()
 	// A stream left by someone with limits that would drop events.
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: eventstore.StreamName, Subjects: []string{events.SubjectAll},
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamName, Subjects: []string{events.SubjectAll},
 		Storage: jetstream.FileStorage, MaxMsgs: 100, MaxAge: time.Hour, Duplicates: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestEnsureStreamIdempotentAndUpdates(t *testing.T) {
 		}
 	}
 	// History cannot be deleted.
-	s, err := js2.Stream(ctx, eventstore.StreamName)
+	s, err := js2.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestAppendHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := js.Stream(context.Background(), eventstore.StreamName)
+	stream, err := js.Stream(context.Background(), events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}

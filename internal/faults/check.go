@@ -17,7 +17,6 @@ import (
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
 	"github.com/enrollgate/enrollgate/internal/alerts"
-	"github.com/enrollgate/enrollgate/internal/eventstore"
 )
 
 // lockout is a lockout a scenario caused: its generation must end with
@@ -136,7 +135,7 @@ func (s *Suite) quiescent(ctx context.Context, timeout time.Duration) error {
 	for {
 		var busy []string
 		for _, durable := range []string{handlers.LockoutSagaDurable, alerts.Durable} {
-			c, err := s.js.Consumer(ctx, eventstore.StreamName, durable)
+			c, err := s.js.Consumer(ctx, events.StreamName, durable)
 			if err != nil {
 				busy = append(busy, fmt.Sprintf("%s: %v", durable, err))
 				continue
@@ -192,9 +191,9 @@ func (s *Suite) check(ctx context.Context, r *round, res *Result) {
 	for e, n := range s.takeEdgeErrors() {
 		r.note("%d× %s", n, e)
 	}
-	msgs, err := s.readRetry(ctx, eventstore.StreamName, subjects)
+	msgs, err := s.readRetry(ctx, events.StreamName, subjects)
 	if err != nil {
-		r.fail("read %s: %v", eventstore.StreamName, err)
+		r.fail("read %s: %v", events.StreamName, err)
 		return
 	}
 	type gen struct {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // attempt is one passcode a frontend sends, with its idempotency key.
@@ -69,7 +70,7 @@ func (s *Suite) verify(ctx context.Context, t int, a attempt) (verifyReply, erro
 func (s *Suite) verifyNATS(ctx context.Context, i int, a attempt) (verifyReply, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	m, err := s.edges[i].RequestWithContext(ctx, "enrollgate.verify."+a.Site, a.body())
+	m, err := s.edges[i].RequestWithContext(ctx, verifywire.SubjectPrefix+a.Site, a.body())
 	if err != nil {
 		return verifyReply{}, fmt.Errorf("%w: %v", errNoVerdict, err)
 	}

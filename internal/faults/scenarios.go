@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/alerts"
-	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natscluster"
 )
 
@@ -367,7 +367,7 @@ func (s *Suite) caughtUp(ctx context.Context) error {
 	return poll(ctx, 90*time.Second, func() error {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		for _, stream := range []string{eventstore.StreamName, alerts.StreamName} {
+		for _, stream := range []string{events.StreamName, alerts.StreamName} {
 			if err := natscluster.StreamCurrent(cctx, s.js, stream, 3); err != nil {
 				return err
 			}
@@ -377,10 +377,10 @@ func (s *Suite) caughtUp(ctx context.Context) error {
 }
 
 func killStreamLeader(ctx context.Context, s *Suite, r *round) error {
-	return s.killNode(ctx, r, "leader of "+eventstore.StreamName, func() (string, error) {
+	return s.killNode(ctx, r, "leader of "+events.StreamName, func() (string, error) {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		return natscluster.StreamLeader(cctx, s.js, eventstore.StreamName)
+		return natscluster.StreamLeader(cctx, s.js, events.StreamName)
 	})
 }
 

@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/auth"
 	"github.com/enrollgate/enrollgate/projections"
 )
@@ -57,7 +59,7 @@ func TestGenerate(t *testing.T) {
 	if cmd := f.Calls()[1].(handlers.GeneratePasscode); cmd.Actor.ID != "alice@acme.example" {
 		t.Fatalf("actor %+v", cmd.Actor)
 	}
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode", e.admin, str(`{"actor":"mallory@evil.example"}`)), 400, CodeInvalidRequest)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode", e.admin, str(`{"actor":"mallory@evil.example"}`)), 400, apierror.CodeInvalidRequest)
 	if n := len(f.Calls()); n != 2 {
 		t.Fatalf("%d commands ran, want 2", n)
 	}
@@ -81,7 +83,7 @@ func TestReveal(t *testing.T) {
 		t.Fatalf("command %+v", cmd)
 	}
 	f.err = fmt.Errorf("reveal passcode: site acme: %w", domain.ErrNotGenerated)
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/reveal", e.admin, nil), 409, CodeNotGenerated)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/reveal", e.admin, nil), 409, apierror.CodeNotGenerated)
 }
 
 func TestDisable(t *testing.T) {
@@ -103,7 +105,7 @@ func TestDisable(t *testing.T) {
 		t.Fatalf("command %+v", cmd)
 	}
 	f.err = fmt.Errorf("disable passcode: site acme: %w", domain.ErrNotActive)
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/disable", e.admin, nil), 409, CodeNotActive)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/disable", e.admin, nil), 409, apierror.CodeNotActive)
 }
 
 func TestLockoutPolicy(t *testing.T) {
@@ -135,7 +137,7 @@ func TestLockoutPolicy(t *testing.T) {
 		{``, "required"},
 		{`{"max_failed_attempts":5,"failure_window":"1h","extra":1}`, "unknown field \"extra\""},
 	} {
-		m := wantProblem(t, e.do(t, "PUT", "/v1/sites/acme/lockout-policy", e.admin, str(c.body)), 400, CodeInvalidRequest)
+		m := wantProblem(t, e.do(t, "PUT", "/v1/sites/acme/lockout-policy", e.admin, str(c.body)), 400, apierror.CodeInvalidRequest)
 		if d := m["detail"].(string); !strings.Contains(d, c.mentions) {
 			t.Errorf("body %s: detail %q does not mention %q", c.body, d, c.mentions)
 		}
@@ -186,7 +188,7 @@ func TestVerify(t *testing.T) {
 	if r := e.do(t, "POST", "/v1/sites/acme/enrollments/verify", e.admin, str(body)); r.status != 200 || r.json(t)["reason"] != "disabled" {
 		t.Fatalf("admin verify: %d %s", r.status, r.body)
 	}
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/enrollments/verify", e.auditor, str(body)), 403, CodeForbidden)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/enrollments/verify", e.auditor, str(body)), 403, apierror.CodeForbidden)
 }
 
 func TestAuthRules(t *testing.T) {
@@ -205,7 +207,7 @@ func TestAuthRules(t *testing.T) {
 		{"token without scheme", bootAdmin},
 	} {
 		r := e.do(t, "POST", gen, "", nil, "Authorization", c.header)
-		wantProblem(t, r, 401, CodeUnauthorized)
+		wantProblem(t, r, 401, apierror.CodeUnauthorized)
 		if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
 			t.Errorf("%s: WWW-Authenticate %q", c.name, r.header.Get("WWW-Authenticate"))
 		}
@@ -215,20 +217,20 @@ func TestAuthRules(t *testing.T) {
 		t.Fatalf("lower-case scheme: %d %s", r.status, r.body)
 	}
 	// No token says nothing about the site, even a malformed one.
-	wantProblem(t, e.do(t, "POST", "/v1/sites/NOPE/passcode", "", nil), 401, CodeUnauthorized)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/NOPE/passcode", "", nil), 401, apierror.CodeUnauthorized)
 
 	// A site outside the token's scope does not exist for it; its answer is
 	// the same as an unknown route's.
-	out := wantProblem(t, e.do(t, "POST", "/v1/sites/beta/passcode", e.adminAcme, nil), 404, CodeNotFound)
-	unknown := wantProblem(t, e.do(t, "POST", "/v1/nothing-here", e.adminAcme, nil), 404, CodeNotFound)
+	out := wantProblem(t, e.do(t, "POST", "/v1/sites/beta/passcode", e.adminAcme, nil), 404, apierror.CodeNotFound)
+	unknown := wantProblem(t, e.do(t, "POST", "/v1/nothing-here", e.adminAcme, nil), 404, apierror.CodeNotFound)
 	if out["detail"] != unknown["detail"] {
 		t.Errorf("out-of-scope site and unknown route differ: %v vs %v", out, unknown)
 	}
 	// Role insufficient on a visible site: 403.
-	wantProblem(t, e.do(t, "POST", gen, e.auditor, nil), 403, CodeForbidden)
-	wantProblem(t, e.do(t, "POST", gen, e.enroll, nil), 403, CodeForbidden)
-	wantProblem(t, e.do(t, "PUT", "/v1/sites/acme/lockout-policy", e.enroll, str(`{}`)), 403, CodeForbidden)
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/reveal", e.auditor, nil), 403, CodeForbidden)
+	wantProblem(t, e.do(t, "POST", gen, e.auditor, nil), 403, apierror.CodeForbidden)
+	wantProblem(t, e.do(t, "POST", gen, e.enroll, nil), 403, apierror.CodeForbidden)
+	wantProblem(t, e.do(t, "PUT", "/v1/sites/acme/lockout-policy", e.enroll, str(`{}`)), 403, apierror.CodeForbidden)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/reveal", e.auditor, nil), 403, apierror.CodeForbidden)
 	if n := len(f.Calls()); n != 1 {
 		t.Fatalf("%d commands ran, want only the allowed one", n)
 	}
@@ -247,35 +249,35 @@ func TestBadRequests(t *testing.T) {
 		status                          int
 		code, mentions                  string
 	}{
-		{"malformed JSON", "PUT", "/v1/sites/acme/lockout-policy", `{"max_failed_attempts":`, "", 400, CodeInvalidRequest, "malformed JSON"},
-		{"syntax error", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode" "x"}`, "", 400, CodeInvalidRequest, "malformed JSON at byte"},
-		{"unknown field", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":"x","pin":1}`, "", 400, CodeInvalidRequest, "unknown field in request"},
-		{"field name in another case", "POST", "/v1/sites/acme/enrollments/verify", `{"PASSCODE":"x"}`, "", 400, CodeInvalidRequest, "unknown field in request"},
-		{"unknown field on generate", "POST", "/v1/sites/acme/passcode", `{"pin":1}`, "", 400, CodeInvalidRequest, `unknown field "pin"`},
-		{"unknown nested field", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":"x","source":{"mac":"x"}}`, "", 400, CodeInvalidRequest, "unknown field in source"},
-		{"wrong type", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":123456}`, "", 400, CodeInvalidRequest, "passcode must be a string"},
-		{"wrong nested type", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":"x","source":{"ip":7}}`, "", 400, CodeInvalidRequest, "source.ip must be a string"},
-		{"not an object", "POST", "/v1/sites/acme/enrollments/verify", `["x"]`, "", 400, CodeInvalidRequest, "JSON object"},
-		{"two values", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":"x"}{"passcode":"y"}`, "", 400, CodeInvalidRequest, "exactly one JSON object"},
-		{"two values on policy", "PUT", "/v1/sites/acme/lockout-policy", `{"max_failed_attempts":3,"failure_window":"1h"}{}`, "", 400, CodeInvalidRequest, "exactly one JSON value"},
-		{"trailing garbage", "POST", "/v1/sites/acme/passcode", `{} x`, "", 400, CodeInvalidRequest, "exactly one JSON value"},
-		{"missing passcode", "POST", "/v1/sites/acme/enrollments/verify", `{"attempt_id":"a"}`, "", 400, CodeInvalidRequest, "passcode is required"},
-		{"empty verify body", "POST", "/v1/sites/acme/enrollments/verify", ``, "", 400, CodeInvalidRequest, "body is required"},
-		{"huge body", "POST", "/v1/sites/acme/enrollments/verify", huge, "", 413, CodeBodyTooLarge, "exceeds 8192 bytes"},
-		{"huge body on policy", "PUT", "/v1/sites/acme/lockout-policy", huge, "", 413, CodeBodyTooLarge, "exceeds 16384 bytes"},
-		{"huge body on generate", "POST", "/v1/sites/acme/passcode", huge, "", 413, CodeBodyTooLarge, "exceeds"},
-		{"not JSON", "POST", "/v1/sites/acme/enrollments/verify", `passcode=x`, "application/x-www-form-urlencoded", 415, CodeUnsupportedMedia, "application/json"},
-		{"upper-case site", "POST", "/v1/sites/ACME/passcode", ``, "", 400, CodeInvalidRequest, "path parameter site"},
-		{"site with a dot", "POST", "/v1/sites/acme.corp/enrollments/verify", `{"passcode":"x"}`, "", 400, CodeInvalidRequest, "path parameter site"},
-		{"site with a slash", "POST", "/v1/sites/a%2Fb/passcode", ``, "", 400, CodeInvalidRequest, "path parameter site"},
-		{"site too long", "POST", "/v1/sites/" + strings.Repeat("a", 64) + "/passcode", ``, "", 400, CodeInvalidRequest, "path parameter site"},
-		{"site starting with -", "POST", "/v1/sites/-acme/passcode", ``, "", 400, CodeInvalidRequest, "path parameter site"},
-		{"unknown route", "GET", "/v1/whatever", ``, "", 404, CodeNotFound, "not found"},
-		{"unknown sub-resource", "POST", "/v1/sites/acme/passcode/explode", ``, "", 404, CodeNotFound, "not found"},
-		{"unknown top-level path (the console is at /)", "GET", "/index.php", ``, "", 404, CodeNotFound, "not found"},
-		{"wrong method", "DELETE", "/v1/sites/acme/passcode", ``, "", 405, CodeMethodNotAllowed, "Allow"},
-		{"wrong method on verify", "GET", "/v1/sites/acme/enrollments/verify", ``, "", 405, CodeMethodNotAllowed, "Allow"},
-		{"wrong method on policy", "POST", "/v1/sites/acme/lockout-policy", ``, "", 405, CodeMethodNotAllowed, "Allow"},
+		{"malformed JSON", "PUT", "/v1/sites/acme/lockout-policy", `{"max_failed_attempts":`, "", 400, apierror.CodeInvalidRequest, "malformed JSON"},
+		{"syntax error", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode" "x"}`, "", 400, apierror.CodeInvalidRequest, "malformed JSON at byte"},
+		{"unknown field", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":"x","pin":1}`, "", 400, apierror.CodeInvalidRequest, "unknown field in request"},
+		{"field name in another case", "POST", "/v1/sites/acme/enrollments/verify", `{"PASSCODE":"x"}`, "", 400, apierror.CodeInvalidRequest, "unknown field in request"},
+		{"unknown field on generate", "POST", "/v1/sites/acme/passcode", `{"pin":1}`, "", 400, apierror.CodeInvalidRequest, `unknown field "pin"`},
+		{"unknown nested field", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":"x","source":{"mac":"x"}}`, "", 400, apierror.CodeInvalidRequest, "unknown field in source"},
+		{"wrong type", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":123456}`, "", 400, apierror.CodeInvalidRequest, "passcode must be a string"},
+		{"wrong nested type", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":"x","source":{"ip":7}}`, "", 400, apierror.CodeInvalidRequest, "source.ip must be a string"},
+		{"not an object", "POST", "/v1/sites/acme/enrollments/verify", `["x"]`, "", 400, apierror.CodeInvalidRequest, "JSON object"},
+		{"two values", "POST", "/v1/sites/acme/enrollments/verify", `{"passcode":"x"}{"passcode":"y"}`, "", 400, apierror.CodeInvalidRequest, "exactly one JSON object"},
+		{"two values on policy", "PUT", "/v1/sites/acme/lockout-policy", `{"max_failed_attempts":3,"failure_window":"1h"}{}`, "", 400, apierror.CodeInvalidRequest, "exactly one JSON value"},
+		{"trailing garbage", "POST", "/v1/sites/acme/passcode", `{} x`, "", 400, apierror.CodeInvalidRequest, "exactly one JSON value"},
+		{"missing passcode", "POST", "/v1/sites/acme/enrollments/verify", `{"attempt_id":"a"}`, "", 400, apierror.CodeInvalidRequest, "passcode is required"},
+		{"empty verify body", "POST", "/v1/sites/acme/enrollments/verify", ``, "", 400, apierror.CodeInvalidRequest, "body is required"},
+		{"huge body", "POST", "/v1/sites/acme/enrollments/verify", huge, "", 413, apierror.CodeBodyTooLarge, "exceeds 8192 bytes"},
+		{"huge body on policy", "PUT", "/v1/sites/acme/lockout-policy", huge, "", 413, apierror.CodeBodyTooLarge, "exceeds 16384 bytes"},
+		{"huge body on generate", "POST", "/v1/sites/acme/passcode", huge, "", 413, apierror.CodeBodyTooLarge, "exceeds"},
+		{"not JSON", "POST", "/v1/sites/acme/enrollments/verify", `passcode=x`, "application/x-www-form-urlencoded", 415, apierror.CodeUnsupportedMedia, "application/json"},
+		{"upper-case site", "POST", "/v1/sites/ACME/passcode", ``, "", 400, apierror.CodeInvalidRequest, "path parameter site"},
+		{"site with a dot", "POST", "/v1/sites/acme.corp/enrollments/verify", `{"passcode":"x"}`, "", 400, apierror.CodeInvalidRequest, "path parameter site"},
+		{"site with a slash", "POST", "/v1/sites/a%2Fb/passcode", ``, "", 400, apierror.CodeInvalidRequest, "path parameter site"},
+		{"site too long", "POST", "/v1/sites/" + strings.Repeat("a", 64) + "/passcode", ``, "", 400, apierror.CodeInvalidRequest, "path parameter site"},
+		{"site starting with -", "POST", "/v1/sites/-acme/passcode", ``, "", 400, apierror.CodeInvalidRequest, "path parameter site"},
+		{"unknown route", "GET", "/v1/whatever", ``, "", 404, apierror.CodeNotFound, "not found"},
+		{"unknown sub-resource", "POST", "/v1/sites/acme/passcode/explode", ``, "", 404, apierror.CodeNotFound, "not found"},
+		{"unknown top-level path (the console is at /)", "GET", "/index.php", ``, "", 404, apierror.CodeNotFound, "not found"},
+		{"wrong method", "DELETE", "/v1/sites/acme/passcode", ``, "", 405, apierror.CodeMethodNotAllowed, "Allow"},
+		{"wrong method on verify", "GET", "/v1/sites/acme/enrollments/verify", ``, "", 405, apierror.CodeMethodNotAllowed, "Allow"},
+		{"wrong method on policy", "POST", "/v1/sites/acme/lockout-policy", ``, "", 405, apierror.CodeMethodNotAllowed, "Allow"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var r response
@@ -375,23 +377,28 @@ func TestErrorMapping(t *testing.T) {
 		code   string
 		logged bool
 	}{
-		{fmt.Errorf("generate passcode: site acme: %w", handlers.ErrBusy), 503, CodeBusy, true},
-		{fmt.Errorf("generate passcode: %w", context.DeadlineExceeded), 504, CodeTimeout, true},
+		{fmt.Errorf("generate passcode: site acme: %w", handlers.ErrBusy), 503, apierror.CodeBusy, true},
+		// A deadline the service set below the request's: NATS did not
+		// answer in time (the request's own deadline: TestRequestTimeout).
+		{fmt.Errorf("generate passcode: %w", context.DeadlineExceeded), 503, apierror.CodeUnavailable, true},
+		{fmt.Errorf("generate passcode: load site acme: %w", nats.ErrTimeout), 503, apierror.CodeUnavailable, true},
+		{fmt.Errorf("generate passcode: load site acme: %w", nats.ErrNoResponders), 503, apierror.CodeUnavailable, true},
+		{fmt.Errorf("generate passcode: load site acme: %w", nats.ErrConnectionClosed), 503, apierror.CodeUnavailable, true},
 		// What the event store wraps when an append went unanswered.
-		{fmt.Errorf("generate passcode: append: append outcome unknown: %w", handlers.ErrUnavailable), 503, CodeUnavailable, true},
+		{fmt.Errorf("generate passcode: append: append outcome unknown: %w", handlers.ErrUnavailable), 503, apierror.CodeUnavailable, true},
 		// What the event store wraps for an event of a newer version.
-		{fmt.Errorf("generate passcode: load site acme: event at seq 7: %w: unknown event type", handlers.ErrUpgradeRequired), 503, CodeUpgradeRequired, true},
+		{fmt.Errorf("generate passcode: load site acme: event at seq 7: %w: unknown event type", handlers.ErrUpgradeRequired), 503, apierror.CodeUpgradeRequired, true},
 		// What the keeper wraps for a key this replica does not hold.
-		{fmt.Errorf("reveal passcode: seal key seal-0badc0de: unknown key ID: %w", handlers.ErrKeyUnavailable), 503, CodeKeyUnavailable, true},
-		{fmt.Errorf("generate passcode: site acme: %w", domain.ErrInvalid), 400, CodeInvalidRequest, false},
-		{fmt.Errorf("generate passcode: nats: connection closed to 10.0.0.7 secret-internals"), 500, CodeInternal, true},
+		{fmt.Errorf("reveal passcode: seal key seal-0badc0de: unknown key ID: %w", handlers.ErrKeyUnavailable), 503, apierror.CodeKeyUnavailable, true},
+		{fmt.Errorf("generate passcode: site acme: %w", domain.ErrInvalid), 400, apierror.CodeInvalidRequest, false},
+		{fmt.Errorf("generate passcode: nats: connection closed to 10.0.0.7 secret-internals"), 500, apierror.CodeInternal, true},
 	} {
 		t.Run(c.code, func(t *testing.T) {
 			f := &fakeCommands{err: c.err}
 			e := newEnv(t, f)
 			r := e.do(t, "POST", "/v1/sites/acme/passcode", e.admin, nil, HeaderRequestID, "req-"+c.code)
 			m := wantProblem(t, r, c.status, c.code)
-			if c.code == CodeInternal && strings.Contains(string(r.body), "secret-internals") {
+			if c.code == apierror.CodeInternal && strings.Contains(string(r.body), "secret-internals") {
 				t.Fatalf("a 500 shows the internal error: %s", r.body)
 			}
 			if c.status == 503 && r.header.Get("Retry-After") == "" {
@@ -417,13 +424,13 @@ func TestErrorMapping(t *testing.T) {
 func TestRequestTimeout(t *testing.T) {
 	f := &fakeCommands{block: true}
 	e := newEnv(t, f, func(c *Config, _ *Deps) { c.RequestTimeout = 50 * time.Millisecond })
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode", e.admin, nil), 504, CodeTimeout)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode", e.admin, nil), 504, apierror.CodeTimeout)
 }
 
 func TestPanicRecovery(t *testing.T) {
 	f := &fakeCommands{panicWith: "kaboom"}
 	e := newEnv(t, f)
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/reveal", e.admin, nil), 500, CodeInternal)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/reveal", e.admin, nil), 500, apierror.CodeInternal)
 	eventually(t, 2*time.Second, "panic log", func() bool { return strings.Contains(e.logs.String(), `"handler panicked"`) })
 	if !strings.Contains(e.logs.String(), "kaboom") {
 		t.Fatalf("panic value not logged:\n%s", e.logs.String())
@@ -450,14 +457,14 @@ func TestHealthAndReadiness(t *testing.T) {
 	mu.Lock()
 	readyErr = errors.New("projections behind: at 10 of 42")
 	mu.Unlock()
-	m := wantProblem(t, e.do(t, "GET", "/readyz", "", nil), 503, CodeNotReady)
+	m := wantProblem(t, e.do(t, "GET", "/readyz", "", nil), 503, apierror.CodeNotReady)
 	if !strings.Contains(m["detail"].(string), "projections behind") {
 		t.Fatalf("detail %v", m["detail"])
 	}
 	if r := e.do(t, "GET", "/healthz", "", nil); r.status != 200 {
 		t.Fatalf("healthz while not ready: %d", r.status)
 	}
-	wantProblem(t, e.do(t, "POST", "/healthz", "", nil), 405, CodeMethodNotAllowed)
+	wantProblem(t, e.do(t, "POST", "/healthz", "", nil), 405, apierror.CodeMethodNotAllowed)
 }
 
 func TestRequestID(t *testing.T) {
@@ -543,5 +550,96 @@ func TestNewValidates(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
+	}
+}
+
+// TestProblemsAsDocumented: every error the API answers gets the status
+// that openapi.json documents for its code, and every documented code is
+// one the API answers.
+func TestProblemsAsDocumented(t *testing.T) {
+	var doc any
+	if err := json.Unmarshal(openAPIDocument, &doc); err != nil {
+		t.Fatal(err)
+	}
+	// code -> status, from every problem response of the document (shared
+	// and per operation); 405 is documented in the description only.
+	documented := map[string]int{apierror.CodeMethodNotAllowed: 405}
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if c, ok := v["application/problem+json"].(map[string]any); ok {
+				schema, _ := c["schema"].(map[string]any)
+				props, _ := schema["properties"].(map[string]any)
+				status, _ := props["status"].(map[string]any)["const"].(float64)
+				code, _ := props["code"].(map[string]any)
+				codes, _ := code["enum"].([]any)
+				if cst, ok := code["const"]; ok {
+					codes = append(codes, cst)
+				}
+				for _, c := range codes {
+					c := c.(string)
+					if s, dup := documented[c]; dup && s != int(status) {
+						t.Fatalf("code %s documented with %d and %v", c, s, status)
+					}
+					documented[c] = int(status)
+				}
+			}
+			for _, e := range v {
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(doc)
+	var problem struct {
+		Components struct {
+			Schemas struct {
+				Problem struct {
+					Properties struct{ Code struct{ Enum []string } }
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(openAPIDocument, &problem); err != nil || len(problem.Components.Schemas.Problem.Properties.Code.Enum) == 0 {
+		t.Fatalf("the Problem schema's codes: %v", err)
+	}
+	expired, cancel := context.WithTimeout(context.Background(), 0)
+	defer cancel()
+	live := context.Background()
+	answered := map[string]bool{}
+	for _, c := range []struct {
+		ctx context.Context
+		err error
+	}{
+		{live, badRequest("x")}, {live, errUnauthenticated}, {live, forbidden("reads")}, {live, errNotTokenAdmin},
+		{live, errNotFound}, {live, errMethodNotAllowed}, {live, errUnsupportedMedia}, {live, &http.MaxBytesError{Limit: 8}},
+		{live, fmt.Errorf("x: %w", domain.ErrInvalid)}, {live, fmt.Errorf("x: %w", domain.ErrInvalidPolicy)},
+		{live, domain.ErrNotActive}, {live, domain.ErrNotGenerated},
+		{live, auth.ErrNotFound}, {live, auth.ErrBootstrap}, {live, auth.ErrInvalid}, {live, auth.ErrUnavailable},
+		{live, handlers.ErrBusy}, {live, handlers.ErrUnavailable}, {live, handlers.ErrUpgradeRequired}, {live, handlers.ErrKeyUnavailable},
+		{live, nats.ErrTimeout}, {live, nats.ErrNoResponders}, {live, nats.ErrConnectionClosed}, {live, nats.ErrConnectionReconnecting},
+		{live, context.DeadlineExceeded}, {expired, context.DeadlineExceeded},
+		{live, &apierror.Error{Class: apierror.Unavailable, Code: apierror.CodeNotReady, Detail: "x"}},
+		{live, &apierror.Error{Class: apierror.Unavailable, Code: apierror.CodeNotCaughtUp, Detail: "x"}},
+		{live, errors.New("disk on fire")},
+	} {
+		p, _ := problemFor(c.ctx, c.err)
+		want, ok := documented[p.Code]
+		if !ok || p.Status != want {
+			t.Errorf("%v: %d %s, documented: %d (%v)", c.err, p.Status, p.Code, want, ok)
+		}
+		if p.Type != "urn:enrollgate:problem:"+p.Code || p.Title != http.StatusText(p.Status) {
+			t.Errorf("%v: type %q title %q", c.err, p.Type, p.Title)
+		}
+		answered[p.Code] = true
+	}
+	for _, code := range problem.Components.Schemas.Problem.Properties.Code.Enum {
+		if !answered[code] {
+			t.Errorf("documented code %s is never answered", code)
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/enrollgate/enrollgate/internal/apierror"
 )
 
 // TestWhoami: the console learns the token's identity, role and scope, so
@@ -34,8 +36,8 @@ func TestWhoami(t *testing.T) {
 			t.Errorf("whoami of %s echoes the token", c.id)
 		}
 	}
-	wantProblem(t, e.do(t, "GET", "/v1/whoami", "", nil), 401, CodeUnauthorized)
-	wantProblem(t, e.do(t, "GET", "/v1/whoami", "eg_nope", nil), 401, CodeUnauthorized)
+	wantProblem(t, e.do(t, "GET", "/v1/whoami", "", nil), 401, apierror.CodeUnauthorized)
+	wantProblem(t, e.do(t, "GET", "/v1/whoami", "eg_nope", nil), 401, apierror.CodeUnauthorized)
 }
 
 // TestConsoleMounted: the console's page at "/" and its files under
@@ -48,6 +50,6 @@ func TestConsoleMounted(t *testing.T) {
 			t.Errorf("GET %s: %d, CSP %q", path, r.status, r.header.Get("Content-Security-Policy"))
 		}
 	}
-	wantProblem(t, e.do(t, "GET", "/index.html", "", nil), 404, CodeNotFound)
-	wantProblem(t, e.do(t, "POST", "/", "", nil), 405, CodeMethodNotAllowed)
+	wantProblem(t, e.do(t, "GET", "/index.html", "", nil), 404, apierror.CodeNotFound)
+	wantProblem(t, e.do(t, "POST", "/", "", nil), 405, apierror.CodeMethodNotAllowed)
 }

@@ -8,8 +8,9 @@
 //     the role lacks perm) or authenticated(perm) (no site in the path);
 //   - a handler has the signature handlerFunc: it gets the authenticated
 //     principal and the validated site in a *call and returns an error, which
-//     problemFor, the one mapping from error to status and code, turns into
-//     the response;
+//     problemFor turns into the response through internal/apierror, the one
+//     table from error to class and code (a class's HTTP status is
+//     apierror.Class.HTTPStatus);
 //   - middleware.go wraps every request: request ID, timeout, panic recovery
 //     and an access log that records method, path, status, duration, request
 //     ID and principal, never a body, a header value or a passcode.

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 	"net/http"
+
+	"github.com/enrollgate/enrollgate/internal/apierror"
 )
 
 type healthResponse struct {
@@ -21,7 +23,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request, _ *call) error {
 		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.ReadyTimeout)
 		defer cancel()
 		if err := a.deps.Ready(ctx); err != nil {
-			return &apiError{status: http.StatusServiceUnavailable, code: CodeNotReady, detail: err.Error()}
+			return &apierror.Error{Class: apierror.Unavailable, Code: apierror.CodeNotReady, Detail: err.Error()}
 		}
 	}
 	return writeJSON(w, http.StatusOK, healthResponse{Status: "ready"})

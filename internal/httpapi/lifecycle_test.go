@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 	"github.com/enrollgate/enrollgate/internal/servicetest"
 )
@@ -34,7 +35,7 @@ func TestLifecycleOverHTTP(t *testing.T) {
 		{`{"ttl":"1h"}`, "ttl"},
 	} {
 		r := e.do(t, "POST", "/v1/sites/acme/passcode", e.admin, str(c.body))
-		wantProblem(t, r, 400, CodeInvalidRequest)
+		wantProblem(t, r, 400, apierror.CodeInvalidRequest)
 		if !strings.Contains(string(r.body), c.field) {
 			t.Errorf("%s: problem %s does not name %s", c.body, r.body, c.field)
 		}
@@ -84,7 +85,7 @@ func TestLifecycleOverHTTP(t *testing.T) {
 	}
 
 	// The policy mode, and its 400.
-	wantProblem(t, e.do(t, "PUT", "/v1/sites/acme/lockout-policy", e.admin, str(`{"max_failed_attempts":3,"failure_window":"1h","mode":"shadow"}`)), 400, CodeInvalidRequest)
+	wantProblem(t, e.do(t, "PUT", "/v1/sites/acme/lockout-policy", e.admin, str(`{"max_failed_attempts":3,"failure_window":"1h","mode":"shadow"}`)), 400, apierror.CodeInvalidRequest)
 	r = e.do(t, "PUT", "/v1/sites/acme/lockout-policy", e.admin, str(`{"max_failed_attempts":2,"failure_window":"1h","mode":"monitor"}`))
 	if r.status != 200 || r.json(t)["state"].(map[string]any)["mode"] != "monitor" {
 		t.Fatalf("monitor: %d %s", r.status, r.body)

@@ -22,7 +22,7 @@ import (
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/auth"
-	"github.com/enrollgate/enrollgate/internal/verifyapi"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 	"github.com/enrollgate/enrollgate/projections"
 )
 
@@ -409,6 +409,6 @@ func TestContractDocumentsLifecycle(t *testing.T) {
 	check("GET", "/v1/sites/acme/audit", audit)
 	for _, r := range []domain.Reason{domain.ReasonWrongPasscode, domain.ReasonDisabled, domain.ReasonNotGenerated, domain.ReasonThrottled,
 		domain.ReasonOutdated, domain.ReasonMistyped, domain.ReasonExpired, domain.ReasonUsedUp} {
-		check("POST", "/v1/sites/acme/enrollments/verify", verifyapi.Reply{Site: "acme", Reason: string(r)})
+		check("POST", "/v1/sites/acme/enrollments/verify", verifywire.Reply{Site: "acme", Reason: string(r)})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/projections"
 )
 
@@ -171,14 +172,14 @@ func (a *API) startRead(w http.ResponseWriter, r *http.Request, check func(q que
 	case err == nil:
 		return nil
 	case errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil:
-		return &apiError{status: http.StatusServiceUnavailable, code: CodeNotCaughtUp,
-			detail: fmt.Sprintf("the read model has not applied seq %d within %s (applied: %d); retry shortly",
+		return &apierror.Error{Class: apierror.Unavailable, Code: apierror.CodeNotCaughtUp,
+			Detail: fmt.Sprintf("the read model has not applied seq %d within %s (applied: %d); retry shortly",
 				seq, a.cfg.MinSeqTimeout, a.deps.Reads.LastApplied())}
 	case r.Context().Err() != nil:
 		return fmt.Errorf("wait for min_seq %d: %w", seq, r.Context().Err())
 	default:
 		// The read model is closing (shutdown or swap): a transient state.
-		return &apiError{status: http.StatusServiceUnavailable, code: CodeUnavailable,
-			detail: "the read model is not available; retry shortly"}
+		return &apierror.Error{Class: apierror.Unavailable, Code: apierror.CodeUnavailable,
+			Detail: "the read model is not available; retry shortly"}
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/auth"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 	"github.com/enrollgate/enrollgate/projections"
@@ -208,22 +209,22 @@ func TestReadAuthAndScope(t *testing.T) {
 			}
 		}
 		// Out of scope: 404, the same answer as a site that does not exist.
-		unknown := wantProblem(t, e.do(t, "GET", "/v1/nothing-here", auditorAcme, nil), 404, CodeNotFound)
+		unknown := wantProblem(t, e.do(t, "GET", "/v1/nothing-here", auditorAcme, nil), 404, apierror.CodeNotFound)
 		for _, tok := range []string{auditorAcme, e.adminAcme} {
-			m := wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "beta"), tok, nil), 404, CodeNotFound)
+			m := wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "beta"), tok, nil), 404, apierror.CodeNotFound)
 			if m["detail"] != unknown["detail"] {
 				t.Errorf("out-of-scope and unknown differ: %v vs %v", m, unknown)
 			}
 		}
 		// Enrollment tokens read nothing; no token is 401, even for a bad site.
-		wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "acme"), e.enroll, nil), 403, CodeForbidden)
-		wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "acme"), "", nil), 401, CodeUnauthorized)
-		wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "NOPE"), "", nil), 401, CodeUnauthorized)
-		wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "NOPE"), e.auditor, nil), 400, CodeInvalidRequest)
+		wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "acme"), e.enroll, nil), 403, apierror.CodeForbidden)
+		wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "acme"), "", nil), 401, apierror.CodeUnauthorized)
+		wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "NOPE"), "", nil), 401, apierror.CodeUnauthorized)
+		wantProblem(t, e.do(t, "GET", fmt.Sprintf(p, "NOPE"), e.auditor, nil), 400, apierror.CodeInvalidRequest)
 	}
 	// An auditor may not write.
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode", auditorAcme, nil), 403, CodeForbidden)
-	wantProblem(t, e.do(t, "POST", "/v1/sites/beta/passcode", auditorAcme, nil), 404, CodeNotFound)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode", auditorAcme, nil), 403, apierror.CodeForbidden)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/beta/passcode", auditorAcme, nil), 404, apierror.CodeNotFound)
 
 	// GET /v1/sites lists only the visible sites.
 	sites := func(tok string) []string {
@@ -254,9 +255,9 @@ func TestReadAuthAndScope(t *testing.T) {
 	if r := e.do(t, "GET", "/v1/sites", gamma, nil); r.status != 200 || string(r.body) != `{"sites":[]}`+"\n" {
 		t.Errorf("no visible site: %d %s", r.status, r.body)
 	}
-	wantProblem(t, e.do(t, "GET", "/v1/sites", e.enroll, nil), 403, CodeForbidden)
-	wantProblem(t, e.do(t, "GET", "/v1/sites", "", nil), 401, CodeUnauthorized)
-	wantProblem(t, e.do(t, "POST", "/v1/sites", e.admin, nil), 405, CodeMethodNotAllowed)
+	wantProblem(t, e.do(t, "GET", "/v1/sites", e.enroll, nil), 403, apierror.CodeForbidden)
+	wantProblem(t, e.do(t, "GET", "/v1/sites", "", nil), 401, apierror.CodeUnauthorized)
+	wantProblem(t, e.do(t, "POST", "/v1/sites", e.admin, nil), 405, apierror.CodeMethodNotAllowed)
 }
 
 func TestGetPasscode(t *testing.T) {
@@ -427,7 +428,7 @@ func TestReadBadParameters(t *testing.T) {
 		{"/v1/sites/acme/audit?limit=%zz", "query string"},
 	} {
 		t.Run(c.path, func(t *testing.T) {
-			m := wantProblem(t, e.do(t, "GET", c.path, e.auditor, nil), 400, CodeInvalidRequest)
+			m := wantProblem(t, e.do(t, "GET", c.path, e.auditor, nil), 400, apierror.CodeInvalidRequest)
 			if d := m["detail"].(string); !strings.Contains(d, c.names) {
 				t.Errorf("detail %q does not name %s", d, c.names)
 			}
@@ -462,7 +463,7 @@ func TestMinSeq(t *testing.T) {
 	// Not applied within the bound: 503 not_caught_up with Retry-After.
 	start := time.Now()
 	r := e.do(t, "GET", "/v1/sites/acme/audit?min_seq=9", e.auditor, nil)
-	m := wantProblem(t, r, 503, CodeNotCaughtUp)
+	m := wantProblem(t, r, 503, apierror.CodeNotCaughtUp)
 	if el := time.Since(start); el < 150*time.Millisecond || el > 5*time.Second {
 		t.Fatalf("answered after %s, want after the 150ms bound", el)
 	}
@@ -473,7 +474,7 @@ func TestMinSeq(t *testing.T) {
 		t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
 	}
 	for _, p := range []string{"/v1/sites?min_seq=7", "/v1/sites/acme/passcode?min_seq=7", "/v1/sites/acme/attempts?min_seq=7"} {
-		wantProblem(t, e.do(t, "GET", p, e.auditor, nil), 503, CodeNotCaughtUp)
+		wantProblem(t, e.do(t, "GET", p, e.auditor, nil), 503, apierror.CodeNotCaughtUp)
 	}
 	if calls := e.reads.Calls(); len(calls) != 0 {
 		t.Fatalf("a read that timed out queried the read model: %v", calls)
@@ -499,7 +500,7 @@ func TestMinSeq(t *testing.T) {
 	e2.reads.mu.Lock()
 	e2.reads.waitErr = errors.New("read store closed")
 	e2.reads.mu.Unlock()
-	wantProblem(t, e2.do(t, "GET", "/v1/sites/acme/passcode?min_seq=99", e2.auditor, nil), 503, CodeUnavailable)
+	wantProblem(t, e2.do(t, "GET", "/v1/sites/acme/passcode?min_seq=99", e2.auditor, nil), 503, apierror.CodeUnavailable)
 }
 
 // A read that waits for min_seq gives up with its request when the client

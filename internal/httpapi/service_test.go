@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/servicetest"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,8 +28,8 @@ func TestWithRealService(t *testing.T) {
 	e := newEnv(t, svc)
 
 	// Nothing generated yet.
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/reveal", e.admin, nil), 409, CodeNotGenerated)
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/disable", e.admin, nil), 409, CodeNotActive)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/reveal", e.admin, nil), 409, apierror.CodeNotGenerated)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/disable", e.admin, nil), 409, apierror.CodeNotActive)
 
 	r := e.do(t, "POST", "/v1/sites/acme/passcode", e.adminAcme, nil)
 	if r.status != http.StatusCreated {
@@ -88,7 +89,7 @@ func TestWithRealService(t *testing.T) {
 		st["failed_attempts"] != float64(2) {
 		t.Fatalf("disable: %d %s", r.status, r.body)
 	}
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/disable", e.admin, nil), 409, CodeNotActive)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode/disable", e.admin, nil), 409, apierror.CodeNotActive)
 
 	// The stored events: actors are the tokens' identities, and no event
 	// holds the passcode in plain text (invariant 5).
@@ -148,7 +149,7 @@ func TestInputThatIsNotAnAttempt(t *testing.T) {
 	}
 	right, _ := r.json(t)["passcode"].(string)
 	wrong := "wrong-guess"
-	stream, err := js.Stream(ctx, eventstore.StreamName)
+	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestInputThatIsNotAnAttempt(t *testing.T) {
 		{"lone surrogate", `{"passcode":"` + wrong + `","source":{"device_id":"\ud83d"}}`, "source.device_id", wrong},
 	} {
 		r := e.do(t, "POST", "/v1/sites/acme/enrollments/verify", e.enroll, str(c.body))
-		detail, _ := wantProblem(t, r, http.StatusBadRequest, CodeInvalidRequest)["detail"].(string)
+		detail, _ := wantProblem(t, r, http.StatusBadRequest, apierror.CodeInvalidRequest)["detail"].(string)
 		if !strings.Contains(detail, c.field+" must") {
 			t.Errorf("%s: detail %q does not name %s", c.name, detail, c.field)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/auth"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
@@ -107,10 +108,10 @@ func TestTokenRoutesNeedAnAdminOfAllSites(t *testing.T) {
 			}
 			return e.do(t, rt.method, rt.path, token, nil)
 		}
-		wantProblem(t, send(""), 401, CodeUnauthorized)
-		wantProblem(t, send("eg_not-a-token"), 401, CodeUnauthorized)
+		wantProblem(t, send(""), 401, apierror.CodeUnauthorized)
+		wantProblem(t, send("eg_not-a-token"), 401, apierror.CodeUnauthorized)
 		for name, tok := range map[string]string{"admin of acme": e.adminAcme, "auditor of all": e.auditor, "enrollment": e.enroll} {
-			m := wantProblem(t, send(tok), 403, CodeForbidden)
+			m := wantProblem(t, send(tok), 403, apierror.CodeForbidden)
 			if !strings.Contains(m["detail"].(string), "admin token for all sites") {
 				t.Errorf("%s %s as %s: detail %q", rt.method, rt.path, name, m["detail"])
 			}
@@ -151,8 +152,8 @@ func TestCreateToken(t *testing.T) {
 	if r := e.do(t, "GET", "/v1/sites/acme/passcode", c.Token, nil); r.status != 200 {
 		t.Fatalf("the new token reads acme: %d %s", r.status, r.body)
 	}
-	wantProblem(t, e.do(t, "GET", "/v1/sites/gamma/passcode", c.Token, nil), 404, CodeNotFound)
-	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode", c.Token, nil), 403, CodeForbidden)
+	wantProblem(t, e.do(t, "GET", "/v1/sites/gamma/passcode", c.Token, nil), 404, apierror.CodeNotFound)
+	wantProblem(t, e.do(t, "POST", "/v1/sites/acme/passcode", c.Token, nil), 403, apierror.CodeForbidden)
 
 	// A stored admin of all sites may manage tokens too; created_by is its
 	// identity, and a token it makes can manage tokens in turn.
@@ -162,7 +163,7 @@ func TestCreateToken(t *testing.T) {
 		t.Fatalf("created_by %q, want the caller's identity", fe.CreatedBy)
 	}
 	// The caller cannot choose created_by.
-	wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, str(`{"role":"admin","identity":"x","sites":["*"],"created_by":"mallory"}`)), 400, CodeInvalidRequest)
+	wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, str(`{"role":"admin","identity":"x","sites":["*"],"created_by":"mallory"}`)), 400, apierror.CodeInvalidRequest)
 }
 
 // TestCreateTokenValidation: each bad body is a 400 naming the field and not
@@ -195,7 +196,7 @@ func TestCreateTokenValidation(t *testing.T) {
 		{`{"role":"admin","identity":"x","sites":["*"]`, "JSON"},
 		{`[]`, "object"},
 	} {
-		m := wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, str(c.body)), 400, CodeInvalidRequest)
+		m := wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, str(c.body)), 400, apierror.CodeInvalidRequest)
 		detail := m["detail"].(string)
 		if !strings.Contains(detail, c.field) {
 			t.Errorf("body %.60q: detail %q does not name %s", c.body, detail, c.field)
@@ -204,10 +205,10 @@ func TestCreateTokenValidation(t *testing.T) {
 			t.Errorf("detail quotes the value: %q", detail)
 		}
 	}
-	wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, nil), 400, CodeInvalidRequest)
-	wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, str(`{"role":"admin","identity":"x","sites":["*"]}`), "Content-Type", "text/plain"), 415, CodeUnsupportedMedia)
+	wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, nil), 400, apierror.CodeInvalidRequest)
+	wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, str(`{"role":"admin","identity":"x","sites":["*"]}`), "Content-Type", "text/plain"), 415, apierror.CodeUnsupportedMedia)
 	// All problems at once.
-	m := wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, str(`{"role":"x","identity":"","sites":[]}`)), 400, CodeInvalidRequest)
+	m := wantProblem(t, e.do(t, "POST", "/v1/tokens", e.admin, str(`{"role":"x","identity":"","sites":[]}`)), 400, apierror.CodeInvalidRequest)
 	for _, f := range []string{"role", "identity", "sites"} {
 		if !strings.Contains(m["detail"].(string), "field "+f) {
 			t.Errorf("detail %q lacks %s", m["detail"], f)
@@ -285,14 +286,14 @@ func TestRevokeToken(t *testing.T) {
 	if r.status != http.StatusNoContent || len(r.body) != 0 {
 		t.Fatalf("revoke: %d %s", r.status, r.body)
 	}
-	wantProblem(t, e.do(t, "GET", "/v1/sites", c.Token, nil), 401, CodeUnauthorized)
-	wantProblem(t, e.do(t, "DELETE", "/v1/tokens/"+c.TokenID, e.admin, nil), 404, CodeNotFound)
-	wantProblem(t, e.do(t, "DELETE", "/v1/tokens/tok_0123456789abcdef", e.admin, nil), 404, CodeNotFound)
+	wantProblem(t, e.do(t, "GET", "/v1/sites", c.Token, nil), 401, apierror.CodeUnauthorized)
+	wantProblem(t, e.do(t, "DELETE", "/v1/tokens/"+c.TokenID, e.admin, nil), 404, apierror.CodeNotFound)
+	wantProblem(t, e.do(t, "DELETE", "/v1/tokens/tok_0123456789abcdef", e.admin, nil), 404, apierror.CodeNotFound)
 	for _, bad := range []string{"TOK", "tok.x", "tok_%2A", "tok_%3E", strings.Repeat("a", 65)} {
-		wantProblem(t, e.do(t, "DELETE", "/v1/tokens/"+bad, e.admin, nil), 400, CodeInvalidRequest)
+		wantProblem(t, e.do(t, "DELETE", "/v1/tokens/"+bad, e.admin, nil), 400, apierror.CodeInvalidRequest)
 	}
 	for _, id := range []string{auth.BootstrapAdminID, auth.BootstrapEnrollmentID} {
-		m := wantProblem(t, e.do(t, "DELETE", "/v1/tokens/"+id, e.admin, nil), 409, CodeBootstrapToken)
+		m := wantProblem(t, e.do(t, "DELETE", "/v1/tokens/"+id, e.admin, nil), 409, apierror.CodeBootstrapToken)
 		if !strings.Contains(m["detail"].(string), "--admin-token") {
 			t.Errorf("detail %q", m["detail"])
 		}
@@ -300,7 +301,7 @@ func TestRevokeToken(t *testing.T) {
 	if _, ok := e.tokens.Authenticate(bootAdmin); !ok {
 		t.Fatal("the bootstrap admin token stopped working")
 	}
-	wantProblem(t, e.do(t, "PUT", "/v1/tokens/"+c.TokenID, e.admin, nil), 405, CodeMethodNotAllowed)
+	wantProblem(t, e.do(t, "PUT", "/v1/tokens/"+c.TokenID, e.admin, nil), 405, apierror.CodeMethodNotAllowed)
 }
 
 // TestTokenRoutesLogNoToken: the access log and the token change lines name

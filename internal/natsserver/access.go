@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/enrollgate/enrollgate/internal/auth"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // ServiceUser is the user the service's own connections log in as when the
@@ -27,7 +28,6 @@ const ServiceUser = "enrollgate"
 // Subjects and names of the NATS contract that access control grants.
 const (
 	alertsStream  = "ENROLLGATE_ALERTS"
-	verifySubject = "enrollgate.verify."
 	alertsSubject = "enrollgate.alerts."
 )
 
@@ -157,7 +157,7 @@ func (a *Access) account(tokenID string) *tokenAccount {
 func (a *Access) attach(s *server.Server) error {
 	g := s.GlobalAccount()
 	exports := []error{
-		g.AddServiceExport(verifySubject+"*", nil),
+		g.AddServiceExport(verifywire.SubjectPrefix+"*", nil),
 		g.AddServiceExportWithResponse("$SRV.>", server.Streamed, nil),
 		g.AddStreamExport(alertsSubject+">", nil),
 		g.AddServiceExportWithResponse(a.api()+".CONSUMER.CREATE."+alertsStream+".>", server.Streamed, nil),
@@ -290,7 +290,7 @@ func imports(acc, g *server.Account, p auth.Principal, api string) error {
 	var errs []error
 	errs = append(errs, acc.AddServiceImport(g, "$SRV.>", ""))
 	if p.Role.Grants(auth.PermVerify) {
-		for _, subj := range scoped(p, verifySubject, "", "*") {
+		for _, subj := range scoped(p, verifywire.SubjectPrefix, "", "*") {
 			errs = append(errs, acc.AddServiceImport(g, subj, ""))
 		}
 	}
@@ -316,7 +316,7 @@ func imports(acc, g *server.Account, p auth.Principal, api string) error {
 func permissions(p auth.Principal) *server.Permissions {
 	pub := []string{"$SRV.>"}
 	if p.Role.Grants(auth.PermVerify) {
-		pub = append(pub, scoped(p, verifySubject, "", "*")...)
+		pub = append(pub, scoped(p, verifywire.SubjectPrefix, "", "*")...)
 	}
 	if readsAlerts(p.Role) {
 		const s = alertsStream

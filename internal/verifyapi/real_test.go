@@ -16,8 +16,8 @@ import (
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
-	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // TestWithRealService runs the endpoint on handlers.Service, the JetStream
@@ -40,11 +40,11 @@ func TestWithRealService(t *testing.T) {
 	t.Cleanup(func() { _ = ms.Stop() })
 	nc := natstest.Connect(t, s)
 
-	var rep Reply
+	var rep verifywire.Reply
 	if err := json.Unmarshal(request(t, nc, "enrollgate.verify.acme", `{"passcode":"Abc123def456"}`).Data, &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep != (Reply{Site: "acme", Reason: "not_generated"}) {
+	if rep != (verifywire.Reply{Site: "acme", Reason: "not_generated"}) {
 		t.Fatalf("before generation: %+v", rep)
 	}
 
@@ -131,7 +131,7 @@ func TestInputThatIsNotAnAttempt(t *testing.T) {
 	}
 	right := gen.Passcode.Plain()
 	wrong := domain.Guess(0, right) // passes the check: a guess, not a typo
-	stream, err := js.Stream(ctx, eventstore.StreamName)
+	stream, err := js.Stream(ctx, events.StreamName)
 	if err != nil {
 		t.Fatal(err)
 	}

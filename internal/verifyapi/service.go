@@ -18,22 +18,16 @@ import (
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
+	"github.com/enrollgate/enrollgate/internal/apierror"
+	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
 
 // Names of the service on the wire. WARNING: frontends and `nats micro`
 // address these; renaming breaks them.
 const (
-	ServiceName   = "enrollgate"
-	EndpointName  = "verify"
-	SubjectPrefix = "enrollgate.verify."
-	Subject       = SubjectPrefix + "*"
-)
-
-// Micro error codes of the endpoint.
-const (
-	CodeBadRequest  = "400"
-	CodeInternal    = "500"
-	CodeUnavailable = "503"
+	ServiceName  = "enrollgate"
+	EndpointName = "verify"
+	Subject      = verifywire.SubjectPrefix + "*"
 )
 
 // Defaults of Config.
@@ -182,7 +176,7 @@ func Start(nc *nats.Conn, v Verifier, cfg Config, log zerolog.Logger) (micro.Ser
 	}
 	if err := svc.AddEndpoint(EndpointName, micro.HandlerFunc(ep.handle),
 		micro.WithEndpointSubject(Subject),
-		micro.WithEndpointMetadata(map[string]string{"format": "application/json", "subject": SubjectPrefix + "<site>"}),
+		micro.WithEndpointMetadata(map[string]string{"format": "application/json", "subject": verifywire.SubjectPrefix + "<site>"}),
 	); err != nil {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("verifyapi: add endpoint: %w", err)
@@ -234,19 +228,19 @@ func (ep *endpoint) handle(req micro.Request) {
 	site := req.Subject()[strings.LastIndexByte(req.Subject(), '.')+1:]
 	if err := events.ValidateSite(site); err != nil {
 		ep.malformed.Add(1)
-		ep.respondError(req, CodeBadRequest, fmt.Sprintf("%s: %s", domain.ErrInvalid, err))
+		ep.respondError(req, fmt.Errorf("%w: %w", domain.ErrInvalid, err))
 		return
 	}
-	cmd, err := DecodeRequest(site, req.Data())
+	cmd, err := verifywire.DecodeRequest(site, req.Data())
 	if err != nil {
 		ep.malformed.Add(1)
 		ep.log.Debug().Str("site", site).Err(err).Msg("malformed verify request")
-		ep.respondError(req, CodeBadRequest, err.Error())
+		ep.respondError(req, err)
 		return
 	}
 	if !ep.admit(site) {
 		ep.busy.Add(1)
-		ep.respondError(req, CodeUnavailable, "too many verify requests in flight for this site or service stopping; retry")
+		ep.respondError(req, errTooBusy)
 		return
 	}
 	ep.sem <- struct{}{} // blocks the subscription when all workers are busy
@@ -293,28 +287,36 @@ func (ep *endpoint) verify(cmd handlers.VerifyPasscode, reply string) {
 	ctx, cancel := context.WithTimeout(context.Background(), ep.cfg.Timeout)
 	defer cancel()
 	res, err := ep.v.VerifyPasscode(ctx, cmd)
-	if err != nil {
-		code, desc := classify(err)
-		if code == CodeBadRequest {
-			ep.malformed.Add(1)
-		} else {
-			ep.failed.Add(1)
-			// Logged once, here at the edge; cmd.Passcode formats as
-			// [REDACTED] and err never holds it.
-			ep.log.Error().Err(err).Str("site", cmd.Site).Str("code", code).Msg("verify failed")
+	if err == nil {
+		var data []byte
+		if data, err = json.Marshal(verifywire.ReplyFromResult(res)); err == nil { // it cannot fail with Reply's field types
+			ep.verdicts.Add(1)
+			ep.publish(&nats.Msg{Subject: reply, Data: data, Header: nats.Header{"Content-Type": []string{"application/json"}}})
+			return
 		}
-		ep.publish(&nats.Msg{Subject: reply, Header: errorHeader(code, desc)})
-		return
 	}
-	data, err := json.Marshal(ReplyFromResult(res))
-	if err != nil { // cannot happen with Reply's field types
+	p := apierror.Of(ctx, err)
+	if p.Class == apierror.BadRequest {
+		ep.malformed.Add(1)
+	} else {
 		ep.failed.Add(1)
-		ep.log.Error().Err(err).Str("site", cmd.Site).Msg("encode verify reply")
-		ep.publish(&nats.Msg{Subject: reply, Header: errorHeader(CodeInternal, "internal error")})
-		return
+		// Logged once, here at the edge; cmd.Passcode formats as
+		// [REDACTED] and err never holds it.
+		ep.log.Error().Err(err).Str("site", cmd.Site).Str("code", p.Code).Msg("verify failed")
 	}
-	ep.verdicts.Add(1)
-	ep.publish(&nats.Msg{Subject: reply, Data: data, Header: nats.Header{"Content-Type": []string{"application/json"}}})
+	code, desc := microError(p)
+	ep.publish(&nats.Msg{Subject: reply, Header: nats.Header{micro.ErrorHeader: []string{desc}, micro.ErrorCodeHeader: []string{code}}})
+}
+
+// errTooBusy refuses a request over the site's or the service's limit.
+var errTooBusy = &apierror.Error{Class: apierror.Unavailable, Code: apierror.CodeBusy,
+	Detail: "too many verify requests in flight for this site or service stopping; retry"}
+
+// microError is the micro error of p: the class's micro code, and a
+// description that starts with the problem's code (the HTTP API's), so
+// that a frontend tells an upgrade from a passing outage.
+func microError(p apierror.Problem) (code, desc string) {
+	return p.Class.MicroCode(), sanitize(p.Code + ": " + p.Detail)
 }
 
 func (ep *endpoint) publish(m *nats.Msg) {
@@ -324,37 +326,12 @@ func (ep *endpoint) publish(m *nats.Msg) {
 }
 
 // respondError answers on the subscription goroutine, through micro, so that
-// micro's stats count it.
-func (ep *endpoint) respondError(req micro.Request, code, desc string) {
-	if err := req.Error(code, sanitize(desc), nil); err != nil {
+// micro's stats count it. Nothing has run yet: no deadline to tell apart.
+func (ep *endpoint) respondError(req micro.Request, err error) {
+	code, desc := microError(apierror.Of(context.Background(), err))
+	if err := req.Error(code, desc, nil); err != nil {
 		ep.log.Warn().Err(err).Msg("send verify error reply")
 	}
-}
-
-// classify maps a command error to a micro error code and a description
-// safe to show the caller.
-func classify(err error) (code, desc string) {
-	switch {
-	case errors.Is(err, domain.ErrInvalid):
-		return CodeBadRequest, err.Error()
-	case errors.Is(err, handlers.ErrUpgradeRequired):
-		// The HTTP API's problem code, so that a frontend tells it apart
-		// from a passing outage.
-		return CodeUnavailable, "upgrade_required: the site's event log holds an event written by a newer version of the service"
-	case errors.Is(err, handlers.ErrKeyUnavailable):
-		return CodeUnavailable, "key_unavailable: the site's passcode was made with a key this replica does not hold"
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		errors.Is(err, handlers.ErrBusy), errors.Is(err, handlers.ErrUnavailable), errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionClosed),
-		errors.Is(err, nats.ErrConnectionReconnecting):
-		return CodeUnavailable, "verify temporarily unavailable; retry"
-	default:
-		return CodeInternal, "internal error"
-	}
-}
-
-func errorHeader(code, desc string) nats.Header {
-	return nats.Header{micro.ErrorHeader: []string{sanitize(desc)}, micro.ErrorCodeHeader: []string{code}}
 }
 
 // sanitize makes desc one header line: joined errors span several lines,

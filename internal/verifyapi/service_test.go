@@ -166,6 +166,12 @@ func TestVerifierErrorsMapped(t *testing.T) {
 			return handlers.VerifyResult{}, fmt.Errorf("load site newer: event at seq 7: %w: unknown event type", handlers.ErrUpgradeRequired)
 		case "nokey":
 			return handlers.VerifyResult{}, fmt.Errorf("verify passcode: hash candidate: mac key \"mac-0badc0de\": unknown key ID: %w", handlers.ErrKeyUnavailable)
+		case "natstimeout":
+			return handlers.VerifyResult{}, fmt.Errorf("load site natstimeout: read last event: %w", nats.ErrTimeout)
+		case "closed":
+			return handlers.VerifyResult{}, fmt.Errorf("load site closed: read last event: %w", nats.ErrConnectionClosed)
+		case "slowlog":
+			return handlers.VerifyResult{}, fmt.Errorf("load site slowlog: read last event: %w", context.DeadlineExceeded)
 		case "hang":
 			<-ctx.Done()
 			return handlers.VerifyResult{}, fmt.Errorf("load: %w", ctx.Err())
@@ -174,7 +180,8 @@ func TestVerifierErrorsMapped(t *testing.T) {
 		}
 	}}
 	nc, _, logs := setup(t, f, Config{Timeout: 200 * time.Millisecond})
-	for site, want := range map[string]string{"invalid": "400", "busy": "503", "nolog": "503", "hang": "503", "boom": "500", "newer": "503", "nokey": "503"} {
+	for site, want := range map[string]string{"invalid": "400", "busy": "503", "nolog": "503", "hang": "503", "boom": "500", "newer": "503", "nokey": "503",
+		"natstimeout": "503", "closed": "503", "slowlog": "503"} {
 		m := request(t, nc, "enrollgate.verify."+site, `{"passcode":"`+p+`"}`)
 		if code := m.Header.Get(micro.ErrorCodeHeader); code != want {
 			t.Errorf("%s: code %q, want %s", site, code, want)
@@ -193,7 +200,7 @@ func TestVerifierErrorsMapped(t *testing.T) {
 	if strings.Contains(out, p) {
 		t.Fatalf("log holds the passcode: %s", out)
 	}
-	for _, site := range []string{"busy", "nolog", "hang", "boom", "newer", "nokey"} {
+	for _, site := range []string{"busy", "nolog", "hang", "boom", "newer", "nokey", "natstimeout", "closed", "slowlog"} {
 		if n := strings.Count(out, `"site":"`+site+`"`); n != 1 {
 			t.Errorf("site %s logged %d times, want once: %s", site, n, out)
 		}

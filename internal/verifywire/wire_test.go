@@ -1,4 +1,4 @@
-package verifyapi
+package verifywire
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package verifyapi
+package verifywire
 
 import (
 	"bytes"
@@ -17,6 +17,11 @@ import (
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
 )
+
+// SubjectPrefix starts the NATS subject of a site's verify requests:
+// enrollgate.verify.<site>. WARNING: frontends address it; renaming breaks
+// them.
+const SubjectPrefix = "enrollgate.verify."
 
 // MaxRequestBytes bounds a verify request body. The HTTP API must read at
 // most MaxRequestBytes+1 bytes and pass them to DecodeRequest, which refuses

@@ -26,8 +26,6 @@ const (
 // the tests see both the precision and the UTC conversion of Encode.
 var at = time.Date(2024, 3, 5, 14, 7, 9, 123456789, time.FixedZone("CET", 3600))
 
-func ptr[T any](v T) *T { return &v }
-
 // samplePayloads has one payload of each type with every field set.
 func samplePayloads() []events.Payload {
 	first := time.Date(2024, 3, 5, 12, 0, 0, 1, time.UTC)

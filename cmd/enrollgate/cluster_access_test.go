@@ -41,7 +41,7 @@ func TestNATSAccessOnACluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster of processes")
 	}
-	c := natscluster.Start(t)
+	c := natstest.StartCluster(t)
 	for name, opts := range map[string][]nats.Option{
 		"anonymous":        nil,
 		"a token":          {nats.Token("cluster-test-admin-token-0123")},

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/internal/alerts"
-	"github.com/enrollgate/enrollgate/internal/natscluster"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 )
 
@@ -40,7 +39,7 @@ func TestReplicasStartTogetherOnAFreshCluster(t *testing.T) {
 	ok := 0
 	for trial := range trials {
 		t.Run(fmt.Sprintf("trial-%d", trial+1), func(t *testing.T) {
-			c := natscluster.Start(t)
+			c := natstest.StartCluster(t)
 			flags := []string{"--nats-url", c.ServiceURLs(), "--replicas", "3", "--admin-token", admin, "--keys-file", file}
 			t0 := time.Now()
 			var ins []*instance
@@ -97,7 +96,7 @@ func TestIncompatibleStreamFailsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	err, _ = startFails(t, t.TempDir(), "--nats-url", s.ClientURL(), "--admin-token", "replica-test-admin-token-0123")
+	err = startFails(t, t.TempDir(), "--nats-url", s.ClientURL(), "--admin-token", "replica-test-admin-token-0123")
 	if !strings.Contains(err.Error(), alerts.StreamName) {
 		t.Fatalf("start failed with %v, want the alerts stream named", err)
 	}

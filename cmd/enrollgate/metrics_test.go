@@ -94,6 +94,12 @@ func TestMetricsAfterALockout(t *testing.T) {
 		if got := sample(text, "enrollgate_lockouts_total"); got != 1 {
 			return fmt.Errorf("enrollgate_lockouts_total %v", got)
 		}
+		// A scrape is no snapshot (its collectors are gathered
+		// concurrently): one taken while the alert is counted may show the
+		// lockout without the alert.
+		if got := sample(text, `enrollgate_alerts_published_total{kind="passcode_lockout"}`); got != 1 {
+			return fmt.Errorf("lockout alerts %v", got)
+		}
 		// Counted when the handler returns, acknowledged just after.
 		if got := sample(text, `enrollgate_consumer_pending_events{consumer="alert_publisher"}`); got != 0 {
 			return fmt.Errorf("alert publisher pending %v", got)

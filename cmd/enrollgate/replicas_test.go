@@ -227,7 +227,7 @@ func TestReplicasShareAKeysFile(t *testing.T) {
 
 // startFails runs `serve` and returns its error, which it must return
 // within a minute.
-func startFails(t *testing.T, dataDir string, extra ...string) (error, string) {
+func startFails(t *testing.T, dataDir string, extra ...string) error {
 	t.Helper()
 	var stderr syncBuffer
 	args := append([]string{"serve", "--data-dir", dataDir, "--http", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
@@ -241,11 +241,11 @@ func startFails(t *testing.T, dataDir string, extra ...string) (error, string) {
 		if err == nil {
 			t.Fatalf("serve returned nil; logs:\n%s", stderr.String())
 		}
-		return err, stderr.String()
+		return err
 	case <-time.After(70 * time.Second):
 		t.Fatal("serve neither failed nor returned")
 	}
-	return nil, ""
+	return nil
 }
 
 // TestReplicaWithOtherKeysRefusesToStart: a replica whose keys lack a key
@@ -273,7 +273,7 @@ func TestReplicaWithOtherKeysRefusesToStart(t *testing.T) {
 		"generated keys":      nil,
 		"flags of other keys": {"--mac-key", randomKey(t), "--seal-key", randomKey(t)},
 	} {
-		err, _ := startFails(t, t.TempDir(), append(base, keys...)...)
+		err := startFails(t, t.TempDir(), append(base, keys...)...)
 		if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), secrets.RegistryBucket) {
 			t.Fatalf("%s: start failed with %v, want %q", name, err, want)
 		}
@@ -283,7 +283,7 @@ func TestReplicaWithOtherKeysRefusesToStart(t *testing.T) {
 	if err := js.DeleteKeyValue(context.Background(), secrets.RegistryBucket); err != nil {
 		t.Fatal(err)
 	}
-	err, _ = startFails(t, t.TempDir(), append(base, "--keys-file", other)...)
+	err = startFails(t, t.TempDir(), append(base, "--keys-file", other)...)
 	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "from stream sequence 1") {
 		t.Fatalf("scan: start failed with %v, want %q from stream sequence 1", err, want)
 	}

@@ -38,12 +38,18 @@ func lockDataDir(dir string) (*os.File, error) {
 		}
 		return nil, fmt.Errorf("lock the data dir: %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, err = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	if err != nil {
+	if err := writePID(f); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("lock the data dir: write %s: %w", path, err)
 	}
 	return f, nil
+}
+
+// writePID replaces the content of the locked file with this process's pid.
+func writePID(f *os.File) error {
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return err
 }

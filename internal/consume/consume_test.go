@@ -400,7 +400,9 @@ func TestRestartResumesAfterTheLastAck(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- r1.Run(context.Background()) }()
 	<-r1.Running()
-	waitLen(t, rec1.got, 10)
+	if got := waitLen(t, rec1.got, 10); fmt.Sprint(got) != fmt.Sprint(first) {
+		t.Fatalf("first run handled %v, want %v", got, first)
+	}
 	waitCaughtUp(t, r1, "durable")
 	stop(t, r1, done)
 	if err := r1.AddHandler("late", rec1.handle); !errors.Is(err, consume.ErrRunning) {

@@ -16,9 +16,6 @@ import (
 	"github.com/enrollgate/enrollgate/events"
 )
 
-// errLostLease means that held messages may have been redelivered elsewhere.
-var errLostLease = errors.New("lease of the held events lost")
-
 // pinHeader is the header the server sets on a message delivered to the
 // pinned client of a priority group.
 const pinHeader = "Nats-Pin-Id"

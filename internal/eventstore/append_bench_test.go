@@ -19,31 +19,18 @@ import (
 // over, as S1/S2 of cmd/enrollgate-bench do.
 const benchSites = 1000
 
-// publishModes are the two ways Store.Append can send, compared in one run.
-var publishModes = []struct {
-	name  string
-	async bool
-}{{"sync", false}, {"async", true}}
-
 // BenchmarkAppend: N clients append to 1,000 sites through one Store (one
 // connection), each client owning its own sites and appending with the right
-// expectation, as the handlers do. sync = one request/reply per append,
-// async = PublishMsgAsync and a wait for that append's future.
+// expectation, as the handlers do.
 func BenchmarkAppend(b *testing.B) {
 	for _, clients := range []int{1, 16} {
-		for _, mode := range publishModes {
-			b.Run(fmt.Sprintf("%s/c%d", mode.name, clients), func(b *testing.B) {
-				benchAppend(b, mode.async, clients)
-			})
-		}
+		b.Run(fmt.Sprintf("c%d", clients), func(b *testing.B) { benchAppend(b, clients) })
 	}
 }
 
-func benchAppend(b *testing.B, async bool, clients int) {
+func benchAppend(b *testing.B, clients int) {
 	srv := natstest.StartServer(b)
-	cfg := eventstore.DefaultConfig()
-	cfg.AsyncPublish = async
-	st, _ := newStore(b, srv, cfg)
+	st, _ := newStore(b, srv, eventstore.DefaultConfig())
 	ctx := context.Background()
 	data := events.EnrollmentAttemptSucceeded{PasscodeID: "gen-bench", AttemptID: "bench", AttemptDigest: []byte{1, 2, 3},
 		Source: events.Source{IP: "198.51.100.7", DeviceID: "bench-device", Platform: "ios"}}
@@ -77,23 +64,17 @@ func benchAppend(b *testing.B, async bool, clients int) {
 }
 
 // BenchmarkVerifyParallel: N clients verify the right passcode on 1,000
-// sites through handlers.Service.VerifyPasscode on the real store, sync and
-// async; every verify appends one EnrollmentAttemptSucceeded.
+// sites through handlers.Service.VerifyPasscode on the real store; every
+// verify appends one EnrollmentAttemptSucceeded.
 func BenchmarkVerifyParallel(b *testing.B) {
 	for _, clients := range []int{1, 16} {
-		for _, mode := range publishModes {
-			b.Run(fmt.Sprintf("%s/c%d", mode.name, clients), func(b *testing.B) {
-				benchVerifyParallel(b, mode.async, clients)
-			})
-		}
+		b.Run(fmt.Sprintf("c%d", clients), func(b *testing.B) { benchVerifyParallel(b, clients) })
 	}
 }
 
-func benchVerifyParallel(b *testing.B, async bool, clients int) {
+func benchVerifyParallel(b *testing.B, clients int) {
 	srv := natstest.StartServer(b)
-	cfg := eventstore.DefaultConfig()
-	cfg.AsyncPublish = async
-	st, _ := newStore(b, srv, cfg)
+	st, _ := newStore(b, srv, eventstore.DefaultConfig())
 	svc := newService(b, st, handlers.DefaultConfig())
 	sites := make([]string, benchSites)
 	passcodes := make([]handlers.Secret, benchSites)

@@ -2,6 +2,7 @@ package eventstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -114,20 +115,33 @@ func tryStore(nc *nats.Conn, cfg eventstore.Config) (*eventstore.Store, error) {
 	return eventstore.New(js, stream, cfg, auth)
 }
 
-// TestThreeReplicas runs, on one 3-node cluster with an R3 stream and in
-// both publish modes, the store contract (where a conflict is mostly 10164)
-// and the lost-answer scenarios (where the re-send of a stored event is
-// answered as a duplicate carrying the stored sequence, and Append succeeds
-// with it).
+// TestThreeReplicas runs, on one 3-node cluster with an R3 stream, the store
+// contract (where a conflict is mostly 10164), the lost-answer scenarios
+// (where the re-send of a stored event is answered as a duplicate carrying
+// the stored sequence, and Append succeeds with it), and reads that must see
+// every acknowledged append.
 func TestThreeReplicas(t *testing.T) {
 	start := time.Now()
 	servers := startCluster(t)
 	cfg := testConfig()
 	cfg.Replicas = 3
 	nc := connectCluster(t, servers)
-	// The meta leader may exist before the stream can be placed: retry the
-	// creation until it succeeds.
+	// The stream as an earlier version created it, with direct gets, which
+	// EnsureStream turns off. The meta leader may exist before the stream
+	// can be placed: retry the creation until it succeeds.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	natstest.Eventually(t, 15*time.Second, func() error {
+		old := eventstore.StreamConfig(cfg)
+		old.AllowDirect = true
+		old.Metadata = map[string]string{eventstore.MetaMACRequiredFrom: "1"}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := js.CreateStream(ctx, old); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return err
+		}
 		_, err := tryStore(nc, cfg)
 		return err
 	})
@@ -144,33 +158,102 @@ func TestThreeReplicas(t *testing.T) {
 	})
 	t.Logf("cluster and R3 stream ready in %s", time.Since(start))
 
-	for _, mode := range publishModes {
-		mcfg := cfg
-		mcfg.AsyncPublish = mode.async
-		t.Run("LostAnswer/"+mode.name, func(t *testing.T) {
-			st, err := tryStore(nc, mcfg)
+	t.Run("LostAnswer", func(t *testing.T) {
+		st, err := tryStore(nc, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := tryStore(connectCluster(t, servers), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testRetryAfterLostAnswer(t, "lost-answer", st, other, func(t *testing.T, second answer) {
+			if second.err != nil || second.ack == nil || !second.ack.Duplicate {
+				t.Fatalf("the server answered the re-send with %+v / %v, want a duplicate", second.ack, second.err)
+			}
+		})
+	})
+	t.Run("Contract", func(t *testing.T) {
+		storetest.Run(t, func(t *testing.T) handlers.EventStore {
+			st, err := tryStore(nc, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			other, err := tryStore(connectCluster(t, servers), mcfg)
-			if err != nil {
-				t.Fatal(err)
+			return st
+		})
+	})
+	t.Run("ReadsSeeEveryAck", func(t *testing.T) { testReadsSeeEveryAck(t, servers, cfg) })
+}
+
+// testReadsSeeEveryAck: a store connected to a follower reads, right after
+// each append acknowledged through the leader's node, that append: a
+// follower may not have applied it yet, so no read may be answered by one.
+func testReadsSeeEveryAck(t *testing.T, servers []*server.Server, cfg eventstore.Config) {
+	ctx := context.Background()
+	js, err := jetstream.New(connectCluster(t, servers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, eventstore.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := stream.CachedInfo()
+	if info.Config.AllowDirect {
+		t.Errorf("the R3 stream allows direct gets, which its followers answer from behind")
+	}
+	var leader, follower *server.Server
+	for _, s := range servers {
+		switch {
+		case info.Cluster != nil && s.Name() == info.Cluster.Leader:
+			leader = s
+		case follower == nil:
+			follower = s
+		}
+	}
+	if leader == nil || follower == nil {
+		t.Fatalf("stream cluster %+v: no leader or follower among the nodes", info.Cluster)
+	}
+	connect := func(s *server.Server) *nats.Conn {
+		nc, err := nats.Connect(s.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	writer, err := tryStore(connect(leader), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := tryStore(connect(follower), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := storetest.NewEvents("read-your-writes")
+	var last uint64
+	for i := range 1000 {
+		e := b.Next()
+		var seq uint64
+		// A replicated stream refuses (10164) an expectation while the
+		// subject's previous append is still in flight: send it again.
+		natstest.Eventually(t, 5*time.Second, func() error {
+			var err error
+			seq, err = writer.Append(ctx, e, last)
+			if err != nil && !errors.Is(err, handlers.ErrConflict) {
+				t.Fatalf("append %d: %v", i, err)
 			}
-			testRetryAfterLostAnswer(t, "lost-answer-"+mode.name, st, other, func(t *testing.T, second answer) {
-				if second.err != nil || second.ack == nil || !second.ack.Duplicate {
-					t.Fatalf("the server answered the re-send with %+v / %v, want a duplicate", second.ack, second.err)
-				}
-			})
+			return err
 		})
-		t.Run("Contract/"+mode.name, func(t *testing.T) {
-			storetest.RunPrefixed(t, mode.name+"-", func(t *testing.T) handlers.EventStore {
-				st, err := tryStore(nc, mcfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return st
-			})
-		})
+		got, err := reader.LastSeq(ctx, b.Site)
+		if err != nil || got != seq {
+			t.Fatalf("append %d acknowledged at seq %d; a read through %s then saw seq %d, %v", i, seq, follower.Name(), got, err)
+		}
+		recs, err := reader.Load(ctx, b.Site, last)
+		if err != nil || len(recs) != 1 || recs[0].Seq != seq || recs[0].Event.ID != e.ID {
+			t.Fatalf("append %d acknowledged at seq %d; a load through %s after seq %d then read %+v, %v", i, seq, follower.Name(), last, recs, err)
+		}
+		last = seq
 	}
 }
 

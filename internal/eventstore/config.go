@@ -33,10 +33,6 @@ type Config struct {
 	PublishRetries int
 	// RetryWait is the pause before a re-send.
 	RetryWait time.Duration
-	// ConflictRechecks is how many times an expectation refused with 10164
-	// (replicated streams: "a message of this subject is in flight") is
-	// asked again, after 1, 2, 4, 8, 16, 16... ms, before it counts as a conflict.
-	ConflictRechecks int
 	// ResolveScanMax bounds how many of a site's events Append reads to find
 	// out whether a re-sent event was stored after all; beyond it the outcome
 	// is reported unknown rather than guessed.
@@ -49,29 +45,10 @@ type Config struct {
 	LoadRestarts    int
 	// LoadBatch is how many messages Load asks the server for at a time.
 	LoadBatch int
-	// APIPrefix is the JetStream API prefix of the account ("$JS.API." unless
-	// a domain is used); the store reads a replicated stream through it.
-	APIPrefix string
 	// DirectReadMax: a Load whose gap (last stream sequence of the site minus
 	// afterSeq) is at most this is read with direct gets, one per event,
 	// instead of creating a consumer; 0 always uses a consumer.
 	DirectReadMax int
-	// AsyncPublish sends each append with PublishMsgAsync and waits for that
-	// append's own PubAckFuture, instead of a request/reply (js.PublishMsg).
-	// Both keep every guarantee of Append, and both have the appends of
-	// different sites in flight together on the connection (each command
-	// runs on its own goroutine, and concurrent requests share the
-	// connection). Measured (BenchmarkAppend, BenchmarkVerifyParallel and
-	// cmd/enrollgate-bench S1/S2), async is not faster here, so sync is the
-	// default. One difference: async fails the appends pending at a
-	// disconnect at once (nats.ErrDisconnected) and re-sends them after the
-	// reconnect, where sync waits for PublishTimeout first.
-	AsyncPublish bool
-	// MaxPendingAppends is the async publish window (AsyncPublish only):
-	// how many appends may await their acks at once. An append beyond it
-	// waits for a free slot, at most until its send times out
-	// (PublishTimeout).
-	MaxPendingAppends int
 }
 
 // DefaultConfig returns the defaults for a single server.
@@ -88,10 +65,6 @@ func DefaultConfig() Config {
 		LoadIdleTimeout: time.Second,
 		LoadRestarts:    5,
 		DirectReadMax:   16,
-		APIPrefix:       jetstream.DefaultAPIPrefix,
-		// Appends in flight are bounded by the commands running at once
-		// (one per site at a time); this only stops a runaway.
-		MaxPendingAppends: 4096,
 	}
 }
 
@@ -115,9 +88,6 @@ func (c Config) Validate() error {
 	if span := time.Duration(c.PublishRetries+1) * (c.PublishTimeout + c.RetryWait); c.Duplicates < span {
 		errs = append(errs, fmt.Errorf("duplicates window %s must cover all publish attempts (%s)", c.Duplicates, span))
 	}
-	if c.ConflictRechecks < 0 {
-		errs = append(errs, fmt.Errorf("conflict rechecks must not be negative, got %d", c.ConflictRechecks))
-	}
 	if c.ResolveScanMax < 1 {
 		errs = append(errs, fmt.Errorf("resolve scan max must be at least 1, got %d", c.ResolveScanMax))
 	}
@@ -132,12 +102,6 @@ func (c Config) Validate() error {
 	}
 	if c.LoadBatch < 1 {
 		errs = append(errs, fmt.Errorf("load batch must be at least 1, got %d", c.LoadBatch))
-	}
-	if !strings.HasSuffix(c.APIPrefix, ".") {
-		errs = append(errs, fmt.Errorf("API prefix must end with '.', got %q", c.APIPrefix))
-	}
-	if c.MaxPendingAppends < 1 && c.AsyncPublish {
-		errs = append(errs, fmt.Errorf("max pending appends must be at least 1, got %d", c.MaxPendingAppends))
 	}
 	if c.DirectReadMax < 0 {
 		errs = append(errs, fmt.Errorf("direct read max must not be negative, got %d", c.DirectReadMax))
@@ -169,8 +133,12 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		AllowRollup: false,
 		Duplicates:  cfg.Duplicates,
 		// Direct gets make the per-append expectation read and short
-		// catch-ups cheap.
-		AllowDirect: true,
+		// catch-ups cheap on one replica. A replicated stream's followers
+		// answer them from behind the leader (within milliseconds of an
+		// append), so there every get goes to the leader, which has
+		// applied everything it acknowledged: nats.go sends the leader's
+		// get when the stream allows no direct get.
+		AllowDirect: cfg.Replicas == 1,
 	}
 }
 

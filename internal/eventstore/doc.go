@@ -11,16 +11,16 @@
 // a conflict (one replica) or a duplicate (three replicas), the store finds
 // out whether the first send was stored and then reports success with its
 // sequence, so that a timeout never turns into a second event. A send is a
-// request/reply by default, or, with Config.AsyncPublish, PublishMsgAsync
-// and a wait for that send's own ack; either way the appends of different
-// sites run concurrently on the one connection, and a site's appends stay in
-// order because the handlers serialise its commands.
+// request/reply; the appends of different sites run concurrently on the one
+// connection, and a site's appends stay in order because the handlers
+// serialise its commands.
 //
 // Load reads a site's events after a sequence: a few single-message gets for
 // a short gap (the common catch-up after a conflict), an ordered consumer for
 // a long one (a cold cache). Gets are direct gets on one replica and go to
-// the stream leader on a replicated stream, whose followers answer direct
-// gets a few milliseconds behind. EnsureStream creates or updates the stream; it is what
+// the stream leader on a replicated stream, whose followers would answer
+// direct gets a few milliseconds behind (StreamConfig allows direct gets on
+// one replica only). EnsureStream creates or updates the stream; it is what
 // the composition root calls at start-up.
 //
 // # Authenticity

@@ -21,18 +21,11 @@ import (
 
 // TestAppendsAcrossServerRestart: writers keep appending to their sites
 // while the server is shut down and started again on the same store. Sends
-// pending at the disconnect fail (async: the client fails every pending
-// future with nats.ErrDisconnected; sync: the request times out) and are sent
-// again, identical. Every append that succeeded must be stored once at the
+// pending at the disconnect fail (the request times out, or fails with
+// nats.ErrDisconnected) and are sent again, identical. Every append that succeeded must be stored once at the
 // sequence it returned, nothing may be stored twice or that nobody appended,
 // and the only error allowed is ErrOutcomeUnknown.
 func TestAppendsAcrossServerRestart(t *testing.T) {
-	for _, mode := range publishModes {
-		t.Run(mode.name, func(t *testing.T) { testAppendsAcrossRestart(t, mode.async) })
-	}
-}
-
-func testAppendsAcrossRestart(t *testing.T, async bool) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +41,6 @@ func testAppendsAcrossRestart(t *testing.T, async bool) {
 	}
 	t.Cleanup(nc.Close)
 	cfg := testConfig()
-	cfg.AsyncPublish = async
 	cfg.PublishTimeout = 500 * time.Millisecond
 	cfg.PublishRetries = 6
 	st, _ := newStoreOn(t, nc, cfg)
@@ -61,7 +53,7 @@ func testAppendsAcrossRestart(t *testing.T, async bool) {
 			switch {
 			case errors.Is(err, nats.ErrDisconnected):
 				disconnected.Add(1)
-			case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+			case errors.Is(err, context.DeadlineExceeded):
 				timedOut.Add(1)
 			}
 			return ack, err

@@ -2,7 +2,6 @@ package eventstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -23,37 +22,24 @@ var _ handlers.EventStore = (*Store)(nil)
 // handlers.ErrUnavailable, which the edges answer as "try again later".
 var ErrOutcomeUnknown = fmt.Errorf("append outcome unknown: %w", handlers.ErrUnavailable)
 
-// publishFunc sends one message and waits for its answer: js.PublishMsg
-// or Store.publishAsync (Config.AsyncPublish). A test wraps it to lose an
-// answer.
+// publishFunc sends one message and waits for its answer: js.PublishMsg.
+// A test wraps it to lose an answer.
 type publishFunc func(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 
 // Store is the JetStream event store. Safe for concurrent use.
 type Store struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	cfg    Config
-	auth   *Authenticator // signs every append, and tells events from forgeries on load
-	// pub is the store's own JetStream context on js's connection, for async
-	// publishes: its window and ack timeout follow the store's Config, and
-	// its pending acks are the store's alone (the caller's js may publish
-	// async too and wait for PublishAsyncComplete).
-	pub     jetstream.JetStream
+	stream  jetstream.Stream
+	cfg     Config
+	auth    *Authenticator // signs every append, and tells events from forgeries on load
 	publish publishFunc
 	noRetry jetstream.PublishOpt // WithRetryAttempts(0), made once
-	// leaderReads: the stream is replicated, and a direct get may be
-	// answered by a replica that has not applied the latest appends yet (it
-	// happens within milliseconds of an append, measured); reads then go to
-	// the stream leader, which has applied everything it acknowledged.
-	leaderReads bool
-	getSubject  string // the leader's message get API
 }
 
 // New returns a Store on the stream that EnsureStream returned, which signs
 // and authenticates events with auth. js and stream may share one
 // connection with other users. On a stream with one replica, reads are
 // direct gets; on a replicated one they go to the stream leader (see
-// Config.APIPrefix), so that a read sees every acknowledged append.
+// StreamConfig), so that a read sees every acknowledged append.
 func New(js jetstream.JetStream, stream jetstream.Stream, cfg Config, auth *Authenticator) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("event store config: %w", err)
@@ -61,28 +47,10 @@ func New(js jetstream.JetStream, stream jetstream.Stream, cfg Config, auth *Auth
 	if js == nil || stream == nil || auth == nil {
 		return nil, errors.New("event store: js, stream and authenticator are required")
 	}
-	info := stream.CachedInfo()
-	if info == nil {
+	if stream.CachedInfo() == nil { // what tells nats.go whether a get is direct
 		return nil, errors.New("event store: stream has no cached info; pass the stream EnsureStream returned")
 	}
-	s := &Store{js: js, stream: stream, cfg: cfg, auth: auth, publish: js.PublishMsg, noRetry: jetstream.WithRetryAttempts(0),
-		leaderReads: info.Config.Replicas > 1,
-		getSubject:  cfg.APIPrefix + "STREAM.MSG.GET." + info.Config.Name,
-	}
-	if cfg.AsyncPublish {
-		// The ack timeout only reclaims the slot of a send that Append
-		// stopped waiting for (its caller gave up, or its own timeout fired
-		// first): without it an ack that never comes, e.g. after the
-		// connection is closed, would hold a slot of the window for good.
-		pub, err := jetstream.New(js.Conn(),
-			jetstream.WithPublishAsyncMaxPending(cfg.MaxPendingAppends),
-			jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
-		if err != nil {
-			return nil, fmt.Errorf("event store: async publisher: %w", err)
-		}
-		s.pub, s.publish = pub, s.publishAsync
-	}
-	return s, nil
+	return &Store{stream: stream, cfg: cfg, auth: auth, publish: js.PublishMsg, noRetry: jetstream.WithRetryAttempts(0)}, nil
 }
 
 // Append implements handlers.EventStore.
@@ -110,7 +78,6 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 		return 0, fmt.Errorf("%s: %w", what(), err)
 	}
 	uncertain := false // an earlier send of this call may have been stored
-	rechecks := 0
 	var lastErr error
 	for attempt := 0; attempt <= s.cfg.PublishRetries; attempt++ {
 		if attempt > 0 {
@@ -119,20 +86,6 @@ func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) 
 			}
 		}
 		ack, err := s.publishOnce(ctx, subj, data, e, expected, mac)
-		if isInFlightConflict(err) && rechecks < s.cfg.ConflictRechecks {
-			// A replicated stream refuses an expectation while another
-			// message of the subject is in flight, and keeps a subject "in
-			// flight" a moment after acknowledging it: a writer that appends
-			// right after its own previous append is refused (measured). Ask
-			// again shortly; a real conflict then comes back as 10071.
-			// (Under load a subject stayed "in flight" for tens of ms.)
-			if err := sleep(ctx, time.Millisecond<<min(rechecks, 4)); err != nil {
-				return 0, fmt.Errorf("%s: %w", what(), err)
-			}
-			rechecks++
-			attempt--
-			continue
-		}
 		switch {
 		case err == nil:
 			if ack.Stream != events.StreamName {
@@ -181,40 +134,6 @@ func (s *Store) publishOnce(ctx context.Context, subj string, data []byte, e eve
 	return s.publish(ctx, msg, s.noRetry)
 }
 
-// publishAsync sends msg with PublishMsgAsync and waits for that message's
-// own ack (Config.AsyncPublish). As with a request, the appends of
-// different sites (each on its own goroutine) are in flight together on the
-// connection, and a site's order is kept because the handlers serialise its
-// commands and each waits for its ack before the next decides. The outcomes
-// are those of js.PublishMsg: a
-// *jetstream.APIError from the server (here unwrapped), ctx's error when
-// the per-send timeout or the caller ends the wait, and, specific to async:
-// nats.ErrDisconnected when the connection drops with the ack pending (the
-// client fails every pending future when it starts reconnecting; the
-// message may or may not be stored), jetstream.ErrAsyncPublishTimeout from
-// the context's ack timeout, and jetstream.ErrTooManyStalledMsgs when the
-// window stayed full until the send's deadline (nothing was sent).
-func (s *Store) publishAsync(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	stall := s.cfg.PublishTimeout
-	if d, ok := ctx.Deadline(); ok {
-		if stall = time.Until(d); stall <= 0 {
-			return nil, context.DeadlineExceeded
-		}
-	}
-	f, err := s.pub.PublishMsgAsync(msg, append(opts, jetstream.WithStallWait(stall))...)
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case ack := <-f.Ok():
-		return ack, nil
-	case err := <-f.Err():
-		return nil, err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // isConflict reports a failed expectation: 10071 on one replica, 10164 when
 // a replicated stream refuses a concurrent expectation.
 func isConflict(err error) bool {
@@ -226,25 +145,14 @@ func isConflict(err error) bool {
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
-// isInFlightConflict reports 10164: an expectation refused because a message
-// of the subject is in flight on a replicated stream, not necessarily
-// because the expectation is wrong.
-func isInFlightConflict(err error) bool {
-	if err == nil { // the common case, without the allocation of errors.As
-		return false
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
-}
-
 // errCodeDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict:
 // a message with this ID is being replicated right now; asking again gets the
 // duplicate's sequence (or stores it, if that proposal failed).
 const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
 
 // isUnanswered reports a send whose outcome is unknown and that is safe to
-// repeat: a timeout, no responder, a duplicate still in flight, a connection
-// lost with the ack pending, or (async) a send that never left the window.
+// repeat: a timeout, no responder, a duplicate still in flight, or a
+// connection lost with the answer pending.
 func isUnanswered(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
@@ -252,8 +160,7 @@ func isUnanswered(err error) bool {
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) ||
-		errors.Is(err, jetstream.ErrTooManyStalledMsgs)
+		errors.Is(err, nats.ErrDisconnected)
 }
 
 // findStored looks for the event id on subj after afterSeq, and returns its
@@ -529,73 +436,10 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // lastMsg returns the last message on subj.
 func (s *Store) lastMsg(ctx context.Context, subj string) (*jetstream.RawStreamMsg, error) {
-	if !s.leaderReads {
-		return s.stream.GetLastMsgForSubject(ctx, subj)
-	}
-	return s.leaderGet(ctx, msgGetRequest{LastFor: subj})
+	return s.stream.GetLastMsgForSubject(ctx, subj)
 }
 
 // nextMsg returns the first message on subj at or after seq.
 func (s *Store) nextMsg(ctx context.Context, subj string, seq uint64) (*jetstream.RawStreamMsg, error) {
-	if !s.leaderReads {
-		return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
-	}
-	return s.leaderGet(ctx, msgGetRequest{Seq: seq, NextFor: subj})
-}
-
-// msgGetRequest and msgGetResponse are the JSON of the JetStream API's
-// STREAM.MSG.GET, which only the stream leader answers. nats.go uses it only
-// when the stream has no AllowDirect, so the store speaks it itself.
-type msgGetRequest struct {
-	Seq     uint64 `json:"seq,omitempty"`
-	LastFor string `json:"last_by_subj,omitempty"`
-	NextFor string `json:"next_by_subj,omitempty"`
-}
-
-type msgGetResponse struct {
-	Error   *jetstream.APIError `json:"error,omitempty"`
-	Message *struct {
-		Subject  string    `json:"subject"`
-		Sequence uint64    `json:"seq"`
-		Header   []byte    `json:"hdrs,omitempty"`
-		Data     []byte    `json:"data,omitempty"`
-		Time     time.Time `json:"time"`
-	} `json:"message,omitempty"`
-}
-
-func (s *Store) leaderGet(ctx context.Context, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.PublishTimeout)
-		defer cancel()
-	}
-	reply, err := s.js.Conn().RequestWithContext(ctx, s.getSubject, body)
-	if err != nil {
-		return nil, fmt.Errorf("stream leader get: %w", err)
-	}
-	var resp msgGetResponse
-	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return nil, fmt.Errorf("stream leader get: decode answer: %w", err)
-	}
-	if resp.Error != nil {
-		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
-			return nil, jetstream.ErrMsgNotFound
-		}
-		return nil, fmt.Errorf("stream leader get: %w", resp.Error)
-	}
-	if resp.Message == nil {
-		return nil, errors.New("stream leader get: answer without message")
-	}
-	m := resp.Message
-	var hdr nats.Header
-	if len(m.Header) > 0 {
-		if hdr, err = nats.DecodeHeadersMsg(m.Header); err != nil {
-			return nil, fmt.Errorf("stream leader get: headers of seq %d: %w", m.Sequence, err)
-		}
-	}
-	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: hdr, Data: m.Data, Time: m.Time}, nil
+	return s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 }

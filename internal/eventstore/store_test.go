@@ -28,16 +28,6 @@ func TestContract(t *testing.T) {
 	})
 	// The same contract with every Load read by an ordered consumer. The
 	// sites are the same names, so this runs on its own server.
-	// The publish mode that is not the default.
-	srv3 := natstest.StartServer(t)
-	t.Run("OtherPublishMode", func(t *testing.T) {
-		cfg := testConfig()
-		cfg.AsyncPublish = !cfg.AsyncPublish
-		storetest.Run(t, func(t *testing.T) handlers.EventStore {
-			st, _ := newStore(t, srv3, cfg)
-			return st
-		})
-	})
 	srv2 := natstest.StartServer(t)
 	t.Run("ConsumerReads", func(t *testing.T) {
 		cfg := testConfig()
@@ -58,9 +48,8 @@ func TestConfigValidate(t *testing.T) {
 	bad.Replicas = 0
 	bad.Duplicates = time.Second // shorter than the publish attempts
 	bad.LoadBatch = 0
-	bad.AsyncPublish, bad.MaxPendingAppends = true, 0
 	err := bad.Validate()
-	for _, want := range []string{"replicas", "duplicates window", "load batch", "max pending appends"} {
+	for _, want := range []string{"replicas", "duplicates window", "load batch"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("Validate() = %v, want it to mention %q", err, want)
 		}
@@ -185,21 +174,15 @@ func (l *lossyPublish) wrap(next eventstore.PublishFunc) eventstore.PublishFunc 
 // 10071 by a single replica; Append finds the stored event and succeeds
 // with its sequence.
 func TestRetryAfterLostAnswerSingleReplica(t *testing.T) {
-	for _, mode := range publishModes {
-		t.Run(mode.name, func(t *testing.T) {
-			srv := natstest.StartServer(t)
-			cfg := testConfig()
-			cfg.AsyncPublish = mode.async
-			st, _ := newStore(t, srv, cfg)
-			other, _ := newStore(t, srv, cfg)
-			testRetryAfterLostAnswer(t, "lost-answer", st, other, func(t *testing.T, second answer) {
-				var apiErr *jetstream.APIError
-				if !errors.As(second.err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
-					t.Fatalf("the server answered the re-send with %+v / %v, want error 10071", second.ack, second.err)
-				}
-			})
-		})
-	}
+	srv := natstest.StartServer(t)
+	st, _ := newStore(t, srv, testConfig())
+	other, _ := newStore(t, srv, testConfig())
+	testRetryAfterLostAnswer(t, "lost-answer", st, other, func(t *testing.T, second answer) {
+		var apiErr *jetstream.APIError
+		if !errors.As(second.err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+			t.Fatalf("the server answered the re-send with %+v / %v, want error 10071", second.ack, second.err)
+		}
+	})
 }
 
 // testRetryAfterLostAnswer runs the lost-answer scenarios on st and site;
@@ -300,50 +283,43 @@ func TestNeverAnswered(t *testing.T) {
 	}
 }
 
-// TestAppendHeaders: in both publish modes, the stored message carries the
-// event ID as Nats-Msg-Id (what dedup and the lost-answer resolution rely
-// on), the event type header and a valid MAC, and the expectation is
-// enforced.
+// TestAppendHeaders: the stored message carries the event ID as
+// Nats-Msg-Id (what dedup and the lost-answer resolution rely on), the event
+// type header and a valid MAC, and the expectation is enforced.
 func TestAppendHeaders(t *testing.T) {
 	srv := natstest.StartServer(t)
-	for _, mode := range publishModes {
-		t.Run(mode.name, func(t *testing.T) {
-			cfg := testConfig()
-			cfg.AsyncPublish = mode.async
-			st, js := newStore(t, srv, cfg)
-			b := storetest.NewEvents("headers-" + mode.name)
-			prev := storetest.Append(t, st, b, 0, 1)
-			e := b.Next()
-			if _, err := st.Append(context.Background(), e, 0); !errors.Is(err, handlers.ErrConflict) {
-				t.Fatalf("append expecting 0 after seq %d: got %v, want ErrConflict", prev[0].Seq, err)
-			}
-			seq, err := st.Append(context.Background(), e, prev[0].Seq)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stream, err := js.Stream(context.Background(), events.StreamName)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := stream.GetMsg(context.Background(), seq)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := m.Header.Get(jetstream.MsgIDHeader); got != e.ID {
-				t.Fatalf("Nats-Msg-Id %q, want the event ID %q", got, e.ID)
-			}
-			if got := m.Header.Get(events.HeaderEventType); got != string(e.Type()) {
-				t.Fatalf("%s %q, want %q", events.HeaderEventType, got, e.Type())
-			}
-			if m.Subject != events.Subject(b.Site) {
-				t.Fatalf("subject %q", m.Subject)
-			}
-			if !strings.HasPrefix(m.Header.Get(events.HeaderMAC), "test-mac:") {
-				t.Fatalf("%s %q, want a MAC under the current key", events.HeaderMAC, m.Header.Get(events.HeaderMAC))
-			}
-			if err := testAuth(t, js).Authenticate(m.Subject, m.Sequence, m.Header, m.Data); err != nil {
-				t.Fatalf("stored event not authentic: %v", err)
-			}
-		})
+	st, js := newStore(t, srv, testConfig())
+	b := storetest.NewEvents("headers")
+	prev := storetest.Append(t, st, b, 0, 1)
+	e := b.Next()
+	if _, err := st.Append(context.Background(), e, 0); !errors.Is(err, handlers.ErrConflict) {
+		t.Fatalf("append expecting 0 after seq %d: got %v, want ErrConflict", prev[0].Seq, err)
+	}
+	seq, err := st.Append(context.Background(), e, prev[0].Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(context.Background(), events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := stream.GetMsg(context.Background(), seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(jetstream.MsgIDHeader); got != e.ID {
+		t.Fatalf("Nats-Msg-Id %q, want the event ID %q", got, e.ID)
+	}
+	if got := m.Header.Get(events.HeaderEventType); got != string(e.Type()) {
+		t.Fatalf("%s %q, want %q", events.HeaderEventType, got, e.Type())
+	}
+	if m.Subject != events.Subject(b.Site) {
+		t.Fatalf("subject %q", m.Subject)
+	}
+	if !strings.HasPrefix(m.Header.Get(events.HeaderMAC), "test-mac:") {
+		t.Fatalf("%s %q, want a MAC under the current key", events.HeaderMAC, m.Header.Get(events.HeaderMAC))
+	}
+	if err := testAuth(t, js).Authenticate(m.Subject, m.Sequence, m.Header, m.Data); err != nil {
+		t.Fatalf("stored event not authentic: %v", err)
 	}
 }

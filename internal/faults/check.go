@@ -197,10 +197,9 @@ func (s *Suite) check(ctx context.Context, r *round, res *Result) {
 		return
 	}
 	type gen struct {
-		failures  int
-		nth       time.Time // when the failure that reached the threshold was stored
-		disables  int
-		lastFails []int
+		failures int
+		nth      time.Time // when the failure that reached the threshold was stored
+		disables int
 	}
 	gens := map[string]*gen{}
 	g := func(id string) *gen {

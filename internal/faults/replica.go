@@ -3,7 +3,6 @@ package faults
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -116,7 +115,6 @@ func (r *Replica) WaitAlive(ctx context.Context) error { return r.wait(ctx, "/he
 
 func (r *Replica) wait(ctx context.Context, path string) error {
 	client := &http.Client{Timeout: 2 * time.Second}
-	var last error = errors.New("not asked yet")
 	for {
 		r.mu.Lock()
 		done := r.done
@@ -137,10 +135,9 @@ func (r *Replica) wait(ctx context.Context, path string) error {
 			}
 			err = fmt.Errorf("%s %d", path, resp.StatusCode)
 		}
-		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %v", r.Name, last)
+			return fmt.Errorf("%s not ready: %v", r.Name, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -178,14 +178,6 @@ func (s *Suite) startCluster() error {
 	return nil
 }
 
-// Start starts a fresh cluster and the replicas one after the other.
-func (s *Suite) Start(ctx context.Context) error {
-	if err := s.startCluster(); err != nil {
-		return err
-	}
-	return s.startReplicasInTurn(ctx)
-}
-
 // startReplicasInTurn starts every replica that is not running, each once
 // the one before is ready, then connects the frontends.
 func (s *Suite) startReplicasInTurn(ctx context.Context) error {

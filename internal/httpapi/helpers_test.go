@@ -65,16 +65,6 @@ func (f *fakeCommands) Calls() []any {
 	return append([]any(nil), f.calls...)
 }
 
-func (f *fakeCommands) count(match func(any) bool) int {
-	n := 0
-	for _, c := range f.Calls() {
-		if match(c) {
-			n++
-		}
-	}
-	return n
-}
-
 var genAt = time.Date(2026, 11, 24, 9, 30, 0, 0, time.FixedZone("CET", 3600))
 
 func activeState(site string, seq uint64) domain.State {

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
-	"time"
 )
 
 // ServiceUser is the cluster's only user (deploy/nats/cluster.conf).
@@ -37,31 +35,6 @@ type Node struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has ended
-}
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// Binary builds nats-server from the module cache once per test process
-// and returns its path.
-func Binary(tb testing.TB) string {
-	tb.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "enrollgate-nats-server-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "nats-server")
-		buildErr = Build(binPath)
-	})
-	if buildErr != nil {
-		tb.Fatal(buildErr)
-	}
-	return binPath
 }
 
 // Build builds nats-server from the module cache (the version go.mod
@@ -114,7 +87,7 @@ func FreePorts(n int) ([]int, error) {
 
 // Options configure New.
 type Options struct {
-	// Dir holds the nodes' stores and logs.
+	// Dir holds the nodes' stores and logs (<node name>.log).
 	Dir string
 	// Bin is the nats-server binary (Build makes one).
 	Bin string
@@ -164,28 +137,6 @@ func New(opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-// Start runs a 3-node cluster with the shipped configuration and waits
-// until every node answers and JetStream has a meta leader. The test's
-// cleanup kills it.
-func Start(tb testing.TB) *Cluster {
-	tb.Helper()
-	c, err := New(Options{Dir: tb.TempDir(), Bin: Binary(tb)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		c.Close()
-		if tb.Failed() {
-			for _, n := range c.Nodes {
-				b, _ := os.ReadFile(n.LogFile())
-				tb.Logf("%s log (last 2 KiB):\n%s", n.Name, tail(b, 2048))
-			}
-		}
-	})
-	c.WaitReady(tb, 30*time.Second)
-	return c
-}
-
 // Close kills every node.
 func (c *Cluster) Close() {
 	for _, n := range c.Nodes {
@@ -204,13 +155,6 @@ func (c *Cluster) Node(name string) *Node {
 		}
 	}
 	return nil
-}
-
-func tail(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
 }
 
 // Start starts the node's process (again, after Kill).
@@ -257,27 +201,6 @@ func (n *Node) Running() bool {
 	default:
 		return true
 	}
-}
-
-// LogFile is the path of the node's log.
-func (n *Node) LogFile() string {
-	if n.log == nil {
-		return ""
-	}
-	return n.log.Name()
-}
-
-// LastLogLines returns the last lines of the node's log, for a report.
-func (n *Node) LastLogLines(max int) string {
-	b, err := os.ReadFile(n.LogFile())
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > max {
-		lines = lines[len(lines)-max:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // ClientURL is the node's client URL, without credentials.

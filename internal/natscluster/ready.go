@@ -5,21 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// WaitReady waits until every node admits the service and JetStream answers
-// through each of them (a meta leader exists).
-func (c *Cluster) WaitReady(tb testing.TB, timeout time.Duration) {
-	tb.Helper()
-	if err := c.Ready(timeout); err != nil {
-		tb.Fatal(err)
-	}
-}
 
 // Ready waits until every node admits the service and JetStream answers
 // through each of them (a meta leader exists), or the timeout passes.

@@ -583,8 +583,10 @@ func (s *Store) scan(site string, before uint64, limit, maxScan int, match func(
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		log := tx.Bucket(bucketLog)
 		c := tx.Bucket(bucketIndex).Cursor()
-		k, v := c.Seek(key(site, before))
-		if k == nil {
+		// The newest entry below before: the one preceding the first key at
+		// or after it, else the last key of all.
+		var k, v []byte
+		if at, _ := c.Seek(key(site, before)); at == nil {
 			k, v = c.Last()
 		} else {
 			k, v = c.Prev()

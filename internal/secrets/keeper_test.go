@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/enrollgate/enrollgate/handlers"
 )
@@ -145,10 +146,11 @@ func TestRotateKeepsOldKeys(t *testing.T) {
 	m1, _ := k1.MAC(k1.MACKeyID(), p)
 	sealed, sealID, _ := k1.Seal(p)
 
-	macID, newSealID, err := Rotate(dir)
+	r, err := RotateFile(filepath.Join(dir, KeyFileName), 0, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
+	macID, newSealID := r.MAC, r.Seal
 	k2 := openDir(t, dir)
 	if k2.MACKeyID() != macID || macID == k1.MACKeyID() || k2.SealKeyID() != newSealID || newSealID == sealID {
 		t.Fatalf("rotation did not make new current keys")
@@ -367,7 +369,7 @@ func TestEventMACKeys(t *testing.T) {
 	if _, ok := k.NewEventMAC("mac-00000000"); ok {
 		t.Fatal("unknown event-MAC key accepted")
 	}
-	if _, _, err := Rotate(dir); err != nil {
+	if _, err := RotateFile(filepath.Join(dir, KeyFileName), 0, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	rotated := openDir(t, dir)

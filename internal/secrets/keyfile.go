@@ -71,14 +71,6 @@ func loadOrCreateKeyFile(dir string, random io.Reader) (*keyFile, error) {
 	return loadKeyFile(dir)
 }
 
-// Rotate adds a new MAC key and a new sealing key to dir/keys.json and makes
-// them current at once; the older keys stay. A running process rereads the
-// file (see Keeper.Reload).
-func Rotate(dir string) (macKeyID, sealKeyID string, err error) {
-	r, err := RotateFile(filepath.Join(dir, KeyFileName), 0, time.Now())
-	return r.MAC, r.Seal, err
-}
-
 // Rotation says what RotateFile did.
 type Rotation struct {
 	// MAC and Seal are the IDs of the new keys.

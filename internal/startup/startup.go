@@ -87,7 +87,7 @@ var transientCodes = map[jetstream.ErrorCode]bool{
 // subjects, a change that cannot be made), or one of the configuration
 // errors the server reports with another status. Timeouts, missing
 // responders, lost connections, 5xx and "not found" are transient, and so
-// is any other error unless Fatal marked it.
+// is any other error.
 func Permanent(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
@@ -96,19 +96,5 @@ func Permanent(err error) bool {
 		}
 		return apiErr.Code == 400 || permanentCodes[apiErr.ErrorCode]
 	}
-	var perm *permanentError
-	return errors.As(err, &perm)
-}
-
-type permanentError struct{ err error }
-
-func (p *permanentError) Error() string { return p.err.Error() }
-func (p *permanentError) Unwrap() error { return p.err }
-
-// Fatal marks err as one that Retry must not retry.
-func Fatal(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &permanentError{err}
+	return false
 }

@@ -28,7 +28,7 @@ func TestPermanent(t *testing.T) {
 		{fmt.Errorf("ensure: %w", jetstream.ErrStreamNotFound), false},
 		{fmt.Errorf("ensure: %w", &jetstream.APIError{Code: 400, ErrorCode: 10065}), true},
 		{fmt.Errorf("ensure: %w", &jetstream.APIError{Code: 500, ErrorCode: 10052}), true},
-		{Fatal(errors.New("bad config")), true},
+		{errors.New("bad config"), false},
 	} {
 		if got := Permanent(c.err); got != c.want {
 			t.Errorf("Permanent(%v) = %v, want %v", c.err, got, c.want)

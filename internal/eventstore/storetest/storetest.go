@@ -17,13 +17,6 @@ import (
 // subtests use distinct sites, so stores may share a backend.
 func Run(t *testing.T, newStore func(t *testing.T) handlers.EventStore) {
 	t.Helper()
-	RunPrefixed(t, "", newStore)
-}
-
-// RunPrefixed is Run with every site name prefixed, so that the suite can
-// run twice on one backend (e.g. once per configuration of the store).
-func RunPrefixed(t *testing.T, prefix string, newStore func(t *testing.T) handlers.EventStore) {
-	t.Helper()
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s handlers.EventStore, prefix string)
@@ -37,7 +30,7 @@ func RunPrefixed(t *testing.T, prefix string, newStore func(t *testing.T) handle
 		{"ConcurrentAppendOneWins", testConcurrentAppend},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t), prefix) })
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t), "") })
 	}
 }
 

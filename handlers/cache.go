@@ -113,10 +113,3 @@ func (c *aggregateCache) evictLocked() {
 		}
 	}
 }
-
-// len returns the number of cached sites.
-func (c *aggregateCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
-}

@@ -311,3 +311,10 @@ func TestCacheCancellationRacesHandOver(t *testing.T) {
 	}
 	c.release(e)
 }
+
+// len returns the number of cached sites.
+func (c *aggregateCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}

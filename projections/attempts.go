@@ -38,24 +38,6 @@ type AttemptEntry struct {
 	OutdatedPasscodeID string `json:"outdated_passcode_id,omitempty"`
 }
 
-// NewAttemptEntry returns the attempt entry of an EnrollmentAttemptFailed or
-// EnrollmentAttemptSucceeded record, and false for any other event.
-func NewAttemptEntry(rec events.Record) (AttemptEntry, bool) {
-	e := rec.Event
-	switch d := e.Data.(type) {
-	case events.EnrollmentAttemptFailed:
-		return AttemptEntry{Seq: rec.Seq, At: e.OccurredAt.UTC(), Outcome: OutcomeFailed, PasscodeID: d.PasscodeID,
-			AttemptID: d.AttemptID, Source: d.Source, FailedAttempts: d.FailedAttempts}, true
-	case events.EnrollmentAttemptSucceeded:
-		return AttemptEntry{Seq: rec.Seq, At: e.OccurredAt.UTC(), Outcome: OutcomeSucceeded, PasscodeID: d.PasscodeID,
-			AttemptID: d.AttemptID, Source: d.Source}, true
-	case events.EnrollmentAttemptExcused:
-		return AttemptEntry{Seq: rec.Seq, At: e.OccurredAt.UTC(), Outcome: excusedOutcome(d.Outcome), PasscodeID: d.PasscodeID,
-			AttemptID: d.AttemptID, Source: d.Source, OutdatedPasscodeID: d.OutdatedPasscodeID}, true
-	}
-	return AttemptEntry{}, false
-}
-
 func excusedOutcome(o events.ExcusedOutcome) Outcome {
 	if o == events.OutcomeOutdated {
 		return OutcomeOutdated
@@ -86,7 +68,7 @@ type attemptDetails struct {
 
 // AttemptFromAudit returns the attempt entry of an attempt's audit entry, so
 // that a read model can keep attempts as an index into the audit trail
-// instead of a second copy. It equals NewAttemptEntry of the same record.
+// instead of a second copy.
 func AttemptFromAudit(a AuditEntry) (AttemptEntry, error) {
 	var outcome Outcome
 	switch a.Type {

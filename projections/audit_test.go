@@ -95,7 +95,7 @@ func TestAuditEntryJSONRoundTrip(t *testing.T) {
 	}
 }
 
-func TestNewAttemptEntry(t *testing.T) {
+func TestAttemptEntryOf(t *testing.T) {
 	src := events.Source{IP: "10.0.0.7", DeviceID: "D1", Platform: "ios"}
 	tests := []struct {
 		name string
@@ -111,7 +111,7 @@ func TestNewAttemptEntry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := NewAttemptEntry(rec(5, t0, dev, tt.p))
+			got, ok := attemptEntryOf(rec(5, t0, dev, tt.p))
 			if ok != tt.ok || got != tt.want {
 				t.Errorf("got %+v %v, want %+v %v", got, ok, tt.want, tt.ok)
 			}

@@ -77,12 +77,12 @@ func TestAuditAppendJSONMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
-func TestAttemptFromAuditEqualsNewAttemptEntry(t *testing.T) {
+func TestAttemptFromAuditEqualsattemptEntryOf(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	n := 0
 	for _, r := range randomHistory(rng, 800) {
 		r.Event.OccurredAt = r.Event.OccurredAt.Add(123456789 * time.Nanosecond)
-		want, ok := NewAttemptEntry(r)
+		want, ok := attemptEntryOf(r)
 		// Through storage: encode and decode the audit entry first.
 		var a AuditEntry
 		if err := json.Unmarshal(NewAuditEntry(r).AppendJSON(nil), &a); err != nil {

@@ -95,9 +95,9 @@ func TestAttemptOutcomes(t *testing.T) {
 		{PasscodeID: "p2", AttemptID: "a2", Source: events.Source{DeviceID: "d"}, Outcome: events.OutcomeMistyped, FailedAttempts: 4},
 	} {
 		r := rec(9, t0, dev, x)
-		e, ok := NewAttemptEntry(r)
+		e, ok := attemptEntryOf(r)
 		if !ok || string(e.Outcome) != string(x.Outcome) || e.OutdatedPasscodeID != x.OutdatedPasscodeID || e.FailedAttempts != 0 {
-			t.Fatalf("NewAttemptEntry = %+v, %v", e, ok)
+			t.Fatalf("attemptEntryOf = %+v, %v", e, ok)
 		}
 		fromAudit, err := AttemptFromAudit(NewAuditEntry(r))
 		if err != nil || !reflect.DeepEqual(fromAudit, e) {

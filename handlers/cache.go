@@ -22,7 +22,12 @@ type aggregateCache struct {
 // wait, so that waiting still honours its context.
 type cacheEntry struct {
 	agg *domain.Passcode
+	// confirmed is the last sequence the stream had for the site when read
+	// number confirmedRead began; guarded by the hold.
+	confirmed     uint64
+	confirmedRead uint32
 	// The fields below are guarded by aggregateCache.mu.
+	reads   uint32  // reads of the site's last sequence begun, wrapping
 	waiters *waiter // FIFO of the commands waiting for the hold
 	users   int32   // the holder and the waiters: an entry in use is never evicted
 	held    bool
@@ -40,9 +45,10 @@ func newAggregateCache(limit int) *aggregateCache {
 	return &aggregateCache{entries: make(map[string]*cacheEntry), limit: limit}
 }
 
-// acquire returns the site's entry, held exclusively until release; it
-// waits for the holder in turn, or until ctx is done.
-func (c *aggregateCache) acquire(ctx context.Context, site string) (*cacheEntry, error) {
+// acquire returns the site's entry, held exclusively until release, and
+// the number of reads of its last sequence begun before the call (see
+// beginRead); it waits for the holder in turn, or until ctx is done.
+func (c *aggregateCache) acquire(ctx context.Context, site string) (*cacheEntry, uint32, error) {
 	c.mu.Lock()
 	e, ok := c.entries[site]
 	if !ok {
@@ -51,10 +57,11 @@ func (c *aggregateCache) acquire(ctx context.Context, site string) (*cacheEntry,
 		c.entries[site] = e
 	}
 	e.users++
+	arrival := e.reads
 	if !e.held {
 		e.held = true
 		c.mu.Unlock()
-		return e, nil
+		return e, arrival, nil
 	}
 	w := &waiter{ready: make(chan struct{})}
 	last := &e.waiters
@@ -65,7 +72,7 @@ func (c *aggregateCache) acquire(ctx context.Context, site string) (*cacheEntry,
 	c.mu.Unlock()
 	select {
 	case <-w.ready:
-		return e, nil
+		return e, arrival, nil
 	case <-ctx.Done():
 	}
 	c.mu.Lock()
@@ -73,7 +80,7 @@ func (c *aggregateCache) acquire(ctx context.Context, site string) (*cacheEntry,
 		// The hold was handed over as ctx ended: pass it on.
 		c.mu.Unlock()
 		c.release(e)
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 	for p := &e.waiters; *p != nil; p = &(*p).next {
 		if *p == w {
@@ -83,7 +90,23 @@ func (c *aggregateCache) acquire(ctx context.Context, site string) (*cacheEntry,
 	}
 	e.users--
 	c.mu.Unlock()
-	return nil, ctx.Err()
+	return nil, 0, ctx.Err()
+}
+
+// beginRead numbers a read of e's last sequence that the holder is about to
+// begin.
+func (c *aggregateCache) beginRead(e *cacheEntry) uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e.reads++
+	return e.reads
+}
+
+// confirmedSince returns the last sequence of the latest read of e that
+// began after a command that saw arrival reads begun: one that began after
+// the command arrived shows every event stored before it. The counters wrap.
+func (e *cacheEntry) confirmedSince(arrival uint32) (uint64, bool) {
+	return e.confirmed, int32(e.confirmedRead-arrival) > 0
 }
 
 // release ends the hold of e: the first waiter gets it, or it is free.

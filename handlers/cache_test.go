@@ -16,7 +16,7 @@ import (
 func TestCacheEvictsIdleEntriesBeyondItsLimit(t *testing.T) {
 	c := newAggregateCache(3)
 	for i := range 10 {
-		e, err := c.acquire(bgCtx, "s"+strconv.Itoa(i))
+		e, _, err := c.acquire(bgCtx, "s"+strconv.Itoa(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -29,13 +29,13 @@ func TestCacheEvictsIdleEntriesBeyondItsLimit(t *testing.T) {
 
 func TestCacheNeverEvictsAnEntryInUse(t *testing.T) {
 	c := newAggregateCache(2)
-	held, err := c.acquire(bgCtx, "held")
+	held, _, err := c.acquire(bgCtx, "held")
 	if err != nil {
 		t.Fatal(err)
 	}
 	held.agg = domain.New("held", domain.DefaultPolicy())
 	for i := range 20 {
-		e, err := c.acquire(bgCtx, "s"+strconv.Itoa(i))
+		e, _, err := c.acquire(bgCtx, "s"+strconv.Itoa(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +54,7 @@ func TestCacheNeverEvictsAnEntryInUse(t *testing.T) {
 	c = newAggregateCache(2)
 	var es []*cacheEntry
 	for i := range 4 {
-		e, err := c.acquire(bgCtx, "busy"+strconv.Itoa(i))
+		e, _, err := c.acquire(bgCtx, "busy"+strconv.Itoa(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +67,7 @@ func TestCacheNeverEvictsAnEntryInUse(t *testing.T) {
 		c.release(e)
 	}
 	// The next new site shrinks it back to the limit.
-	e, _ := c.acquire(bgCtx, "next")
+	e, _, _ := c.acquire(bgCtx, "next")
 	c.release(e)
 	if n := c.len(); n > 2 {
 		t.Fatalf("cache holds %d after the entries went idle, want at most 2", n)
@@ -76,10 +76,10 @@ func TestCacheNeverEvictsAnEntryInUse(t *testing.T) {
 
 func TestCacheWaitingEntryIsNotEvicted(t *testing.T) {
 	c := newAggregateCache(1)
-	first, _ := c.acquire(bgCtx, "a")
+	first, _, _ := c.acquire(bgCtx, "a")
 	got := make(chan *cacheEntry)
 	go func() {
-		e, err := c.acquire(bgCtx, "a") // waits for first
+		e, _, err := c.acquire(bgCtx, "a") // waits for first
 		if err != nil {
 			t.Error(err)
 		}
@@ -105,7 +105,7 @@ func TestCacheWaitingEntryIsNotEvicted(t *testing.T) {
 		t.Fatal("the waiter got another entry")
 	}
 	// Another site while "a" is held: "a" stays.
-	e, _ := c.acquire(bgCtx, "b")
+	e, _, _ := c.acquire(bgCtx, "b")
 	c.release(e)
 	c.mu.Lock()
 	_, ok := c.entries["a"]
@@ -118,10 +118,10 @@ func TestCacheWaitingEntryIsNotEvicted(t *testing.T) {
 
 func TestCacheAcquireHonoursContext(t *testing.T) {
 	c := newAggregateCache(10)
-	held, _ := c.acquire(bgCtx, "a")
+	held, _, _ := c.acquire(bgCtx, "a")
 	ctx, cancel := context.WithTimeout(bgCtx, 20*time.Millisecond)
 	defer cancel()
-	if _, err := c.acquire(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := c.acquire(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("acquire of a held site = %v, want the context's error", err)
 	}
 	c.mu.Lock()
@@ -140,7 +140,7 @@ func TestCacheSerialisesASite(t *testing.T) {
 	for range 16 {
 		wg.Go(func() {
 			for range 20 {
-				e, err := c.acquire(bgCtx, "one")
+				e, _, err := c.acquire(bgCtx, "one")
 				if err != nil {
 					t.Error(err)
 					return
@@ -206,17 +206,17 @@ func waitForUsers(t *testing.T, c *aggregateCache, e *cacheEntry, n int32) {
 
 func TestCacheCancelledWaiterLeavesTheQueue(t *testing.T) {
 	c := newAggregateCache(10)
-	held, _ := c.acquire(bgCtx, "a")
+	held, _, _ := c.acquire(bgCtx, "a")
 	ctx, cancel := context.WithCancel(bgCtx)
 	cancelled := make(chan error, 1)
 	go func() {
-		_, err := c.acquire(ctx, "a")
+		_, _, err := c.acquire(ctx, "a")
 		cancelled <- err
 	}()
 	waitForUsers(t, c, held, 2)
 	got := make(chan *cacheEntry, 1)
 	go func() {
-		e, err := c.acquire(bgCtx, "a")
+		e, _, err := c.acquire(bgCtx, "a")
 		if err != nil {
 			t.Error(err)
 		}
@@ -249,11 +249,11 @@ func TestCacheCancelledWaiterLeavesTheQueue(t *testing.T) {
 
 func TestCacheHandsOverInTurn(t *testing.T) {
 	c := newAggregateCache(10)
-	held, _ := c.acquire(bgCtx, "a")
+	held, _, _ := c.acquire(bgCtx, "a")
 	order := make(chan int, 3)
 	for i := range 3 {
 		go func() {
-			e, err := c.acquire(bgCtx, "a")
+			e, _, err := c.acquire(bgCtx, "a")
 			if err != nil {
 				t.Error(err)
 				return
@@ -281,7 +281,7 @@ func TestCacheCancellationRacesHandOver(t *testing.T) {
 		wg.Go(func() {
 			for i := range 200 {
 				ctx, cancel := context.WithTimeout(bgCtx, time.Duration((g+i)%5)*50*time.Microsecond)
-				e, err := c.acquire(ctx, "one")
+				e, _, err := c.acquire(ctx, "one")
 				if err == nil {
 					if n := inside.Add(1); n != 1 {
 						t.Errorf("%d holders of one site", n)
@@ -299,7 +299,7 @@ func TestCacheCancellationRacesHandOver(t *testing.T) {
 	wg.Wait()
 	ctx, cancel := context.WithTimeout(bgCtx, 5*time.Second)
 	defer cancel()
-	e, err := c.acquire(ctx, "one")
+	e, _, err := c.acquire(ctx, "one")
 	if err != nil {
 		t.Fatalf("the site stayed held after every command ended: %v", err)
 	}

@@ -32,6 +32,10 @@ type fakeStore struct {
 	failStored bool
 	// alwaysConflict makes every Append conflict.
 	alwaysConflict bool
+	// afterLastSeq, when set, runs in every LastSeq after the sequence was
+	// read and before it is returned, outside the store's lock: a read that
+	// takes its time.
+	afterLastSeq func()
 
 	appends, conflicts, lastSeqs int
 	loadsFromZero                map[string]int
@@ -115,9 +119,13 @@ func (s *fakeStore) LastSeq(ctx context.Context, site string) (uint64, error) {
 		return 0, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.lastSeqs++
-	return s.lastLocked(site), nil
+	last, hook := s.lastLocked(site), s.afterLastSeq
+	s.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return last, nil
 }
 
 func (s *fakeStore) lastLocked(site string) uint64 {

@@ -91,7 +91,7 @@ func (s *Service) execute(ctx context.Context, site string, actor events.Actor, 
 	if err := events.ValidateSite(site); err != nil {
 		return outcome{}, fmt.Errorf("%w: %w", domain.ErrInvalid, err)
 	}
-	e, err := s.cache.acquire(ctx, site)
+	e, arrival, err := s.cache.acquire(ctx, site)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -118,9 +118,9 @@ func (s *Service) execute(ctx context.Context, site string, actor events.Actor, 
 			return outcome{}, fmt.Errorf("site %s: %w", site, decideErr)
 		}
 		if payload == nil {
-			last, err := s.store.LastSeq(ctx, site)
+			last, err := s.confirmLast(ctx, e, arrival, site)
 			if err != nil {
-				return outcome{}, fmt.Errorf("site %s: check last sequence: %w", site, err)
+				return outcome{}, err
 			}
 			if last <= p.Seq() {
 				if decideErr != nil {
@@ -153,6 +153,23 @@ func (s *Service) execute(ctx context.Context, site string, actor events.Actor, 
 		p.Replay(events.Record{Seq: seq, Event: ev})
 		return outcome{Seq: seq, Event: ev, State: p.State(now)}, nil
 	}
+}
+
+// confirmLast returns the site's last sequence as read after the command
+// arrived. Commands that waited for the hold share the read of the one
+// before them when it began after they arrived, so that a flood of refusals
+// on one site costs a read per turn of the queue, not one per command.
+func (s *Service) confirmLast(ctx context.Context, e *cacheEntry, arrival uint32, site string) (uint64, error) {
+	if last, ok := e.confirmedSince(arrival); ok {
+		return last, nil
+	}
+	n := s.cache.beginRead(e)
+	last, err := s.store.LastSeq(ctx, site)
+	if err != nil {
+		return 0, fmt.Errorf("site %s: check last sequence: %w", site, err)
+	}
+	e.confirmed, e.confirmedRead = last, n
+	return last, nil
 }
 
 // catchUp folds the site's events after the aggregate's sequence into it.

@@ -225,6 +225,106 @@ func TestStaleNoStoreDecisionRedecides(t *testing.T) {
 	})
 }
 
+// TestRefusalsShareAConfirmation: commands waiting for a site share the
+// read of its last sequence that began after they arrived, and never one that
+// began before.
+func TestRefusalsShareAConfirmation(t *testing.T) {
+	// locked returns a replica whose cached site is locked, and the store.
+	locked := func(t *testing.T) (*env, *Service) {
+		e := newEnv(testPolicy(1, time.Hour, 1))
+		s := e.replica(t)
+		generate(t, s)
+		if v := verifyFrom(t, s, NewSecret("wrong"), "10.0.0.1"); v.OK {
+			t.Fatal("wrong passcode accepted")
+		}
+		return e, s
+	}
+	// waitUsers waits until n commands hold or wait for the site.
+	waitUsers := func(t *testing.T, s *Service, n int32) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			s.cache.mu.Lock()
+			users := s.cache.entries[siteID].users
+			s.cache.mu.Unlock()
+			if users == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d commands on the site, want %d", users, n)
+			}
+		}
+	}
+
+	t.Run("a flood of refusals costs a read per turn", func(t *testing.T) {
+		e, s := locked(t)
+		gate := make(chan struct{})
+		var once sync.Once
+		e.store.mu.Lock()
+		e.store.afterLastSeq = func() { once.Do(func() { <-gate }) } // the first read waits
+		e.store.mu.Unlock()
+		_, _, before := e.store.counters()
+		const n = 16
+		verdicts := make(chan VerifyResult, n)
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				v, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: NewSecret("wrong"), Source: events.Source{IP: "10.0.1." + strconv.Itoa(i)}})
+				verdicts <- v
+				errs <- err
+			}()
+		}
+		waitUsers(t, s, n) // all arrived while the first read was in flight
+		close(gate)
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+			if v := <-verdicts; v.Reason != domain.ReasonDisabled {
+				t.Fatalf("verdict %+v, want disabled", v)
+			}
+		}
+		// The first command's read, then one read that every other began
+		// after: two in all.
+		if _, _, after := e.store.counters(); after-before != 2 {
+			t.Fatalf("%d reads of the last sequence for %d refusals, want 2", after-before, n)
+		}
+	})
+
+	t.Run("a read begun before a command arrived is not its confirmation", func(t *testing.T) {
+		e, s := locked(t)
+		other := e.replica(t)
+		gate, reading := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		e.store.mu.Lock()
+		e.store.afterLastSeq = func() { once.Do(func() { close(reading); <-gate }) }
+		e.store.mu.Unlock()
+		first := make(chan error, 1)
+		go func() {
+			_, err := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: NewSecret("wrong"), Source: events.Source{IP: "10.0.2.1"}})
+			first <- err
+		}()
+		select { // the first command's read has the old last sequence
+		case <-reading:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the first refusal read no last sequence")
+		}
+		g := generate(t, other)
+		second := make(chan VerifyResult, 1)
+		go func() {
+			v, _ := s.VerifyPasscode(bgCtx, VerifyPasscode{Site: siteID, Passcode: g.Passcode, Source: events.Source{IP: "10.0.2.2"}})
+			second <- v
+		}()
+		waitUsers(t, s, 2)
+		close(gate)
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		if v := <-second; !v.OK || v.PasscodeID != g.State.PasscodeID {
+			t.Fatalf("the passcode another replica generated before the command arrived: %+v, want OK", v)
+		}
+	})
+}
+
 // TestStaleStateErrorRedecides: a decision that fails because of the state
 // (nothing generated, nothing active) is checked against the stream like one
 // that stores nothing.

@@ -138,6 +138,7 @@ type stack struct {
 	http    *http.Server
 	httpURL string
 	router  *consume.Router
+	proj    *projector.Projector
 	routed  <-chan struct{}
 	rs      *readstore.Store
 	alertNC *nats.Conn
@@ -233,6 +234,7 @@ func (st *stack) startConsumers(ctx context.Context, dir string) error {
 	}
 	st.rs = rs
 	proj := projector.New(rs)
+	st.proj = proj
 	n := 0
 	// The router closes the connections it is given; they are not in conns.
 	r, err := consume.NewRouter(consume.DefaultConfig(), func() (*nats.Conn, error) {
@@ -255,7 +257,7 @@ func (st *stack) startConsumers(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := proj.Register(r, projector.Durable("bench")); err != nil {
+	if err := proj.Register(r, st.js, projector.Durable("bench"), projector.Config{Auth: st.auth}); err != nil {
 		return err
 	}
 	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(st.svc).Handle, consume.OnlyTypes(handlers.LockoutSagaEvents...)); err != nil {
@@ -299,7 +301,11 @@ func (st *stack) drain(ctx context.Context) error {
 	defer cancel()
 	for _, d := range []string{projector.Durable("bench"), handlers.LockoutSagaDurable, alerts.Durable} {
 		for {
-			n, err := st.router.Pending(ctx, d)
+			pending := st.router.Pending
+			if d == projector.Durable("bench") {
+				pending = func(ctx context.Context, _ string) (uint64, error) { return st.proj.Lag(ctx) }
+			}
+			n, err := pending(ctx, d)
 			if err != nil {
 				return fmt.Errorf("drain %s: %w", d, err)
 			}

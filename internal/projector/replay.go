@@ -11,35 +11,42 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 )
 
-// Durable returns the name of the live consumer that feeds the read model of
-// one service instance. Every instance keeps a read model of its own, so each
-// needs every event: one durable shared by several instances would hand each
-// event to one of them only. instance is stable for a data dir (see
-// cmd/enrollgate). Changing the name creates a new consumer, which starts
-// after the read model's checkpoint (Register); the old one is deleted by the
-// server after InactiveAfter.
+// Durable returns the name of one service instance's projection: its dead
+// letters go to <DeadLetterPrefix>.<name>. instance is stable for a data dir
+// (see cmd/enrollgate). The live projection is an ordered consumer, not a
+// durable: earlier versions' durables of this name (InactiveThreshold
+// seven days) are deleted by the server once nobody pulls from them.
 func Durable(instance string) string { return "projections-" + instance }
 
-// Config configures replays.
+// Config configures replays and the live projection.
 type Config struct {
 	// Stream is the event stream. Default ENROLLGATE_EVENTS.
 	Stream string
 	// FilterSubject selects the events. Default events.SubjectAll.
 	FilterSubject string
-	// BatchSize is how many records one read-model transaction applies
-	// during a replay. Default 4096.
+	// BatchSize is how many records one read-model transaction applies at
+	// most. Default 4096.
 	BatchSize int
 	// PullMaxMessages is the ordered consumer's buffer. Default 4096.
 	PullMaxMessages int
 	// IdleTimeout fails a replay when no message arrives for this long
-	// although the stream said more were there. Default 30 s.
+	// although the stream said more were there. Default 30 s. The live
+	// projection waits without end.
 	IdleTimeout time.Duration
+	// RetryInitialInterval and RetryMaxInterval pace the live projection's
+	// new starts from the checkpoint after a failure, doubling from the
+	// first to the second, which is also how often a projection held at an
+	// event of a newer version tries again. Defaults 100 ms and 30 s.
+	RetryInitialInterval, RetryMaxInterval time.Duration
+	// Log hears of the live projection's failures and holds.
+	Log zerolog.Logger
 	// Auth tells the service's events from messages it did not write, which
 	// a replay skips. Required.
 	Auth consume.Authenticator
@@ -61,6 +68,12 @@ func (c *Config) setDefaults() {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 30 * time.Second
 	}
+	if c.RetryInitialInterval == 0 {
+		c.RetryInitialInterval = 100 * time.Millisecond
+	}
+	if c.RetryMaxInterval == 0 {
+		c.RetryMaxInterval = 30 * time.Second
+	}
 }
 
 // Validate reports every problem of the configuration (after defaults).
@@ -76,6 +89,9 @@ func (c Config) Validate() error {
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("projector: idle timeout must not be negative, got %s", c.IdleTimeout))
 	}
+	if c.RetryInitialInterval < 0 || c.RetryMaxInterval < c.RetryInitialInterval {
+		errs = append(errs, fmt.Errorf("projector: retry intervals must be 0 < %s <= %s", c.RetryInitialInterval, c.RetryMaxInterval))
+	}
 	if c.Auth == nil {
 		errs = append(errs, errors.New("projector: an authenticator is required"))
 	}
@@ -90,6 +106,7 @@ type Poison struct {
 	Subject string
 	Reason  string
 	Forged  bool
+	data    []byte // the payload, for the live projection's dead letter
 }
 
 // Report says what a replay did. The caller logs it.
@@ -163,13 +180,20 @@ func CatchUp(ctx context.Context, js jetstream.JetStream, store *readstore.Store
 		rep.Elapsed = time.Since(start)
 		return rep, nil
 	}
-	rep.Stopped, err = replay(ctx, stream, from, rep.To, cfg, func(batch []readstore.Prepared) error {
-		rep.Applied += uint64(len(batch))
+	rep.Stopped, err = replay(ctx, stream, from, rep.To, cfg, func(b batch) error {
+		if len(b.recs) == 0 {
+			return nil
+		}
+		rep.Applied += uint64(len(b.recs))
 		t := time.Now()
-		err := store.ApplyPrepared(batch...)
+		err := store.ApplyPrepared(b.recs...)
 		rep.ApplyTime += time.Since(t)
 		return err
-	}, func(p Poison) { rep.Poison = append(rep.Poison, p) })
+	}, func(p Poison) error {
+		p.data = nil
+		rep.Poison = append(rep.Poison, p)
+		return nil
+	})
 	rep.Elapsed = time.Since(start)
 	if err != nil {
 		return rep, fmt.Errorf("catch up %s from seq %d to %d: %w", store.Path(), from, rep.To, err)
@@ -179,8 +203,8 @@ func CatchUp(ctx context.Context, js jetstream.JetStream, store *readstore.Store
 
 // Rebuild builds a fresh read model at path (removing any file there) from
 // sequence 1 of the stream, with storeCfg for everything but the path and
-// fsync (off during the bulk load, one sync at the end). The caller swaps it
-// in (Projector.Swap) or closes it.
+// fsync (off during the bulk load, one sync at the end). The caller closes
+// it (and moves it in place while no service runs on the data dir).
 func Rebuild(ctx context.Context, js jetstream.JetStream, storeCfg readstore.Config, path string, cfg Config) (*readstore.Store, Report, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, Report{}, fmt.Errorf("rebuild: remove %s: %w", path, err)
@@ -243,7 +267,16 @@ type chunk struct {
 	recs   []readstore.Prepared
 	poison []Poison
 	stop   *Poison // the first event of an unknown type; recs end before it
+	last   uint64  // the stream sequence of the last message
+	flush  bool    // the stream had nothing more: write what is batched
 	done   chan struct{}
+}
+
+// batch is what one read-model transaction applies: recs, and the
+// projection passes every sequence up to upTo (poison included).
+type batch struct {
+	recs []readstore.Prepared
+	upTo uint64
 }
 
 type rawMsg struct {
@@ -262,7 +295,7 @@ func (c *chunk) decode(auth consume.Authenticator) {
 			break
 		}
 		if err != nil {
-			c.poison = append(c.poison, Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error(), Forged: forged})
+			c.poison = append(c.poison, Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error(), Forged: forged, data: m.data})
 			continue
 		}
 		// Encoding the audit entry here takes it off the single applying
@@ -277,20 +310,23 @@ func (c *chunk) decode(auth consume.Authenticator) {
 // the hand-off cheap, small enough to keep every worker busy.
 const chunkSize = 256
 
-// replay reads [from, to] with an ordered consumer. Four stages run at once:
-// the calling goroutine reads messages and cuts them into chunks, workers
-// (one per CPU) decode and prepare chunks, a collector takes the prepared
-// chunks in stream order and cuts batches of cfg.BatchSize, and an applier
-// applies each batch in one transaction. At an event of a type this build
-// does not know it applies what came before and stops, returning that event.
+// replay reads [from, to] with an ordered consumer; to 0 follows the stream
+// without end, writing a batch whenever the stream has nothing more. Four
+// stages run at once: the calling goroutine reads messages and cuts them
+// into chunks, workers (one per CPU) decode and prepare chunks, a collector
+// takes the prepared chunks in stream order, hands their poison to poison
+// and cuts batches of cfg.BatchSize, and an applier applies each batch in
+// one transaction. At an event of a type this build does not know it
+// applies what came before and stops, returning that event.
 func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg Config,
-	apply func([]readstore.Prepared) error, poison func(Poison)) (*Poison, error) {
+	apply func(batch) error, poison func(Poison) error) (*Poison, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Reading stops early, without failing the replay, at an unknown type.
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 	var stopped *Poison // set by the collector; read after it is done
+	var poisonErr error // likewise
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{cfg.FilterSubject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
@@ -320,7 +356,7 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 	}
 	// The collector hands full batches to the applier, so that decoding
 	// goes on while a transaction runs.
-	batches := make(chan []readstore.Prepared, 1)
+	batches := make(chan batch, 1)
 	applyErr := make(chan error, 1)
 	go func() {
 		var err error
@@ -336,28 +372,36 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 	}()
 	go func() {
 		defer close(batches)
-		batch := make([]readstore.Prepared, 0, cfg.BatchSize)
+		b := batch{recs: make([]readstore.Prepared, 0, cfg.BatchSize)}
 		for c := range ordered {
 			<-c.done
 			if ctx.Err() != nil || stopped != nil {
 				continue // drain so that the reader never blocks
 			}
 			for _, p := range c.poison {
-				poison(p)
+				if poisonErr = poison(p); poisonErr != nil {
+					cancel()
+					break
+				}
 			}
-			batch = append(batch, c.recs...)
+			if poisonErr != nil {
+				continue
+			}
+			b.recs = append(b.recs, c.recs...)
+			b.upTo = c.last
 			if c.stop != nil {
 				stopped = c.stop
+				b.upTo = c.stop.Seq - 1
 				stopReading()
 				continue
 			}
-			if len(batch) >= cfg.BatchSize {
-				batches <- batch
-				batch = make([]readstore.Prepared, 0, cfg.BatchSize)
+			if len(b.recs) >= cfg.BatchSize || c.flush {
+				batches <- b
+				b = batch{recs: make([]readstore.Prepared, 0, cfg.BatchSize)}
 			}
 		}
-		if ctx.Err() == nil && len(batch) > 0 {
-			batches <- batch
+		if ctx.Err() == nil && b.upTo > 0 {
+			batches <- b
 		}
 	}()
 
@@ -368,10 +412,11 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 			close(ordered)
 		}()
 		cur := &chunk{done: make(chan struct{})}
-		send := func() error {
+		send := func(flush bool) error {
 			if len(cur.msgs) == 0 {
 				return nil
 			}
+			cur.flush = flush
 			// ordered first: the collector waits on done, which a worker
 			// closes after it has taken the job.
 			select {
@@ -389,7 +434,10 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 			return nil
 		}
 		for {
-			wait, cancelWait := context.WithTimeout(readCtx, cfg.IdleTimeout)
+			wait, cancelWait := readCtx, context.CancelFunc(func() {})
+			if to != 0 {
+				wait, cancelWait = context.WithTimeout(readCtx, cfg.IdleTimeout)
+			}
 			msg, err := it.Next(jetstream.NextContext(wait))
 			cancelWait()
 			if err != nil {
@@ -404,21 +452,24 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 			}
 			seq := md.Sequence.Stream
 			cur.msgs = append(cur.msgs, rawMsg{subject: msg.Subject(), seq: seq, header: msg.Headers(), data: msg.Data()})
-			if seq >= to || md.NumPending == 0 {
-				return send()
-			}
-			if len(cur.msgs) >= chunkSize {
-				if err := send(); err != nil {
+			cur.last = seq
+			switch {
+			case to != 0 && (seq >= to || md.NumPending == 0):
+				return send(true)
+			case md.NumPending == 0 || len(cur.msgs) >= chunkSize:
+				if err := send(md.NumPending == 0); err != nil {
 					return err
 				}
 			}
 		}
 	}()
-	aerr := <-applyErr // after the collector is done with stopped
-	if aerr != nil {
+	aerr := <-applyErr // after the collector is done with stopped and poisonErr
+	switch {
+	case aerr != nil:
 		return nil, fmt.Errorf("apply: %w", aerr)
-	}
-	if stopped != nil {
+	case poisonErr != nil:
+		return nil, fmt.Errorf("dead letter: %w", poisonErr)
+	case stopped != nil:
 		return stopped, nil
 	}
 	return nil, readErr

@@ -313,20 +313,15 @@ const chunkSize = 256
 // replay reads [from, to] with an ordered consumer; to 0 follows the stream
 // without end, writing a batch whenever the stream has nothing more. Four
 // stages run at once: the calling goroutine reads messages and cuts them
-// into chunks, workers (one per CPU) decode and prepare chunks, a collector
-// takes the prepared chunks in stream order, hands their poison to poison
-// and cuts batches of cfg.BatchSize, and an applier applies each batch in
-// one transaction. At an event of a type this build does not know it
-// applies what came before and stops, returning that event.
+// into chunks (read), workers (one per CPU) decode and prepare chunks, a
+// collector takes the prepared chunks in stream order, hands their poison to
+// poison and cuts batches of cfg.BatchSize (collect), and an applier applies
+// each batch in one transaction. At an event of a type this build does not
+// know it applies what came before and stops, returning that event.
 func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg Config,
 	apply func(batch) error, poison func(Poison) error) (*Poison, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Reading stops early, without failing the replay, at an unknown type.
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	var stopped *Poison // set by the collector; read after it is done
-	var poisonErr error // likewise
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{cfg.FilterSubject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
@@ -342,25 +337,27 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 	defer it.Stop()
 
 	workers := max(runtime.GOMAXPROCS(0), 1)
-	jobs := make(chan *chunk, workers)
-	ordered := make(chan *chunk, 2*workers+2)
+	p := &pipeline{cfg: cfg, ctx: ctx, cancel: cancel,
+		jobs: make(chan *chunk, workers), ordered: make(chan *chunk, 2*workers+2), batches: make(chan batch, 1)}
+	// Reading stops early, without failing the replay, at an unknown type.
+	p.readCtx, p.stopReading = context.WithCancel(ctx)
+	defer p.stopReading()
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for c := range jobs {
+			for c := range p.jobs {
 				c.decode(cfg.Auth)
 			}
 		}()
 	}
-	// The collector hands full batches to the applier, so that decoding
-	// goes on while a transaction runs.
-	batches := make(chan batch, 1)
+	// The applier takes full batches, so that decoding goes on while a
+	// transaction runs.
 	applyErr := make(chan error, 1)
 	go func() {
 		var err error
-		for b := range batches {
+		for b := range p.batches {
 			if err != nil {
 				continue // drain
 			}
@@ -370,107 +367,127 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 		}
 		applyErr <- err
 	}()
-	go func() {
-		defer close(batches)
-		b := batch{recs: make([]readstore.Prepared, 0, cfg.BatchSize)}
-		for c := range ordered {
-			<-c.done
-			if ctx.Err() != nil || stopped != nil {
-				continue // drain so that the reader never blocks
-			}
-			for _, p := range c.poison {
-				if poisonErr = poison(p); poisonErr != nil {
-					cancel()
-					break
-				}
-			}
-			if poisonErr != nil {
-				continue
-			}
-			b.recs = append(b.recs, c.recs...)
-			b.upTo = c.last
-			if c.stop != nil {
-				stopped = c.stop
-				b.upTo = c.stop.Seq - 1
-				stopReading()
-				continue
-			}
-			if len(b.recs) >= cfg.BatchSize || c.flush {
-				batches <- b
-				b = batch{recs: make([]readstore.Prepared, 0, cfg.BatchSize)}
-			}
-		}
-		if ctx.Err() == nil && b.upTo > 0 {
-			batches <- b
-		}
-	}()
-
-	readErr := func() error {
-		defer func() {
-			close(jobs)
-			wg.Wait()
-			close(ordered)
-		}()
-		cur := &chunk{done: make(chan struct{})}
-		send := func(flush bool) error {
-			if len(cur.msgs) == 0 {
-				return nil
-			}
-			cur.flush = flush
-			// ordered first: the collector waits on done, which a worker
-			// closes after it has taken the job.
-			select {
-			case ordered <- cur:
-			case <-readCtx.Done():
-				return readCtx.Err()
-			}
-			select {
-			case jobs <- cur:
-			case <-readCtx.Done():
-				close(cur.done) // never decoded; the collector is draining
-				return readCtx.Err()
-			}
-			cur = &chunk{done: make(chan struct{})}
-			return nil
-		}
-		for {
-			wait, cancelWait := readCtx, context.CancelFunc(func() {})
-			if to != 0 {
-				wait, cancelWait = context.WithTimeout(readCtx, cfg.IdleTimeout)
-			}
-			msg, err := it.Next(jetstream.NextContext(wait))
-			cancelWait()
-			if err != nil {
-				if readCtx.Err() != nil {
-					return readCtx.Err()
-				}
-				return fmt.Errorf("next message: %w", err)
-			}
-			md, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("message metadata: %w", err)
-			}
-			seq := md.Sequence.Stream
-			cur.msgs = append(cur.msgs, rawMsg{subject: msg.Subject(), seq: seq, header: msg.Headers(), data: msg.Data()})
-			cur.last = seq
-			switch {
-			case to != 0 && (seq >= to || md.NumPending == 0):
-				return send(true)
-			case md.NumPending == 0 || len(cur.msgs) >= chunkSize:
-				if err := send(md.NumPending == 0); err != nil {
-					return err
-				}
-			}
-		}
-	}()
+	go p.collect(poison)
+	readErr := p.read(it, to, func() {
+		close(p.jobs)
+		wg.Wait()
+		close(p.ordered)
+	})
 	aerr := <-applyErr // after the collector is done with stopped and poisonErr
 	switch {
 	case aerr != nil:
 		return nil, fmt.Errorf("apply: %w", aerr)
-	case poisonErr != nil:
-		return nil, fmt.Errorf("dead letter: %w", poisonErr)
-	case stopped != nil:
-		return stopped, nil
+	case p.poisonErr != nil:
+		return nil, fmt.Errorf("dead letter: %w", p.poisonErr)
+	case p.stopped != nil:
+		return p.stopped, nil
 	}
 	return nil, readErr
+}
+
+// pipeline is one replay's stages (replay).
+type pipeline struct {
+	cfg         Config
+	ctx         context.Context
+	cancel      context.CancelFunc
+	readCtx     context.Context
+	stopReading context.CancelFunc
+	jobs        chan *chunk // to the workers
+	ordered     chan *chunk // the same chunks, in stream order, to the collector
+	batches     chan batch  // to the applier
+	// Set by the collector; read once the applier is done.
+	stopped   *Poison
+	poisonErr error
+}
+
+// collect takes the decoded chunks in stream order, hands their poison to
+// poison and their records, in batches, to the applier.
+func (p *pipeline) collect(poison func(Poison) error) {
+	defer close(p.batches)
+	b := batch{recs: make([]readstore.Prepared, 0, p.cfg.BatchSize)}
+	for c := range p.ordered {
+		<-c.done
+		if p.ctx.Err() != nil || p.stopped != nil || p.poisonErr != nil {
+			continue // drain so that the reader never blocks
+		}
+		for _, pz := range c.poison {
+			if p.poisonErr = poison(pz); p.poisonErr != nil {
+				p.cancel()
+				break
+			}
+		}
+		if p.poisonErr != nil {
+			continue
+		}
+		b.recs = append(b.recs, c.recs...)
+		b.upTo = c.last
+		if c.stop != nil {
+			p.stopped = c.stop
+			b.upTo = c.stop.Seq - 1
+			p.stopReading()
+			continue
+		}
+		if len(b.recs) >= p.cfg.BatchSize || c.flush {
+			p.batches <- b
+			b = batch{recs: make([]readstore.Prepared, 0, p.cfg.BatchSize)}
+		}
+	}
+	if p.ctx.Err() == nil && b.upTo > 0 {
+		p.batches <- b
+	}
+}
+
+// read reads messages up to to (0: without end) and cuts them into chunks
+// for the workers and the collector; done runs when it stops.
+func (p *pipeline) read(it jetstream.MessagesContext, to uint64, done func()) error {
+	defer done()
+	cur := &chunk{done: make(chan struct{})}
+	for {
+		wait, cancelWait := p.readCtx, context.CancelFunc(func() {})
+		if to != 0 {
+			wait, cancelWait = context.WithTimeout(p.readCtx, p.cfg.IdleTimeout)
+		}
+		msg, err := it.Next(jetstream.NextContext(wait))
+		cancelWait()
+		if err != nil {
+			if p.readCtx.Err() != nil {
+				return p.readCtx.Err()
+			}
+			return fmt.Errorf("next message: %w", err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("message metadata: %w", err)
+		}
+		seq := md.Sequence.Stream
+		cur.msgs = append(cur.msgs, rawMsg{subject: msg.Subject(), seq: seq, header: msg.Headers(), data: msg.Data()})
+		cur.last = seq
+		// A replay ends at to, or where the stream ends first.
+		end := to != 0 && (seq >= to || md.NumPending == 0)
+		if end || md.NumPending == 0 || len(cur.msgs) >= chunkSize {
+			cur.flush = end || md.NumPending == 0
+			if err := p.send(cur); err != nil || end {
+				return err
+			}
+			cur = &chunk{done: make(chan struct{})}
+		}
+	}
+}
+
+// send hands c to the collector, then to a worker.
+func (p *pipeline) send(c *chunk) error {
+	// ordered first: the collector waits on done, which a worker closes
+	// after it has taken the job.
+	select {
+	case p.ordered <- c:
+	case <-p.readCtx.Done():
+		return p.readCtx.Err()
+	}
+	select {
+	case p.jobs <- c:
+	case <-p.readCtx.Done():
+		close(c.done) // never decoded; the collector is draining
+		return p.readCtx.Err()
+	}
+	return nil
 }

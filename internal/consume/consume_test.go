@@ -272,8 +272,13 @@ func TestHandlerErrorIsRetriedAndAppliedOnce(t *testing.T) {
 		order = append(order, rec.Seq)
 		return nil
 	}
+	start := time.Now()
 	r := e.router(t, zerolog.Nop(), map[string]consume.Handler{"retry": h})
 	waitLen(t, func() []uint64 { mu.Lock(); defer mu.Unlock(); return append([]uint64(nil), order...) }, len(seqs))
+	// Nak'd with a short delay, not left to AckWait.
+	if d := time.Since(start); d > e.cfg.AckWait {
+		t.Errorf("the failing event took %s to come back twice", d)
+	}
 	waitCaughtUp(t, r, "retry")
 	mu.Lock()
 	defer mu.Unlock()

@@ -69,7 +69,9 @@ func TestCloseGivesBackWhatIsNotDone(t *testing.T) {
 		defer mu.Unlock()
 		return covers(append(slices.Clone(first), rec.got()...), want)
 	})
-	if d := time.Since(start); d > e.cfg.AckWait {
+	// Given back, it comes at once; left to expire, within AckWait of the
+	// last in-progress report.
+	if d := time.Since(start); d > e.cfg.AckWait/2 {
 		t.Errorf("handover took %s: the stuck event was not given back at close", d)
 	}
 	if !slices.Contains(rec.got(), stuck) {

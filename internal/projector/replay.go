@@ -441,6 +441,9 @@ func (p *pipeline) collect(poison func(Poison) error) {
 // for the workers and the collector; done runs when it stops.
 func (p *pipeline) read(it jetstream.MessagesContext, to uint64, done func()) error {
 	defer done()
+	// Next ignores its context while the ordered consumer resets itself
+	// (a stream that went away); stopping the iterator ends that.
+	defer context.AfterFunc(p.readCtx, it.Stop)()
 	cur := &chunk{done: make(chan struct{})}
 	for {
 		wait, cancelWait := p.readCtx, context.CancelFunc(func() {})

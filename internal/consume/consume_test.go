@@ -398,9 +398,8 @@ func TestEventOnAnotherSitesSubjectIsPoison(t *testing.T) {
 
 func TestRestartResumesAfterTheLastAck(t *testing.T) {
 	e := newEnv(t)
-	var first []uint64
 	for i := range 10 {
-		first = append(first, e.publish(t, "acme", i))
+		e.publish(t, "acme", i)
 	}
 	rec1 := &recorder{}
 	r1, err := consume.NewRouter(e.cfg, e.connect, e.auth, zerolog.Nop())

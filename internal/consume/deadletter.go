@@ -8,6 +8,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
+
+	"github.com/enrollgate/enrollgate/events"
 )
 
 // Headers of a dead letter. The payload is the original message's, unchanged.
@@ -81,8 +83,7 @@ func (r *Router) deadLetter(durable string) message.HandlerMiddleware {
 			var pe *poisonError
 			if !errors.As(err, &pe) {
 				if err != nil {
-					r.log.Warn().Err(err).Str("durable", durable).Str("seq", msg.Metadata.Get(MetaStreamSeq)).
-						Str("delivery", msg.Metadata.Get(MetaNumDelivered)).Msg("event handling failed; it is delivered again after a delay")
+					r.logFailure(durable, msg, err)
 				}
 				return out, err
 			}
@@ -96,4 +97,19 @@ func (r *Router) deadLetter(durable string) message.HandlerMiddleware {
 			return nil, nil
 		}
 	}
+}
+
+// logFailure logs a delivery that failed after its in-process retries: at
+// warn level the first time, at error level when it keeps failing.
+func (r *Router) logFailure(durable string, msg *message.Message, err error) {
+	n, _ := strconv.ParseUint(msg.Metadata.Get(MetaNumDelivered), 10, 64)
+	ev := r.log.Warn()
+	if n > 1 {
+		ev = r.log.Error()
+	}
+	what := "handler failed after its in-process retries; the event is delivered again after a delay"
+	if errors.Is(err, events.ErrUnknownType) {
+		what = "event of a type this version does not know; delivered again until a process that knows it handles it"
+	}
+	ev.Err(err).Str("durable", durable).Str("seq", msg.Metadata.Get(MetaStreamSeq)).Uint64("delivery", n).Msg(what)
 }

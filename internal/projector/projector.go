@@ -84,7 +84,7 @@ func (p *Projector) follow(ctx context.Context, cfg Config, deadLetter func(cont
 		if stopped != nil {
 			delay = cfg.RetryMaxInterval
 			cfg.Log.Error().Uint64("seq", stopped.Seq).Str("reason", stopped.Reason).
-				Msg("projections hold at an event of a newer version; upgrade this replica")
+				Msg("projections hold at an event of a type this version does not know; upgrade this replica")
 		} else {
 			cfg.Log.Warn().Err(err).Uint64("from_seq", from).Str("retry_in", delay.String()).Msg("projections interrupted; following again from the checkpoint")
 		}

@@ -238,7 +238,7 @@ func TestLockoutFailoverAfterSIGKILL(t *testing.T) {
 		return nil
 	})
 	toDisable, toAlert := disabledAt.Sub(verdictAt), alertedAt.Sub(verdictAt)
-	t.Logf("after a SIGKILL of the replica holding both durables: disable %s, alert %s after the N-th failure's verdict",
+	t.Logf("after a SIGKILL of the frozen replica: disable %s, alert %s after the N-th failure's verdict",
 		toDisable.Round(time.Millisecond), toAlert.Round(time.Millisecond))
 	if toDisable > failoverBound || toAlert > failoverBound {
 		t.Errorf("disable %s, alert %s after the verdict; want both within %s", toDisable, toAlert, failoverBound)

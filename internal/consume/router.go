@@ -419,8 +419,8 @@ type Backlog struct {
 }
 
 // Backlog returns how many events durable has not acknowledged and how old
-// the oldest of them is. Its events are acknowledged in stream order, so the
-// oldest is the first after the consumer's ack floor.
+// the oldest of them is: the first after the consumer's ack floor (every
+// event up to it is acknowledged, whatever the order of the acks).
 func (r *Router) Backlog(ctx context.Context, durable string) (Backlog, error) {
 	c, err := r.js.Consumer(ctx, r.cfg.Stream, durable)
 	if err != nil {

@@ -1,6 +1,7 @@
 package alerts
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,7 +58,7 @@ const (
 	// of the last quarter, short enough that the stream stays small.
 	MaxAge = 90 * 24 * time.Hour
 	// DuplicateWindow is the stream's Nats-Msg-Id window. A resend within it
-	// is dropped by the server; Handle's check of the last alert covers later
+	// is dropped by the server; Handle's check of the alerts stored covers later
 	// ones.
 	DuplicateWindow = time.Hour
 )
@@ -326,20 +327,21 @@ func tamperedID(stream string, seq uint64) string { return stream + "-" + strcon
 // not write. Give it to one durable only (the publisher's), so that N
 // replicas raise one alert, not N. An error means the alert may not be
 // stored: the consumer tries again, and the alert's Nats-Msg-Id and the
-// check of the site's last tampering alert keep it single.
+// check of the site's tampering alerts keep it single.
 func (p *Publisher) Tampered(ctx context.Context, f consume.Forged) error {
 	alert := NewTamperedAlert(f)
 	subject := Subject(alert.Data.Site, KindEventLogTampered)
-	published, err := p.lastAlertCovers(ctx, subject, func(data []byte) bool {
+	published, err := p.alerted(ctx, subject, func(data []byte) int {
 		var prev struct {
 			Data struct {
 				Stream    string `json:"stream"`
 				StreamSeq uint64 `json:"stream_seq"`
 			} `json:"data"`
 		}
-		// The consumer delivers in stream order and retries each message
-		// until its alert is stored: a later one's alert means this one's is.
-		return json.Unmarshal(data, &prev) == nil && prev.Data.Stream == f.Stream && prev.Data.StreamSeq >= f.Seq
+		if json.Unmarshal(data, &prev) != nil || prev.Data.Stream != f.Stream {
+			return -1 // says nothing of this message
+		}
+		return cmp.Compare(prev.Data.StreamSeq, f.Seq)
 	})
 	if err != nil || published {
 		return err
@@ -402,15 +404,15 @@ func alertOf(e events.Event) (alert any, kind string, ok bool) {
 func (p *Publisher) publishOnce(ctx context.Context, e events.Event, kind string, alert any) error {
 	subject := Subject(e.Site, kind)
 	eventID := e.ID
-	published, err := p.lastAlertCovers(ctx, subject, func(data []byte) bool {
+	published, err := p.alerted(ctx, subject, func(data []byte) int {
 		var prev struct {
 			ID string `json:"id"`
 		}
-		// The consumer delivers disables in stream order and retries each
-		// until its alert is stored, so an alert of a later disable means
-		// this one was published too. Event IDs are ULIDs, which sort by
-		// time.
-		return json.Unmarshal(data, &prev) == nil && prev.ID >= eventID
+		if json.Unmarshal(data, &prev) != nil {
+			return -1 // not ours: says nothing
+		}
+		// Event IDs are ULIDs, which sort by time.
+		return cmp.Compare(prev.ID, eventID)
 	})
 	if err != nil || published {
 		return err
@@ -432,11 +434,13 @@ func (p *Publisher) publish(ctx context.Context, subject, msgID string, alert an
 	return nil
 }
 
-// lastAlertCovers reports whether the last alert on subject is this one or a
-// later one, as covers tells from its data (an alert that is not ours says
-// nothing). It catches a redelivery, or a replay of the log, after the
-// duplicate window.
-func (p *Publisher) lastAlertCovers(ctx context.Context, subject string, covers func(data []byte) bool) (bool, error) {
+// alerted reports whether the alert that order describes is stored on
+// subject. order compares a stored alert with it: 0 is this one, > 0 a
+// later one. The last alert on subject answers it, unless it is a later one:
+// the consumers handle events in no particular order, so this one may be
+// stored before it, or not at all; then the subject's alerts are read. It
+// catches a redelivery, or a replay of the log, after the duplicate window.
+func (p *Publisher) alerted(ctx context.Context, subject string, order func(data []byte) int) (bool, error) {
 	stream, err := p.alertStream(ctx)
 	if err != nil {
 		return false, err
@@ -448,7 +452,29 @@ func (p *Publisher) lastAlertCovers(ctx context.Context, subject string, covers 
 	if err != nil {
 		return false, fmt.Errorf("alerts: last alert on %s: %w", subject, err)
 	}
-	return covers(last.Data), nil
+	if c := order(last.Data); c <= 0 {
+		return c == 0, nil
+	}
+	c, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return false, fmt.Errorf("alerts: read alerts on %s: %w", subject, err)
+	}
+	for {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return false, fmt.Errorf("alerts: read alerts on %s: %w", subject, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return false, fmt.Errorf("alerts: read alerts on %s: %w", subject, err)
+		}
+		if order(m.Data()) == 0 {
+			return true, nil
+		}
+		if md.Sequence.Stream >= last.Sequence {
+			return false, nil
+		}
+	}
 }
 
 func (p *Publisher) alertStream(ctx context.Context) (jetstream.Stream, error) {

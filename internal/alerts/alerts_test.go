@@ -262,6 +262,24 @@ func TestOlderDisableReplayedAfterANewerAlertIsNotRealerted(t *testing.T) {
 	}
 }
 
+// TestOlderDisableHandledAfterANewerOneIsAlerted: the consumer handles
+// events in no particular order, so a disable handled after a later one's
+// alert still gets its alert, once.
+func TestOlderDisableHandledAfterANewerOneIsAlerted(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	older := lockoutRecord("acme", 1)
+	newer := lockoutRecord("acme", 2)
+	for _, r := range []events.Record{newer, older, older, newer} {
+		if err := e.pub.Handle(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.streamMsgs(t); n != 2 {
+		t.Fatalf("%d alerts stored, want 2", n)
+	}
+}
+
 func TestOtherEventsMakeNoAlert(t *testing.T) {
 	e := newEnv(t)
 	now := time.Now()

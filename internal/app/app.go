@@ -359,8 +359,9 @@ func (a *App) connect(name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// startConsumers runs the projections, the lockout saga and the alert
-// publisher on their durable consumers.
+// startConsumers runs the projections (an ordered consumer from the read
+// model's checkpoint), and the lockout saga and the alert publisher on
+// their durable consumers, shared by the replicas.
 func (a *App) startConsumers(ctx context.Context, cfg Config, svc *handlers.Service) error {
 	ccfg := consume.DefaultConfig()
 	ccfg.DeadLetterReplicas = cfg.Replicas
@@ -377,7 +378,7 @@ func (a *App) startConsumers(ctx context.Context, cfg Config, svc *handlers.Serv
 	if err != nil {
 		return err
 	}
-	if err := a.proj.Register(r, a.projections); err != nil {
+	if err := a.proj.Register(r, a.js, a.projections, projector.Config{Auth: a.auth, Log: a.log}); err != nil {
 		return err
 	}
 	if err := r.AddHandler(handlers.LockoutSagaDurable, handlers.NewLockoutSaga(svc).Handle, consume.OnlyTypes(handlers.LockoutSagaEvents...)); err != nil {
@@ -451,7 +452,7 @@ func (a *App) ready(ctx context.Context) error {
 	if err := a.keys.ready(); err != nil {
 		return err
 	}
-	lag, err := a.router.Pending(ctx, a.projections)
+	lag, err := a.proj.Lag(ctx)
 	if err != nil {
 		return fmt.Errorf("projection lag: %w", err)
 	}
@@ -548,6 +549,9 @@ func (a *App) metricsProbes() metrics.Probes {
 			if a.router == nil {
 				return 0, errors.New("consumers not started")
 			}
+			if durable == a.projections {
+				return a.proj.Lag(ctx)
+			}
 			return a.router.Pending(ctx, durable)
 		},
 		Consumers: map[string]string{"lockout_saga": handlers.LockoutSagaDurable, "alert_publisher": alerts.Durable,
@@ -561,13 +565,13 @@ func (a *App) metricsProbes() metrics.Probes {
 	}
 }
 
-// projectorReads serves the HTTP reads from the projector's current store, so
-// that a store swapped in by a rebuild is read at once and a min_seq wait
-// follows the swap.
+// projectorReads serves the HTTP reads from the projector's store.
 type projectorReads struct{ p *projector.Projector }
 
-func (r projectorReads) WaitFor(ctx context.Context, seq uint64) error { return r.p.WaitFor(ctx, seq) }
-func (r projectorReads) LastApplied() uint64                           { return r.p.Store().LastApplied() }
+func (r projectorReads) WaitFor(ctx context.Context, seq uint64) error {
+	return r.p.Store().WaitFor(ctx, seq)
+}
+func (r projectorReads) LastApplied() uint64 { return r.p.Store().LastApplied() }
 func (r projectorReads) State(site string, now time.Time) (projections.StateDoc, bool) {
 	return r.p.Store().State(site, now)
 }

@@ -22,10 +22,8 @@ const (
 	// DefaultDeadLetterStream keeps the dead letters, so that a poison message
 	// moved aside is never lost even when nobody listens.
 	DefaultDeadLetterStream = "ENROLLGATE_DEADLETTER"
-	// PriorityGroup is the one priority group of every durable consumer: its
-	// pinned client is the one process that receives the durable's messages.
-	PriorityGroup = "enrollgate"
-	// MinAckWait is the shortest Config.AckWait.
+	// MinAckWait is the shortest Config.AckWait: the in-progress reports,
+	// every AckWait/4, must reach the server well within it.
 	MinAckWait = 2 * time.Second
 )
 
@@ -47,42 +45,35 @@ type Config struct {
 	DeadLetterReplicas int
 	// DeadLetterMaxAge bounds how long dead letters are kept; 0 keeps them.
 	DeadLetterMaxAge time.Duration
-	// AckWait is the consumer's AckWait: a message not acknowledged (nor
-	// reported in progress, which the subscriber does every AckWait/4 for
-	// what it holds, a handler running or not) in this time is redelivered.
-	// It is also the PinnedTTL: how long a process that stopped pulling (a
-	// SIGKILLed one) keeps the durable. So it bounds how long a durable
-	// shared by replicas waits after a crash: a few seconds, at least 2 s
-	// (the pull requests that renew the pin last at least a second).
+	// AckWait is the consumer's AckWait: a message neither acknowledged
+	// nor reported in progress (the subscriber does that every AckWait/4
+	// while its handler runs) in this time is redelivered, to any process.
+	// So it bounds how long the events a SIGKILLed replica had wait for
+	// another: a few seconds.
 	AckWait time.Duration
-	// HandlerTimeout bounds one hand-over of an event to the router (the
+	// HandlerTimeout bounds one delivery of an event to the router (the
 	// handler call and its in-process retries): the message's context is
-	// cancelled when it passes, or earlier should the heartbeats fail to
-	// keep the event this process's, and a call that then fails is Nacked.
-	// It may exceed AckWait.
+	// cancelled when it passes, and a call that then fails is Nacked. It
+	// may exceed AckWait.
 	HandlerTimeout time.Duration
 	// RetryInitialInterval is the first delay after a handler error (in the
-	// Retry middleware, and again between hand-overs after a Nack); each
+	// Retry middleware, and again as the NakWithDelay after a Nack); each
 	// further failure of the same event doubles it, up to RetryMaxInterval.
 	RetryInitialInterval time.Duration
 	// RetryMaxInterval caps the delay between two tries of one event.
 	RetryMaxInterval time.Duration
 	// InProcessRetries is how many times the Retry middleware calls a failed
-	// handler again, from RetryInitialInterval on, within one hand-over of
+	// handler again, from RetryInitialInterval on, within one delivery of
 	// an event (bounded by HandlerTimeout). After that the router Nacks it
-	// and the subscriber hands it over again after a delay doubling from
-	// RetryInitialInterval up to RetryMaxInterval, holding the later events:
-	// retries are unbounded, an event is never skipped.
+	// and the server delivers it again after a delay doubling with each
+	// delivery from RetryInitialInterval up to RetryMaxInterval: retries are
+	// unbounded, an event is never skipped.
 	InProcessRetries int
-	// MaxAckPending is the consumer's MaxAckPending: how many messages the
-	// server sends ahead of the acks. 1 makes every event wait for the ack of
-	// the one before (a round trip per event); order is kept either way.
+	// MaxAckPending is the consumer's MaxAckPending: how many messages are
+	// out unacknowledged, that is handled at once, per durable.
 	MaxAckPending int
 	// CloseTimeout bounds how long Close waits for running handlers.
 	CloseTimeout time.Duration
-	// CommitMax is how many events a handler with WithCommit stages at most
-	// before its commit is called, even while more are waiting.
-	CommitMax int
 	// StartTimeout bounds how long NewRouter and AddHandler keep retrying
 	// to create the dead-letter stream and the consumers (internal/startup);
 	// 0 tries once.
@@ -105,7 +96,6 @@ func DefaultConfig() Config {
 		InProcessRetries:     3,
 		MaxAckPending:        256,
 		CloseTimeout:         10 * time.Second,
-		CommitMax:            128,
 		StartTimeout:         startup.DefaultTimeout,
 	}
 }
@@ -137,8 +127,6 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("handler timeout must be positive, got %s", c.HandlerTimeout))
 	}
 	if c.AckWait < MinAckWait {
-		// The pin's TTL: each pull request renews it, and one lasts at
-		// least a second.
 		errs = append(errs, fmt.Errorf("ack wait (%s) must be at least %s", c.AckWait, MinAckWait))
 	}
 	if c.RetryInitialInterval <= 0 {
@@ -152,9 +140,6 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAckPending < 1 || c.MaxAckPending > 10000 {
 		errs = append(errs, fmt.Errorf("max ack pending must be 1 to 10000, got %d", c.MaxAckPending))
-	}
-	if c.CommitMax < 1 {
-		errs = append(errs, fmt.Errorf("commit max must be at least 1, got %d", c.CommitMax))
 	}
 	if c.CloseTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("close timeout must be positive, got %s", c.CloseTimeout))

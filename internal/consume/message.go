@@ -6,6 +6,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/events"
 )
@@ -32,14 +33,26 @@ const (
 	MetaEventType = "enrollgate_event_type"
 )
 
-// toMessage turns a held JetStream message into a watermill message. It
-// never fails (DESIGN.md: an unmarshaler never returns an error): whatever
-// is wrong with a message is left to the innermost handler wrapper, whose
-// poison error the dead-letter middleware acts on. Only the fields the
-// wrapper and the dead letter need are copied: the subject, the stream, the
-// stream sequence, the delivery count, the event ID and type, the storage
-// time, and what the subscriber found of the message's authenticity.
-func toMessage(h held) *message.Message {
+// received is a message delivered by the server, with what the subscriber
+// found of it.
+type received struct {
+	jm     jetstream.Msg
+	seq    uint64    // stream sequence; 0 when the metadata could not be read
+	stream string    // from the metadata
+	n      uint64    // delivery count
+	stored time.Time // when the stream stored it
+	// forged says why the message is not authentic; empty when it is.
+	// Nothing of a message's headers is trusted before this is known.
+	forged string
+	signed bool // it carries a MAC
+}
+
+// toMessage turns a delivery into a watermill message. It never fails
+// (DESIGN.md: an unmarshaler never returns an error): whatever is wrong with
+// a message is left to the innermost handler wrapper, whose poison error the
+// dead-letter middleware acts on. Only what the wrapper and the dead letter
+// need is copied.
+func toMessage(h received) *message.Message {
 	jm := h.jm
 	md := make(message.Metadata, 8)
 	md.Set(MetaSubject, jm.Subject())

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
@@ -20,8 +19,9 @@ import (
 )
 
 // Handler processes one stored event. nil acknowledges it; an error has it
-// tried again later, with the events after it held back, never skipped.
-// Handlers must be idempotent: an event can be delivered more than once.
+// delivered again later, never skipped. Handlers must be idempotent and
+// independent of order: an event can be delivered more than once, and after
+// later ones.
 type Handler func(ctx context.Context, rec events.Record) error
 
 // Authenticator tells the messages the service stored on the event stream
@@ -56,6 +56,10 @@ var ErrRunning = errors.New("consume: router already running or closed")
 // adminTimeout bounds the JetStream API calls made outside a handler.
 const adminTimeout = 10 * time.Second
 
+// closeMargin is how long after CloseTimeout a closing subscriber may take
+// to give back what its cancelled handlers leave.
+const closeMargin = 5 * time.Second
+
 // Router runs Handlers on durable JetStream consumers of the event stream.
 type Router struct {
 	cfg     Config
@@ -63,15 +67,18 @@ type Router struct {
 	connect func() (*nats.Conn, error)
 	auth    Authenticator
 
-	admin *nats.Conn // consumer management and Pending
+	admin *nats.Conn // consumer management, Pending and dead letters
 	js    jetstream.JetStream
-	dlPub *wmjs.Publisher // dead letters, on its own connection
 	wm    *message.Router
 
 	mu       sync.Mutex
 	durables map[string]bool
 	subs     []*subscriber
+	goes     []func(context.Context)
 	state    routerState
+	// stopGoes ends the contexts of the Go functions; goWG waits for them.
+	stopGoes context.CancelFunc
+	goWG     sync.WaitGroup
 }
 
 type routerState int
@@ -83,7 +90,7 @@ const (
 )
 
 // NewRouter returns a Router on cfg.Stream. connect is called once for the
-// router's own use, once for the dead-letter publisher and once per handler,
+// router's own use (and the dead letters) and once per handler,
 // so that every subscriber and publisher has its own connection (their Close
 // closes it). auth tells the service's events from forgeries: a message it
 // refuses never reaches a handler (see OnForged). When cfg.DeadLetterStream
@@ -113,25 +120,15 @@ func NewRouter(cfg Config, connect func() (*nats.Conn, error), auth Authenticato
 			return nil, err
 		}
 	}
-	pubConn, err := connect()
-	if err != nil {
-		admin.Close()
-		return nil, fmt.Errorf("consume: connect dead-letter publisher: %w", err)
-	}
 	wlog := newWMLogger(log)
-	dlPub, err := wmjs.NewPublisher(wmjs.PublisherConfig{Conn: pubConn, Logger: wlog})
+	// The subscribers end the handlers' contexts after CloseTimeout; the
+	// margin lets those handlers return and their messages be given back.
+	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout + closeMargin}, wlog)
 	if err != nil {
-		pubConn.Close()
-		admin.Close()
-		return nil, fmt.Errorf("consume: dead-letter publisher: %w", err)
-	}
-	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
-	if err != nil {
-		_ = dlPub.Close()
 		admin.Close()
 		return nil, fmt.Errorf("consume: watermill router: %w", err)
 	}
-	return &Router{cfg: cfg, log: log, connect: connect, auth: auth, admin: admin, js: js, dlPub: dlPub, wm: wm,
+	return &Router{cfg: cfg, log: log, connect: connect, auth: auth, admin: admin, js: js, wm: wm,
 		durables: make(map[string]bool)}, nil
 }
 
@@ -177,17 +174,10 @@ func (c Config) ConsumerConfig(durable string) jetstream.ConsumerConfig {
 		AckWait:       c.AckWait,
 		// Unbounded: an exhausted MaxDeliver makes the server skip the
 		// message silently. Redelivery is paced with NakWithDelay instead.
-		MaxDeliver: -1,
-		// Several messages in flight so that the next ones are on their way
-		// while one is handled; the subscriber keeps their order (doc.go).
+		MaxDeliver:    -1,
 		MaxAckPending: c.MaxAckPending,
 		FilterSubject: c.FilterSubject,
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
-		// One process at a time receives a durable's messages: the pinned
-		// one, until it stops pulling for PinnedTTL or gives the pin up.
-		PriorityPolicy: jetstream.PriorityPolicyPinned,
-		PriorityGroups: []string{PriorityGroup},
-		PinnedTTL:      c.AckWait,
 	}
 }
 
@@ -195,11 +185,8 @@ func (c Config) ConsumerConfig(durable string) jetstream.ConsumerConfig {
 type Option func(*handlerOptions)
 
 type handlerOptions struct {
-	types      map[events.Type]bool // nil: every event
-	onForged   func(context.Context, Forged) error
-	commit     func(context.Context) error
-	startAfter func() uint64 // nil: a new durable starts at the first event
-	inactive   time.Duration // 0: the durable stays until deleted
+	types    map[events.Type]bool // nil: every event
+	onForged func(context.Context, Forged) error
 }
 
 // OnlyTypes hands the handler only the events of types. An authentic event
@@ -208,8 +195,9 @@ type handlerOptions struct {
 // by the event's MAC, checked first); one without the header, or with a
 // type this build does not know, is handed over as usual, so that the
 // handler wrapper decodes it, and so is every message that is not
-// authentic, whatever type it claims, to be dead-lettered. It is the client-side counterpart of a filter subject, for a
-// stream whose subjects name the site, not the type.
+// authentic, whatever type it claims, to be dead-lettered. It is the
+// client-side counterpart of a filter subject, for a stream whose subjects
+// name the site, not the type.
 func OnlyTypes(types ...events.Type) Option {
 	return func(o *handlerOptions) {
 		o.types = make(map[events.Type]bool, len(types))
@@ -228,71 +216,22 @@ func OnForged(fn func(ctx context.Context, f Forged) error) Option {
 	return func(o *handlerOptions) { o.onForged = fn }
 }
 
-// WithCommit makes the handler's work durable in groups: the handler only
-// stages an event (returning nil means "staged", not "done"), and commit
-// makes everything staged since its last call durable. The JetStream acks
-// of the staged events leave only after commit returned nil, so an event is
-// still acknowledged only after its work is done. The subscriber calls
-// commit when it holds no further event (the server has sent nothing more:
-// at low load that is after every event, so nothing waits), after
-// Config.CommitMax staged events, before a failed event is tried again,
-// and when it stops. commit never runs concurrently with the handler. A
-// failed commit is tried again (after a delay doubling from
-// RetryInitialInterval) with nothing further handed over meanwhile; commit
-// must keep what it could not write and may be given the same events again
-// later (redeliveries), which it must absorb.
-func WithCommit(commit func(ctx context.Context) error) Option {
-	return func(o *handlerOptions) { o.commit = commit }
-}
-
-// StartAfter makes a durable that does not exist yet (the first start, or
-// after the server deleted it: InactiveAfter) start after the stream
-// sequence seq returns, the handler's own checkpoint, instead of at the
-// first event. A durable that exists keeps its position. For a handler whose
-// state records how far it got, such as a read model.
-func StartAfter(seq func() uint64) Option {
-	return func(o *handlerOptions) { o.startAfter = seq }
-}
-
-// InactiveAfter lets the server delete the durable once no process has
-// pulled from it for d (the consumer's InactiveThreshold). For a durable that
-// belongs to one process's own data, such as its read model: when that data
-// is gone for good, so is the durable. With StartAfter, a process that comes
-// back after d continues from its checkpoint.
-func InactiveAfter(d time.Duration) Option {
-	return func(o *handlerOptions) { o.inactive = d }
-}
-
 // ensureConsumer creates durable's consumer, or updates the one that exists
-// (keeping its position), and returns it.
-func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, durable string, o handlerOptions) (jetstream.Consumer, error) {
-	cc := cfg.ConsumerConfig(durable)
-	cc.InactiveThreshold = o.inactive
-	c, err := js.Consumer(ctx, cfg.Stream, durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		created := cc
-		if o.startAfter != nil {
-			if seq := o.startAfter(); seq > 0 {
-				created.DeliverPolicy, created.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+// in place, keeping its position. A durable of an older version has a
+// pinned priority group: it is unpinned first, as the server keeps a pin
+// through the update and would deliver nothing to pulls without the group.
+func ensureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config, durable string) (jetstream.Consumer, error) {
+	if c, err := js.Consumer(ctx, cfg.Stream, durable); err == nil {
+		cur := c.CachedInfo().Config
+		for _, g := range cur.PriorityGroups {
+			if st, err := js.Stream(ctx, cfg.Stream); err == nil {
+				_ = st.UnpinConsumer(ctx, durable, g) // not pinned at the moment: nothing to undo
 			}
 		}
-		if c, err = js.CreateConsumer(ctx, cfg.Stream, created); err == nil {
-			return c, nil
-		}
-		if !errors.Is(err, jetstream.ErrConsumerExists) {
-			return nil, fmt.Errorf("consume: create consumer %s on %s: %w", durable, cfg.Stream, err)
-		}
-		// Another process created it meanwhile: update that one.
-		c, err = js.Consumer(ctx, cfg.Stream, durable)
 	}
+	c, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, cfg.ConsumerConfig(durable))
 	if err != nil {
-		return nil, fmt.Errorf("consume: consumer %s on %s: %w", durable, cfg.Stream, err)
-	}
-	// Where a consumer starts cannot change once it exists.
-	cur := c.CachedInfo().Config
-	cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = cur.DeliverPolicy, cur.OptStartSeq, cur.OptStartTime
-	if c, err = js.UpdateConsumer(ctx, cfg.Stream, cc); err != nil {
-		return nil, fmt.Errorf("consume: update consumer %s on %s: %w", durable, cfg.Stream, err)
+		return nil, fmt.Errorf("consume: ensure consumer %s on %s: %w", durable, cfg.Stream, err)
 	}
 	return c, nil
 }
@@ -308,9 +247,6 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.inactive < 0 {
-		return fmt.Errorf("consume: inactive threshold of %s must not be negative", durable)
-	}
 	if err := ValidateDurable(durable); err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
@@ -323,7 +259,7 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 		return fmt.Errorf("consume: durable %q added twice", durable)
 	}
 	if err := r.cfg.retryAtStart(r.log, "ensure consumer "+durable, func(ctx context.Context) error {
-		_, err := ensureConsumer(ctx, r.js, r.cfg, durable, o)
+		_, err := ensureConsumer(ctx, r.js, r.cfg, durable)
 		return err
 	}); err != nil {
 		return err
@@ -352,16 +288,30 @@ func (r *Router) AddHandler(durable string, h Handler, opts ...Option) error {
 			Multiplier:          2,
 			RandomizationFactor: 0.2,
 			// The message's context ends after HandlerTimeout (set by the
-			// subscriber), which bounds the retries of one hand-over too.
+			// subscriber), which bounds the retries of one delivery too.
 			MaxElapsedTime: r.cfg.HandlerTimeout,
 			ShouldRetry: func(p middleware.RetryParams) bool {
-				return !isPoison(p.Err) && !isHold(p.Err) && !errors.Is(p.Err, context.Canceled)
+				return !isPoison(p.Err) && !errors.Is(p.Err, events.ErrUnknownType) && !errors.Is(p.Err, context.Canceled)
 			},
 		}.Middleware,
 		middleware.Recoverer,
 	)
 	r.durables[durable] = true
 	r.subs = append(r.subs, sub)
+	return nil
+}
+
+// Go has the router run fn alongside the handlers, from Run until Close: for
+// a consumer of the stream that needs no durable (the projector's ordered
+// consumer). fn's context ends when the router closes or Run's context
+// ends, and Close waits for fn to return. Call it before Run.
+func (r *Router) Go(fn func(ctx context.Context)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != stateNew {
+		return ErrRunning
+	}
+	r.goes = append(r.goes, fn)
 	return nil
 }
 
@@ -374,6 +324,15 @@ func (r *Router) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	r.state = stateRunning
+	gctx, stop := context.WithCancel(ctx)
+	r.stopGoes = stop
+	for _, fn := range r.goes {
+		r.goWG.Add(1)
+		go func() {
+			defer r.goWG.Done()
+			fn(gctx)
+		}()
+	}
 	r.mu.Unlock()
 	if err := r.wm.Run(ctx); err != nil {
 		return fmt.Errorf("consume: run: %w", err)
@@ -405,9 +364,9 @@ func (r *Router) Start(ctx context.Context, timeout time.Duration) (done <-chan 
 // consumer, or failed to and retries in the background).
 func (r *Router) Running() <-chan struct{} { return r.wm.Running() }
 
-// Close stops the handlers (waiting up to CloseTimeout for running ones) and
-// closes every connection. Events held and not yet acknowledged are given
-// back at once, in order, to the next process.
+// Close stops the handlers and the Go functions, waiting up to CloseTimeout
+// for running handlers, and closes every connection. Events received and not
+// handed over yet are given back at once (Nak), for another process.
 func (r *Router) Close() error {
 	r.mu.Lock()
 	prev := r.state
@@ -431,12 +390,8 @@ func (r *Router) Close() error {
 		}
 	}
 	if prev == stateRunning {
-		for _, s := range r.subs {
-			s.unpin(r.js)
-		}
-	}
-	if err := r.dlPub.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("consume: close dead-letter publisher: %w", err))
+		r.stopGoes()
+		r.goWG.Wait()
 	}
 	r.admin.Close()
 	return errors.Join(errs...)
@@ -464,8 +419,8 @@ type Backlog struct {
 }
 
 // Backlog returns how many events durable has not acknowledged and how old
-// the oldest of them is. Its events are acknowledged in stream order, so the
-// oldest is the first after the consumer's ack floor.
+// the oldest of them is: the first after the consumer's ack floor (every
+// event up to it is acknowledged, whatever the order of the acks).
 func (r *Router) Backlog(ctx context.Context, durable string) (Backlog, error) {
 	c, err := r.js.Consumer(ctx, r.cfg.Stream, durable)
 	if err != nil {
@@ -502,19 +457,6 @@ func isPoison(err error) bool {
 	return errors.As(err, &pe)
 }
 
-// holdError marks an authentic event of a type this build does not know: it
-// is neither skipped nor dead-lettered, but held (with everything after it)
-// until a process that knows the type handles it.
-type holdError struct{ err error }
-
-func (e *holdError) Error() string { return "upgrade required: " + e.err.Error() }
-func (e *holdError) Unwrap() error { return e.err }
-
-func isHold(err error) bool {
-	var he *holdError
-	return errors.As(err, &he)
-}
-
 // decode is the innermost wrapper: it turns the watermill message into an
 // events.Record and calls h. A message that cannot be a record of this
 // stream is a poisonError, which the dead-letter middleware acts on; one the
@@ -540,7 +482,10 @@ func (r *Router) decode(durable string, h Handler, o handlerOptions) message.NoP
 		case err != nil && !signed:
 			return r.forged(durable, msg, seq, "unsigned and not an event: "+err.Error(), o)
 		case errors.Is(err, events.ErrUnknownType):
-			return &holdError{err: fmt.Errorf("%s: seq %d: %w", durable, seq, err)}
+			// Neither skipped nor dead-lettered: delivered again (at
+			// RetryMaxInterval soon) until a process that knows the type
+			// handles it.
+			return fmt.Errorf("%s: seq %d: upgrade required: %w", durable, seq, err)
 		case err != nil:
 			return &poisonError{reason: err.Error()}
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	mrand "math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/domain"
 	"github.com/enrollgate/enrollgate/events"
+	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 	"github.com/enrollgate/enrollgate/internal/readstore"
@@ -242,4 +244,26 @@ func snapshot(tb testing.TB, s *readstore.Store, now time.Time) dump {
 		d.Attempts[site] = a
 	}
 	return d
+}
+
+// deadLetters returns the headers of durable's dead letters by original
+// sequence.
+func (e *env) deadLetters(tb testing.TB, durable string) map[uint64]nats.Header {
+	tb.Helper()
+	ctx := context.Background()
+	st, err := e.js.Stream(ctx, consume.DefaultDeadLetterStream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[uint64]nats.Header{}
+	last := st.CachedInfo().State.LastSeq
+	for seq := uint64(1); seq <= last; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil || m.Subject != consume.DefaultConfig().DeadLetterSubject(durable) {
+			continue
+		}
+		orig, _ := strconv.ParseUint(m.Header.Get(consume.HeaderOriginalSeq), 10, 64)
+		out[orig] = m.Header
+	}
+	return out
 }

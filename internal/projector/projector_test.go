@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/consume"
+	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 )
@@ -33,7 +35,7 @@ func (e *env) router(t *testing.T, p *Projector) *consume.Router {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Register(r, Durable("test")); err != nil {
+	if err := p.Register(r, e.js, Durable("test"), e.cfg(Config{RetryInitialInterval: 10 * time.Millisecond, RetryMaxInterval: 100 * time.Millisecond})); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -58,15 +60,15 @@ func waitApplied(t *testing.T, p *Projector, seq uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := p.WaitFor(ctx, seq); err != nil {
+	if err := p.Store().WaitFor(ctx, seq); err != nil {
 		t.Fatalf("live projection did not reach seq %d: %v", seq, err)
 	}
 }
 
-// TestRebuildEqualsLive runs the live consumer over a mixed workload with
+// TestRebuildEqualsLive runs the live projection over a mixed workload with
 // poison messages, rebuilds from sequence 1 into another file, and compares
-// the two read models entry for entry; then swaps the rebuilt one in and
-// checks that live events keep flowing into it.
+// the two read models entry for entry; the live one dead-letters each
+// poison message once, and keeps following.
 func TestRebuildEqualsLive(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
@@ -124,32 +126,28 @@ func TestRebuildEqualsLive(t *testing.T) {
 	rebuiltDump := snapshot(t, rebuilt, now)
 	compareDumps(t, liveDump, rebuiltDump)
 
-	// Swap the rebuilt model in while events keep coming.
+	defer rebuilt.Close()
+	for _, seq := range poisonAt {
+		h, ok := e.deadLetters(t, Durable("test"))[seq]
+		if !ok || h.Get(consume.HeaderDeadLetterReason) == "" || h.Get(consume.HeaderOriginalStream) != eventstore.StreamName {
+			t.Fatalf("no dead letter of poison at %d: %v", seq, h)
+		}
+	}
+	if n := len(e.deadLetters(t, Durable("test"))); n != len(poisonAt) {
+		t.Fatalf("%d dead letters, want %d", n, len(poisonAt))
+	}
+
+	// Events keep coming.
 	e.publishBulk(t, w, 50)
-	old, _, err := p.Swap(ctx, e.js, rebuilt, e.cfg(Config{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if old != live {
-		t.Fatal("swap did not return the previous store")
-	}
 	last = e.publish(t, e.eventMsg(t, w.next()))[0]
 	waitApplied(t, p, last)
-	if p.Store() != rebuilt || rebuilt.LastApplied() != last {
-		t.Fatalf("after swap the current store is at %d, want %d", p.Store().LastApplied(), last)
-	}
-	// The old store stopped receiving events at the swap.
-	if live.LastApplied() >= last {
-		t.Fatalf("old store still fed after the swap")
-	}
 	nowAfter := w.at.Add(time.Minute)
 	fresh, _, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "fresh.db"), e.cfg(Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fresh.Close()
-	compareDumps(t, snapshot(t, rebuilt, nowAfter), snapshot(t, fresh, nowAfter))
-	defer rebuilt.Close()
+	compareDumps(t, snapshot(t, live, nowAfter), snapshot(t, fresh, nowAfter))
 }
 
 func compareDumps(t *testing.T, a, b dump) {
@@ -249,48 +247,6 @@ func TestCatchUpOfAnEmptyStreamReturnsAtOnce(t *testing.T) {
 	}
 }
 
-func TestWaitForFollowsASwap(t *testing.T) {
-	e := newEnv(t)
-	dir := t.TempDir()
-	ctx := context.Background()
-	a, _, err := OpenStore(ctx, e.js, storeConfig(filepath.Join(dir, "a.db")), e.cfg(Config{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := New(a)
-	w := newWorkload(4, 3)
-	e.publishBulk(t, w, 5)
-	done := make(chan error, 1)
-	go func() {
-		c, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		done <- p.WaitFor(c, 5)
-	}()
-	b, _, err := Rebuild(ctx, e.js, storeConfig(""), filepath.Join(dir, "b.db"), e.cfg(Config{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	old, _, err := p.Swap(ctx, e.js, b, e.cfg(Config{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
-	natstest.Eventually(t, 10*time.Second, func() error {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("WaitFor: %v", err)
-			}
-			return nil
-		default:
-			return errors.New("waiter not released")
-		}
-	})
-}
-
 func TestConfigValidate(t *testing.T) {
 	e := newEnv(t)
 	if err := (e.cfg(Config{})).Validate(); err != nil {
@@ -304,64 +260,85 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestFailedCommitKeepsWhatWasStaged: a commit that fails applies nothing
-// and keeps the staged events for the next commit, which applies them once
-// even when a redelivery staged some of them again.
-func TestFailedCommitKeepsWhatWasStaged(t *testing.T) {
-	dir := t.TempDir()
-	first, err := readstore.Open(storeConfig(filepath.Join(dir, "first.db")))
+// TestLiveProjectionIsReadyOnceCaughtUp: with a backlog ending in a
+// poison message, the live projection reports a lag until it has applied
+// the backlog and dead-lettered the poison, then none (ready), although
+// the read model's checkpoint is below the stream's last sequence.
+func TestLiveProjectionIsReadyOnceCaughtUp(t *testing.T) {
+	e := newEnv(t)
+	w := newWorkload(5, 20)
+	e.publishBulk(t, w, 3000)
+	poison := e.publish(t, poisonMsg(w.sites[0], `{"id":"broken"`))[0]
+	st, err := readstore.Open(storeConfig(filepath.Join(t.TempDir(), readstore.FileName)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(first)
-	w := newWorkload(3, 2)
-	var recs []events.Record
-	for i := range 5 {
-		recs = append(recs, events.Record{Seq: uint64(i + 1), Event: w.next()})
+	defer st.Close()
+	p := New(st)
+	if _, err := p.Lag(context.Background()); err == nil {
+		t.Fatal("Lag before Register: want an error")
 	}
-	ctx := context.Background()
-	for _, r := range recs[:3] {
-		if err := p.Stage(ctx, r); err != nil {
-			t.Fatal(err)
+	e.router(t, p)
+	lag, err := p.Lag(context.Background())
+	if err != nil || lag == 0 {
+		t.Fatalf("lag at the start %d (%v), want a backlog", lag, err)
+	}
+	natstest.Eventually(t, 30*time.Second, func() error {
+		lag, err := p.Lag(context.Background())
+		if err != nil {
+			return err
 		}
+		if lag != 0 {
+			return fmt.Errorf("%d behind", lag)
+		}
+		return nil
+	})
+	if st.LastApplied() != poison-1 {
+		t.Fatalf("applied up to %d, want %d", st.LastApplied(), poison-1)
 	}
-	if err := first.Close(); err != nil {
+	if _, ok := e.deadLetters(t, Durable("test"))[poison]; !ok {
+		t.Fatal("ready before the poison message was dead-lettered")
+	}
+	// One more event: lagging until applied.
+	last := e.publish(t, e.eventMsg(t, w.next()))[0]
+	waitApplied(t, p, last)
+	if lag, err := p.Lag(context.Background()); err != nil || lag != 0 {
+		t.Fatalf("lag %d (%v) after the last event was applied", lag, err)
+	}
+}
+
+// TestLiveProjectionHoldsAtAnUnknownType: the live projection applies
+// everything before an authentic event of a type this build does not know,
+// skips nothing, and stays there (lagging, never ready), trying again.
+func TestLiveProjectionHoldsAtAnUnknownType(t *testing.T) {
+	e := newEnv(t)
+	w := newWorkload(6, 5)
+	e.publishBulk(t, w, 30)
+	ev := w.next()
+	m := e.eventMsg(t, ev)
+	m.Data = []byte(strings.Replace(string(m.Data), `"type":"`+string(ev.Type())+`"`, `"type":"PasscodeFrobnicated"`, 1))
+	m.Header.Set(events.HeaderEventType, "PasscodeFrobnicated")
+	if err := e.auth.SignMsg(m); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Commit(ctx); err == nil {
-		t.Fatal("commit to a closed store succeeded")
-	}
-	second, err := readstore.Open(storeConfig(filepath.Join(dir, "second.db")))
+	newer := e.publish(t, m)[0]
+	e.publishBulk(t, w, 10)
+	st, err := readstore.Open(storeConfig(filepath.Join(t.TempDir(), readstore.FileName)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = second.Close() }()
-	p.mu.Lock()
-	p.store = second // as Swap would, without a stream to catch up from
-	p.mu.Unlock()
-	// The subscriber tries the commit again, handing nothing over meanwhile.
-	if err := p.Commit(ctx); err != nil {
-		t.Fatal(err)
+	defer st.Close()
+	p := New(st)
+	e.router(t, p)
+	waitApplied(t, p, newer-1)
+	time.Sleep(500 * time.Millisecond) // several tries at RetryMaxInterval (100 ms here)
+	if st.LastApplied() != newer-1 {
+		t.Fatalf("read model at %d, want %d: right before the newer event", st.LastApplied(), newer-1)
 	}
-	if got := second.LastApplied(); got != 3 {
-		t.Fatalf("applied up to %d after the retried commit, want 3", got)
+	if lag, err := p.Lag(context.Background()); err != nil || lag != 11 {
+		t.Fatalf("lag %d (%v), want the newer event and the 10 after it", lag, err)
 	}
-	// A redelivery of what was committed, then new events.
-	for _, r := range recs {
-		if err := p.Stage(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := second.LastApplied(); got != 5 {
-		t.Fatalf("applied up to %d, want 5", got)
-	}
-	if d := snapshot(t, second, w.at.Add(time.Minute)); d.Events != 5 {
-		t.Fatalf("%d audit entries, want each of the 5 events once", d.Events)
-	}
-	if err := p.Commit(ctx); err != nil || len(p.staged) != 0 {
-		t.Fatalf("a commit with nothing staged: %v, %d staged", err, len(p.staged))
+	if n := len(e.deadLetters(t, Durable("test"))); n != 0 {
+		t.Fatalf("%d dead letters: an authentic event was moved aside", n)
 	}
 }

@@ -11,35 +11,42 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/readstore"
 )
 
-// Durable returns the name of the live consumer that feeds the read model of
-// one service instance. Every instance keeps a read model of its own, so each
-// needs every event: one durable shared by several instances would hand each
-// event to one of them only. instance is stable for a data dir (see
-// cmd/enrollgate). Changing the name creates a new consumer, which starts
-// after the read model's checkpoint (Register); the old one is deleted by the
-// server after InactiveAfter.
+// Durable returns the name of one service instance's projection: its dead
+// letters go to <DeadLetterPrefix>.<name>. instance is stable for a data dir
+// (see cmd/enrollgate). The live projection is an ordered consumer, not a
+// durable: earlier versions' durables of this name (InactiveThreshold
+// seven days) are deleted by the server once nobody pulls from them.
 func Durable(instance string) string { return "projections-" + instance }
 
-// Config configures replays.
+// Config configures replays and the live projection.
 type Config struct {
 	// Stream is the event stream. Default ENROLLGATE_EVENTS.
 	Stream string
 	// FilterSubject selects the events. Default events.SubjectAll.
 	FilterSubject string
-	// BatchSize is how many records one read-model transaction applies
-	// during a replay. Default 4096.
+	// BatchSize is how many records one read-model transaction applies at
+	// most. Default 4096.
 	BatchSize int
 	// PullMaxMessages is the ordered consumer's buffer. Default 4096.
 	PullMaxMessages int
 	// IdleTimeout fails a replay when no message arrives for this long
-	// although the stream said more were there. Default 30 s.
+	// although the stream said more were there. Default 30 s. The live
+	// projection waits without end.
 	IdleTimeout time.Duration
+	// RetryInitialInterval and RetryMaxInterval pace the live projection's
+	// new starts from the checkpoint after a failure, doubling from the
+	// first to the second, which is also how often a projection held at an
+	// event of a newer version tries again. Defaults 100 ms and 30 s.
+	RetryInitialInterval, RetryMaxInterval time.Duration
+	// Log hears of the live projection's failures and holds.
+	Log zerolog.Logger
 	// Auth tells the service's events from messages it did not write, which
 	// a replay skips. Required.
 	Auth consume.Authenticator
@@ -61,6 +68,12 @@ func (c *Config) setDefaults() {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 30 * time.Second
 	}
+	if c.RetryInitialInterval == 0 {
+		c.RetryInitialInterval = 100 * time.Millisecond
+	}
+	if c.RetryMaxInterval == 0 {
+		c.RetryMaxInterval = 30 * time.Second
+	}
 }
 
 // Validate reports every problem of the configuration (after defaults).
@@ -76,6 +89,9 @@ func (c Config) Validate() error {
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("projector: idle timeout must not be negative, got %s", c.IdleTimeout))
 	}
+	if c.RetryInitialInterval < 0 || c.RetryMaxInterval < c.RetryInitialInterval {
+		errs = append(errs, fmt.Errorf("projector: retry intervals must be 0 < %s <= %s", c.RetryInitialInterval, c.RetryMaxInterval))
+	}
 	if c.Auth == nil {
 		errs = append(errs, errors.New("projector: an authenticator is required"))
 	}
@@ -90,6 +106,7 @@ type Poison struct {
 	Subject string
 	Reason  string
 	Forged  bool
+	data    []byte // the payload, for the live projection's dead letter
 }
 
 // Report says what a replay did. The caller logs it.
@@ -163,13 +180,20 @@ func CatchUp(ctx context.Context, js jetstream.JetStream, store *readstore.Store
 		rep.Elapsed = time.Since(start)
 		return rep, nil
 	}
-	rep.Stopped, err = replay(ctx, stream, from, rep.To, cfg, func(batch []readstore.Prepared) error {
-		rep.Applied += uint64(len(batch))
+	rep.Stopped, err = replay(ctx, stream, from, rep.To, cfg, func(b batch) error {
+		if len(b.recs) == 0 {
+			return nil
+		}
+		rep.Applied += uint64(len(b.recs))
 		t := time.Now()
-		err := store.ApplyPrepared(batch...)
+		err := store.ApplyPrepared(b.recs...)
 		rep.ApplyTime += time.Since(t)
 		return err
-	}, func(p Poison) { rep.Poison = append(rep.Poison, p) })
+	}, func(p Poison) error {
+		p.data = nil
+		rep.Poison = append(rep.Poison, p)
+		return nil
+	})
 	rep.Elapsed = time.Since(start)
 	if err != nil {
 		return rep, fmt.Errorf("catch up %s from seq %d to %d: %w", store.Path(), from, rep.To, err)
@@ -179,8 +203,8 @@ func CatchUp(ctx context.Context, js jetstream.JetStream, store *readstore.Store
 
 // Rebuild builds a fresh read model at path (removing any file there) from
 // sequence 1 of the stream, with storeCfg for everything but the path and
-// fsync (off during the bulk load, one sync at the end). The caller swaps it
-// in (Projector.Swap) or closes it.
+// fsync (off during the bulk load, one sync at the end). The caller closes
+// it (and moves it in place while no service runs on the data dir).
 func Rebuild(ctx context.Context, js jetstream.JetStream, storeCfg readstore.Config, path string, cfg Config) (*readstore.Store, Report, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, Report{}, fmt.Errorf("rebuild: remove %s: %w", path, err)
@@ -243,7 +267,16 @@ type chunk struct {
 	recs   []readstore.Prepared
 	poison []Poison
 	stop   *Poison // the first event of an unknown type; recs end before it
+	last   uint64  // the stream sequence of the last message
+	flush  bool    // the stream had nothing more: write what is batched
 	done   chan struct{}
+}
+
+// batch is what one read-model transaction applies: recs, and the
+// projection passes every sequence up to upTo (poison included).
+type batch struct {
+	recs []readstore.Prepared
+	upTo uint64
 }
 
 type rawMsg struct {
@@ -262,7 +295,7 @@ func (c *chunk) decode(auth consume.Authenticator) {
 			break
 		}
 		if err != nil {
-			c.poison = append(c.poison, Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error(), Forged: forged})
+			c.poison = append(c.poison, Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error(), Forged: forged, data: m.data})
 			continue
 		}
 		// Encoding the audit entry here takes it off the single applying
@@ -277,20 +310,18 @@ func (c *chunk) decode(auth consume.Authenticator) {
 // the hand-off cheap, small enough to keep every worker busy.
 const chunkSize = 256
 
-// replay reads [from, to] with an ordered consumer. Four stages run at once:
-// the calling goroutine reads messages and cuts them into chunks, workers
-// (one per CPU) decode and prepare chunks, a collector takes the prepared
-// chunks in stream order and cuts batches of cfg.BatchSize, and an applier
-// applies each batch in one transaction. At an event of a type this build
-// does not know it applies what came before and stops, returning that event.
+// replay reads [from, to] with an ordered consumer; to 0 follows the stream
+// without end, writing a batch whenever the stream has nothing more. Four
+// stages run at once: the calling goroutine reads messages and cuts them
+// into chunks (read), workers (one per CPU) decode and prepare chunks, a
+// collector takes the prepared chunks in stream order, hands their poison to
+// poison and cuts batches of cfg.BatchSize (collect), and an applier applies
+// each batch in one transaction. At an event of a type this build does not
+// know it applies what came before and stops, returning that event.
 func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg Config,
-	apply func([]readstore.Prepared) error, poison func(Poison)) (*Poison, error) {
+	apply func(batch) error, poison func(Poison) error) (*Poison, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Reading stops early, without failing the replay, at an unknown type.
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	var stopped *Poison // set by the collector; read after it is done
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{cfg.FilterSubject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
@@ -306,25 +337,27 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 	defer it.Stop()
 
 	workers := max(runtime.GOMAXPROCS(0), 1)
-	jobs := make(chan *chunk, workers)
-	ordered := make(chan *chunk, 2*workers+2)
+	p := &pipeline{cfg: cfg, ctx: ctx, cancel: cancel,
+		jobs: make(chan *chunk, workers), ordered: make(chan *chunk, 2*workers+2), batches: make(chan batch, 1)}
+	// Reading stops early, without failing the replay, at an unknown type.
+	p.readCtx, p.stopReading = context.WithCancel(ctx)
+	defer p.stopReading()
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for c := range jobs {
+			for c := range p.jobs {
 				c.decode(cfg.Auth)
 			}
 		}()
 	}
-	// The collector hands full batches to the applier, so that decoding
-	// goes on while a transaction runs.
-	batches := make(chan []readstore.Prepared, 1)
+	// The applier takes full batches, so that decoding goes on while a
+	// transaction runs.
 	applyErr := make(chan error, 1)
 	go func() {
 		var err error
-		for b := range batches {
+		for b := range p.batches {
 			if err != nil {
 				continue // drain
 			}
@@ -334,92 +367,130 @@ func replay(ctx context.Context, stream jetstream.Stream, from, to uint64, cfg C
 		}
 		applyErr <- err
 	}()
-	go func() {
-		defer close(batches)
-		batch := make([]readstore.Prepared, 0, cfg.BatchSize)
-		for c := range ordered {
-			<-c.done
-			if ctx.Err() != nil || stopped != nil {
-				continue // drain so that the reader never blocks
-			}
-			for _, p := range c.poison {
-				poison(p)
-			}
-			batch = append(batch, c.recs...)
-			if c.stop != nil {
-				stopped = c.stop
-				stopReading()
-				continue
-			}
-			if len(batch) >= cfg.BatchSize {
-				batches <- batch
-				batch = make([]readstore.Prepared, 0, cfg.BatchSize)
-			}
-		}
-		if ctx.Err() == nil && len(batch) > 0 {
-			batches <- batch
-		}
-	}()
-
-	readErr := func() error {
-		defer func() {
-			close(jobs)
-			wg.Wait()
-			close(ordered)
-		}()
-		cur := &chunk{done: make(chan struct{})}
-		send := func() error {
-			if len(cur.msgs) == 0 {
-				return nil
-			}
-			// ordered first: the collector waits on done, which a worker
-			// closes after it has taken the job.
-			select {
-			case ordered <- cur:
-			case <-readCtx.Done():
-				return readCtx.Err()
-			}
-			select {
-			case jobs <- cur:
-			case <-readCtx.Done():
-				close(cur.done) // never decoded; the collector is draining
-				return readCtx.Err()
-			}
-			cur = &chunk{done: make(chan struct{})}
-			return nil
-		}
-		for {
-			wait, cancelWait := context.WithTimeout(readCtx, cfg.IdleTimeout)
-			msg, err := it.Next(jetstream.NextContext(wait))
-			cancelWait()
-			if err != nil {
-				if readCtx.Err() != nil {
-					return readCtx.Err()
-				}
-				return fmt.Errorf("next message: %w", err)
-			}
-			md, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("message metadata: %w", err)
-			}
-			seq := md.Sequence.Stream
-			cur.msgs = append(cur.msgs, rawMsg{subject: msg.Subject(), seq: seq, header: msg.Headers(), data: msg.Data()})
-			if seq >= to || md.NumPending == 0 {
-				return send()
-			}
-			if len(cur.msgs) >= chunkSize {
-				if err := send(); err != nil {
-					return err
-				}
-			}
-		}
-	}()
-	aerr := <-applyErr // after the collector is done with stopped
-	if aerr != nil {
+	go p.collect(poison)
+	readErr := p.read(it, to, func() {
+		close(p.jobs)
+		wg.Wait()
+		close(p.ordered)
+	})
+	aerr := <-applyErr // after the collector is done with stopped and poisonErr
+	switch {
+	case aerr != nil:
 		return nil, fmt.Errorf("apply: %w", aerr)
-	}
-	if stopped != nil {
-		return stopped, nil
+	case p.poisonErr != nil:
+		return nil, fmt.Errorf("dead letter: %w", p.poisonErr)
+	case p.stopped != nil:
+		return p.stopped, nil
 	}
 	return nil, readErr
+}
+
+// pipeline is one replay's stages (replay).
+type pipeline struct {
+	cfg         Config
+	ctx         context.Context
+	cancel      context.CancelFunc
+	readCtx     context.Context
+	stopReading context.CancelFunc
+	jobs        chan *chunk // to the workers
+	ordered     chan *chunk // the same chunks, in stream order, to the collector
+	batches     chan batch  // to the applier
+	// Set by the collector; read once the applier is done.
+	stopped   *Poison
+	poisonErr error
+}
+
+// collect takes the decoded chunks in stream order, hands their poison to
+// poison and their records, in batches, to the applier.
+func (p *pipeline) collect(poison func(Poison) error) {
+	defer close(p.batches)
+	b := batch{recs: make([]readstore.Prepared, 0, p.cfg.BatchSize)}
+	for c := range p.ordered {
+		<-c.done
+		if p.ctx.Err() != nil || p.stopped != nil || p.poisonErr != nil {
+			continue // drain so that the reader never blocks
+		}
+		for _, pz := range c.poison {
+			if p.poisonErr = poison(pz); p.poisonErr != nil {
+				p.cancel()
+				break
+			}
+		}
+		if p.poisonErr != nil {
+			continue
+		}
+		b.recs = append(b.recs, c.recs...)
+		b.upTo = c.last
+		if c.stop != nil {
+			p.stopped = c.stop
+			b.upTo = c.stop.Seq - 1
+			p.stopReading()
+			continue
+		}
+		if len(b.recs) >= p.cfg.BatchSize || c.flush {
+			p.batches <- b
+			b = batch{recs: make([]readstore.Prepared, 0, p.cfg.BatchSize)}
+		}
+	}
+	if p.ctx.Err() == nil && b.upTo > 0 {
+		p.batches <- b
+	}
+}
+
+// read reads messages up to to (0: without end) and cuts them into chunks
+// for the workers and the collector; done runs when it stops.
+func (p *pipeline) read(it jetstream.MessagesContext, to uint64, done func()) error {
+	defer done()
+	// Next ignores its context while the ordered consumer resets itself
+	// (a stream that went away); stopping the iterator ends that.
+	defer context.AfterFunc(p.readCtx, it.Stop)()
+	cur := &chunk{done: make(chan struct{})}
+	for {
+		wait, cancelWait := p.readCtx, context.CancelFunc(func() {})
+		if to != 0 {
+			wait, cancelWait = context.WithTimeout(p.readCtx, p.cfg.IdleTimeout)
+		}
+		msg, err := it.Next(jetstream.NextContext(wait))
+		cancelWait()
+		if err != nil {
+			if p.readCtx.Err() != nil {
+				return p.readCtx.Err()
+			}
+			return fmt.Errorf("next message: %w", err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("message metadata: %w", err)
+		}
+		seq := md.Sequence.Stream
+		cur.msgs = append(cur.msgs, rawMsg{subject: msg.Subject(), seq: seq, header: msg.Headers(), data: msg.Data()})
+		cur.last = seq
+		// A replay ends at to, or where the stream ends first.
+		end := to != 0 && (seq >= to || md.NumPending == 0)
+		if end || md.NumPending == 0 || len(cur.msgs) >= chunkSize {
+			cur.flush = end || md.NumPending == 0
+			if err := p.send(cur); err != nil || end {
+				return err
+			}
+			cur = &chunk{done: make(chan struct{})}
+		}
+	}
+}
+
+// send hands c to the collector, then to a worker.
+func (p *pipeline) send(c *chunk) error {
+	// ordered first: the collector waits on done, which a worker closes
+	// after it has taken the job.
+	select {
+	case p.ordered <- c:
+	case <-p.readCtx.Done():
+		return p.readCtx.Err()
+	}
+	select {
+	case p.jobs <- c:
+	case <-p.readCtx.Done():
+		close(c.done) // never decoded; the collector is draining
+		return p.readCtx.Err()
+	}
+	return nil
 }

@@ -474,30 +474,28 @@ func (r *Router) decode(durable string, h Handler, o handlerOptions) message.NoP
 		if reason := msg.Metadata.Get(MetaForged); reason != "" {
 			return r.forged(durable, msg, seq, reason, o)
 		}
-		// Unsigned (a legacy event before the MAC boundary): trusted only
-		// if it is an event of the site of its subject.
-		signed := msg.Metadata.Get(MetaSigned) != ""
-		ev, err := events.Decode(msg.Payload)
+		// The subscriber authenticated the message and kept what the decoder
+		// reads of its headers.
+		header := map[string][]string{}
+		if t := msg.Metadata.Get(MetaEventType); t != "" {
+			header[events.HeaderEventType] = []string{t}
+		}
+		if msg.Metadata.Get(MetaSigned) != "" {
+			header[events.HeaderMAC] = []string{"authenticated"}
+		}
+		rec, err := events.DecodeStored(msg.Metadata.Get(MetaSubject), seq, header, msg.Payload)
 		switch {
-		case err != nil && !signed:
-			return r.forged(durable, msg, seq, "unsigned and not an event: "+err.Error(), o)
+		case errors.Is(err, events.ErrForged):
+			return r.forged(durable, msg, seq, err.Error(), o)
 		case errors.Is(err, events.ErrUnknownType):
-			// Neither skipped nor dead-lettered: delivered again (at
-			// RetryMaxInterval soon) until a process that knows the type
-			// handles it.
+			// Neither skipped nor dead-lettered: delivered again until a
+			// process that knows the type handles it.
 			return fmt.Errorf("%s: seq %d: upgrade required: %w", durable, seq, err)
 		case err != nil:
 			return &poisonError{reason: err.Error()}
 		}
-		if subj := msg.Metadata.Get(MetaSubject); subj != events.Subject(ev.Site) {
-			reason := fmt.Sprintf("event %s of site %q stored on subject %q", ev.ID, ev.Site, subj)
-			if !signed {
-				return r.forged(durable, msg, seq, "unsigned "+reason, o)
-			}
-			return &poisonError{reason: reason}
-		}
-		if err := h(msg.Context(), events.Record{Seq: seq, Event: ev}); err != nil {
-			return fmt.Errorf("%s: event %s (seq %d, %s): %w", durable, ev.ID, seq, ev.Type(), err)
+		if err := h(msg.Context(), rec); err != nil {
+			return fmt.Errorf("%s: event %s (seq %d, %s): %w", durable, rec.Event.ID, seq, rec.Event.Type(), err)
 		}
 		return nil
 	}

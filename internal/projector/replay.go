@@ -133,29 +133,22 @@ type Report struct {
 // errUnknownType stops a replay: see Report.Stopped.
 var errUnknownType = errors.New("event type unknown to this version")
 
-// DecodeMessage turns a stored message into a record, with the same rules
-// as the live router (internal/consume): the message must be authentic, the
-// payload must decode, and its site must match the subject. An error means a
-// message to skip (poison; forged when it wraps eventstore's
-// ErrNotAuthentic or is unsigned), except one wrapping errUnknownType.
-func DecodeMessage(auth consume.Authenticator, subject string, seq uint64, header nats.Header, data []byte) (events.Record, bool, error) {
+// decodeMessage turns a stored message into a record, after authenticating
+// it: forged is true for a message the service did not write (it fails the
+// Authenticator or is unsigned and not an event of its subject); an error
+// that is not forged is poison, except one wrapping errUnknownType.
+func decodeMessage(auth consume.Authenticator, subject string, seq uint64, header nats.Header, data []byte) (rec events.Record, forged bool, err error) {
 	if err := auth.Authenticate(subject, seq, header, data); err != nil {
 		return events.Record{}, true, err
 	}
-	signed := header.Get(events.HeaderMAC) != ""
-	e, err := events.Decode(data)
+	rec, err = events.DecodeStored(subject, seq, header, data)
 	switch {
-	case err != nil && !signed:
-		return events.Record{}, true, fmt.Errorf("unsigned and not an event: %w", err)
+	case errors.Is(err, events.ErrForged):
+		return events.Record{}, true, err
 	case errors.Is(err, events.ErrUnknownType):
 		return events.Record{}, false, fmt.Errorf("%w: %w", errUnknownType, err)
-	case err != nil:
-		return events.Record{}, false, err
 	}
-	if subject != events.Subject(e.Site) {
-		return events.Record{}, !signed, fmt.Errorf("%w: event %s of site %q stored on subject %q", events.ErrMalformed, e.ID, e.Site, subject)
-	}
-	return events.Record{Seq: seq, Event: e}, false, nil
+	return rec, false, err
 }
 
 // CatchUp applies to store every event after its checkpoint up to the
@@ -289,7 +282,7 @@ type rawMsg struct {
 func (c *chunk) decode(auth consume.Authenticator) {
 	c.recs = make([]readstore.Prepared, 0, len(c.msgs))
 	for _, m := range c.msgs {
-		rec, forged, err := DecodeMessage(auth, m.subject, m.seq, m.header, m.data)
+		rec, forged, err := decodeMessage(auth, m.subject, m.seq, m.header, m.data)
 		if errors.Is(err, errUnknownType) {
 			c.stop = &Poison{Seq: m.seq, Subject: m.subject, Reason: err.Error()}
 			break

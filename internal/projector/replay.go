@@ -397,7 +397,10 @@ type pipeline struct {
 // poison and their records, in batches, to the applier.
 func (p *pipeline) collect(poison func(Poison) error) {
 	defer close(p.batches)
-	b := batch{recs: make([]readstore.Prepared, 0, p.cfg.BatchSize)}
+	// Batches grow as records come: a live projection flushes after every
+	// event when idle, and a batch's full capacity each time is a large
+	// allocation per event.
+	var b batch
 	for c := range p.ordered {
 		<-c.done
 		if p.ctx.Err() != nil || p.stopped != nil || p.poisonErr != nil {
@@ -422,7 +425,7 @@ func (p *pipeline) collect(poison func(Poison) error) {
 		}
 		if len(b.recs) >= p.cfg.BatchSize || c.flush {
 			p.batches <- b
-			b = batch{recs: make([]readstore.Prepared, 0, p.cfg.BatchSize)}
+			b = batch{}
 		}
 	}
 	if p.ctx.Err() == nil && b.upTo > 0 {

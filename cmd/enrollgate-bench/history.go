@@ -145,7 +145,9 @@ func newReplayEnv(ctx context.Context, dir string, n int, log zerolog.Logger) (_
 		if err := re.auth.SignMsg(m); err != nil {
 			return nil, err
 		}
-		if _, err := re.js.PublishMsgAsync(m); err != nil {
+		// A busy machine may hold acks back for longer than nats.go's default
+		// stall wait: the history is set-up, so it waits instead of failing.
+		if _, err := re.js.PublishMsgAsync(m, jetstream.WithStallWait(time.Minute)); err != nil {
 			return nil, fmt.Errorf("publish history event %d: %w", i, err)
 		}
 	}

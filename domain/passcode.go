@@ -44,7 +44,7 @@ const (
 // failing source and its keys stored once per generation, the hash and the
 // sealed copy in one allocation.
 type Passcode struct {
-	site     string
+	site     events.Site
 	seq      uint64
 	defaults Policy
 	gen      *generation
@@ -227,12 +227,12 @@ func unixNano(t time.Time) int64 {
 // New returns the aggregate of a site with no history, under the given default
 // policy (the site's own LockoutPolicyChanged events override its threshold
 // and window).
-func New(site string, defaults Policy) *Passcode {
+func New(site events.Site, defaults Policy) *Passcode {
 	return &Passcode{site: site, defaults: defaults}
 }
 
 // Site returns the site ID.
-func (p *Passcode) Site() string { return p.site }
+func (p *Passcode) Site() events.Site { return p.site }
 
 // Seq returns the stream sequence of the last event folded in; 0 for none.
 func (p *Passcode) Seq() uint64 { return p.seq }

@@ -44,7 +44,7 @@ type Retiring struct {
 // State returns the state document at now.
 func (p *Passcode) State(now time.Time) State {
 	pol := p.Policy()
-	s := State{Site: p.site, Status: StatusNone, MaxFailedAttempts: pol.MaxFailedAttempts,
+	s := State{Site: string(p.site), Status: StatusNone, MaxFailedAttempts: pol.MaxFailedAttempts,
 		FailureWindow: pol.FailureWindow, Seq: p.seq, Mode: pol.Mode}
 	if s.Mode == "" {
 		s.Mode = events.ModeEnforce

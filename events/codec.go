@@ -38,7 +38,7 @@ func Encode(e Event) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s data: %w", e.Type(), err)
 	}
 	b, err := json.Marshal(envelope{
-		ID: e.ID, Type: e.Type(), Site: e.Site, OccurredAt: e.OccurredAt.UTC(), Actor: e.Actor, Data: data,
+		ID: e.ID, Type: e.Type(), Site: string(e.Site), OccurredAt: e.OccurredAt.UTC(), Actor: e.Actor, Data: data,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode %s envelope: %w", e.Type(), err)
@@ -56,7 +56,8 @@ func Decode(b []byte) (Event, error) {
 	if _, err := ulid.ParseStrict(env.ID); err != nil {
 		return Event{}, fmt.Errorf("%w: id %q is not a ULID", ErrMalformed, env.ID)
 	}
-	if err := ValidateSite(env.Site); err != nil {
+	site, err := ParseSite(env.Site)
+	if err != nil {
 		return Event{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if env.OccurredAt.IsZero() {
@@ -79,7 +80,7 @@ func Decode(b []byte) (Event, error) {
 		return Event{}, fmt.Errorf("%w: %s %s data: %v", ErrMalformed, env.Type, env.ID, err)
 	}
 	return Event{
-		ID: env.ID, Site: env.Site, OccurredAt: env.OccurredAt, Actor: env.Actor,
+		ID: env.ID, Site: site, OccurredAt: env.OccurredAt, Actor: env.Actor,
 		Data: deref(p),
 	}, nil
 }

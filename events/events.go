@@ -294,7 +294,7 @@ func (e LockoutPolicyChanged) SimulatesLockout() bool {
 // Event is one decoded event: the envelope fields and a typed payload.
 type Event struct {
 	ID         string
-	Site       string
+	Site       Site
 	OccurredAt time.Time
 	Actor      Actor
 	Data       Payload

@@ -17,6 +17,8 @@ func TestDecodeStored(t *testing.T) {
 	}
 	unknown := strings.Replace(string(data), `"PasscodeRevealed"`, `"PasscodeFromTheFuture"`, 1)
 	subj := events.Subject(testSite)
+	// A site the contract refuses, on the subject it would name.
+	badSite := strings.Replace(string(data), `"site":"`+string(testSite)+`"`, `"site":"Acme"`, 1)
 	signed := func(typ string) map[string][]string {
 		return map[string][]string{events.HeaderMAC: {"k:mac"}, events.HeaderEventType: {typ}}
 	}
@@ -41,6 +43,8 @@ func TestDecodeStored(t *testing.T) {
 		{"signed, unknown type", subj, 7, signed("PasscodeFromTheFuture"), unknown, events.ErrUnknownType},
 		{"unsigned, unknown type", subj, 7, nil, unknown, events.ErrForged},
 		{"empty MAC header is unsigned", subj, 7, map[string][]string{events.HeaderMAC: {""}}, "{", events.ErrForged},
+		{"signed, invalid site", events.Subject("Acme"), 7, signed(string(events.TypePasscodeRevealed)), badSite, events.ErrMalformed},
+		{"unsigned, invalid site", events.Subject("Acme"), 7, unsigned, badSite, events.ErrForged},
 		{"no sequence", subj, 0, signed(string(events.TypePasscodeRevealed)), string(data), events.ErrMalformed},
 	}
 	sentinels := []error{events.ErrForged, events.ErrMalformed, events.ErrUnknownType}

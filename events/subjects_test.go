@@ -7,7 +7,7 @@ import (
 	"github.com/enrollgate/enrollgate/events"
 )
 
-func TestValidateSite(t *testing.T) {
+func TestParseSite(t *testing.T) {
 	cases := []struct {
 		site string
 		ok   bool
@@ -35,15 +35,18 @@ func TestValidateSite(t *testing.T) {
 		{"acme%2f", false},
 	}
 	for _, c := range cases {
-		err := events.ValidateSite(c.site)
+		site, err := events.ParseSite(c.site)
 		if (err == nil) != c.ok {
-			t.Errorf("ValidateSite(%q) = %v, want ok=%v", c.site, err, c.ok)
+			t.Errorf("ParseSite(%q) = %v, want ok=%v", c.site, err, c.ok)
+		}
+		if want := map[bool]events.Site{true: events.Site(c.site)}[c.ok]; site != want {
+			t.Errorf("ParseSite(%q) = %q, want %q", c.site, site, want)
 		}
 	}
 }
 
-func TestValidateSiteTruncatesLongInput(t *testing.T) {
-	err := events.ValidateSite(strings.Repeat("X", 10_000))
+func TestParseSiteTruncatesLongInput(t *testing.T) {
+	_, err := events.ParseSite(strings.Repeat("X", 10_000))
 	if err == nil || len(err.Error()) > 300 {
 		t.Errorf("error for a huge site = %d bytes, want a short error", len(err.Error()))
 	}
@@ -57,8 +60,9 @@ func TestSubject(t *testing.T) {
 
 func TestSiteFromSubject(t *testing.T) {
 	cases := []struct {
-		subject, site string
-		ok            bool
+		subject string
+		site    events.Site
+		ok      bool
 	}{
 		{"enrollgate.events.acme", "acme", true},
 		{"enrollgate.events.a-1", "a-1", true},

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
 )
 
 // aggregateCache keeps each site's aggregate with its last sequence, and
@@ -12,7 +13,7 @@ import (
 // exclusively until release.
 type aggregateCache struct {
 	mu      sync.Mutex
-	entries map[string]*cacheEntry
+	entries map[events.Site]*cacheEntry
 	limit   int
 }
 
@@ -42,13 +43,13 @@ type waiter struct {
 }
 
 func newAggregateCache(limit int) *aggregateCache {
-	return &aggregateCache{entries: make(map[string]*cacheEntry), limit: limit}
+	return &aggregateCache{entries: make(map[events.Site]*cacheEntry), limit: limit}
 }
 
 // acquire returns the site's entry, held exclusively until release, and
 // the number of reads of its last sequence begun before the call (see
 // beginRead); it waits for the holder in turn, or until ctx is done.
-func (c *aggregateCache) acquire(ctx context.Context, site string) (*cacheEntry, uint32, error) {
+func (c *aggregateCache) acquire(ctx context.Context, site events.Site) (*cacheEntry, uint32, error) {
 	c.mu.Lock()
 	e, ok := c.entries[site]
 	if !ok {

@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
 )
 
 func TestCacheEvictsIdleEntriesBeyondItsLimit(t *testing.T) {
 	c := newAggregateCache(3)
 	for i := range 10 {
-		e, _, err := c.acquire(bgCtx, "s"+strconv.Itoa(i))
+		e, _, err := c.acquire(bgCtx, events.Site("s"+strconv.Itoa(i)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +36,7 @@ func TestCacheNeverEvictsAnEntryInUse(t *testing.T) {
 	}
 	held.agg = domain.New("held", domain.DefaultPolicy())
 	for i := range 20 {
-		e, _, err := c.acquire(bgCtx, "s"+strconv.Itoa(i))
+		e, _, err := c.acquire(bgCtx, events.Site("s"+strconv.Itoa(i)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +55,7 @@ func TestCacheNeverEvictsAnEntryInUse(t *testing.T) {
 	c = newAggregateCache(2)
 	var es []*cacheEntry
 	for i := range 4 {
-		e, _, err := c.acquire(bgCtx, "busy"+strconv.Itoa(i))
+		e, _, err := c.acquire(bgCtx, events.Site("busy"+strconv.Itoa(i)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,7 +170,7 @@ func TestServiceCacheIsBounded(t *testing.T) {
 	e.cfg.MaxCachedSites = 3
 	s := e.replica(t)
 	for i := range 10 {
-		if _, err := s.GeneratePasscode(bgCtx, GeneratePasscode{Site: "site-" + strconv.Itoa(i), Actor: admin}); err != nil {
+		if _, err := s.GeneratePasscode(bgCtx, GeneratePasscode{Site: events.Site(events.Site("site-" + strconv.Itoa(i))), Actor: admin}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,7 +179,7 @@ func TestServiceCacheIsBounded(t *testing.T) {
 	}
 	// An evicted site is loaded again and still correct.
 	for i := range 10 {
-		site := "site-" + strconv.Itoa(i)
+		site := events.Site(events.Site("site-" + strconv.Itoa(i)))
 		r, err := s.RevealPasscode(bgCtx, RevealPasscode{Site: site, Actor: admin})
 		if err != nil || r.Passcode.Plain() == "" {
 			t.Fatalf("reveal %s = %+v, %v", site, r, err)

@@ -11,7 +11,7 @@ import (
 
 // ChangeLockoutPolicy sets a site's own lockout threshold and failure window.
 type ChangeLockoutPolicy struct {
-	Site              string
+	Site              events.Site
 	Actor             events.Actor
 	MaxFailedAttempts int
 	FailureWindow     time.Duration

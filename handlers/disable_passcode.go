@@ -14,7 +14,7 @@ import (
 // generation that reached the threshold. A disable aimed at an older
 // generation, or a lockout of one already disabled, stores nothing.
 type DisablePasscode struct {
-	Site       string
+	Site       events.Site
 	Actor      events.Actor
 	PasscodeID string
 	Reason     events.DisableReason

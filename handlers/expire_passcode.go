@@ -14,7 +14,7 @@ import (
 // it when an enrollment reaches the cap; a generation still valid, another
 // one than the current, or one recorded already stores nothing.
 type ExpirePasscode struct {
-	Site       string
+	Site       events.Site
 	Actor      events.Actor
 	PasscodeID string
 }

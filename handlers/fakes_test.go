@@ -38,18 +38,18 @@ type fakeStore struct {
 	afterLastSeq func()
 
 	appends, conflicts, lastSeqs int
-	loadsFromZero                map[string]int
+	loadsFromZero                map[events.Site]int
 }
 
 type storedMsg struct {
 	seq  uint64
-	site string
+	site events.Site
 	data []byte
 }
 
-func newFakeStore() *fakeStore { return &fakeStore{loadsFromZero: make(map[string]int)} }
+func newFakeStore() *fakeStore { return &fakeStore{loadsFromZero: make(map[events.Site]int)} }
 
-func (s *fakeStore) Load(ctx context.Context, site string, afterSeq uint64) ([]events.Record, error) {
+func (s *fakeStore) Load(ctx context.Context, site events.Site, afterSeq uint64) ([]events.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func (s *fakeStore) Append(ctx context.Context, e events.Event, expectedSeq uint
 	return s.storeLocked(e.Site, b), nil
 }
 
-func (s *fakeStore) storeLocked(site string, b []byte) uint64 {
+func (s *fakeStore) storeLocked(site events.Site, b []byte) uint64 {
 	// Another site's message first, so that sequences of one site have gaps
 	// as on the shared stream.
 	seq := uint64(len(s.msgs)) + 1
@@ -114,7 +114,7 @@ func (s *fakeStore) storeLocked(site string, b []byte) uint64 {
 	return seq
 }
 
-func (s *fakeStore) LastSeq(ctx context.Context, site string) (uint64, error) {
+func (s *fakeStore) LastSeq(ctx context.Context, site events.Site) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -128,7 +128,7 @@ func (s *fakeStore) LastSeq(ctx context.Context, site string) (uint64, error) {
 	return last, nil
 }
 
-func (s *fakeStore) lastLocked(site string) uint64 {
+func (s *fakeStore) lastLocked(site events.Site) uint64 {
 	for i := len(s.msgs) - 1; i >= 0; i-- {
 		if s.msgs[i].site == site {
 			return s.msgs[i].seq
@@ -138,7 +138,7 @@ func (s *fakeStore) lastLocked(site string) uint64 {
 }
 
 // events returns the site's stored events, decoded.
-func (s *fakeStore) events(t *testing.T, site string) []events.Event {
+func (s *fakeStore) events(t *testing.T, site events.Site) []events.Event {
 	t.Helper()
 	recs, err := s.Load(context.Background(), site, 0)
 	if err != nil {
@@ -172,7 +172,7 @@ func (s *fakeStore) counters() (appends, conflicts, lastSeqs int) {
 	return s.appends, s.conflicts, s.lastSeqs
 }
 
-func (s *fakeStore) zeroLoads(site string) int {
+func (s *fakeStore) zeroLoads(site events.Site) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.loadsFromZero[site]
@@ -269,7 +269,7 @@ var t0 = time.Date(2024, 6, 1, 9, 0, 0, 0, time.UTC)
 var (
 	admin  = events.Actor{Kind: events.ActorAdmin, ID: "alice@acme.example"}
 	bgCtx  = context.Background()
-	siteID = "acme"
+	siteID = events.Site("acme")
 )
 
 // env is a store shared by replicas, each a Service with its own cache, and

@@ -12,7 +12,7 @@ import (
 // GeneratePasscode generates a site's passcode, or regenerates it: the new
 // generation replaces the old one at once, with a fresh failure count.
 type GeneratePasscode struct {
-	Site  string
+	Site  events.Site
 	Actor events.Actor
 	// Lifecycle is the new generation's expiry, cap and the replaced one's
 	// grace; the zero value has none.

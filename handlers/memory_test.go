@@ -18,12 +18,12 @@ import (
 type siteStore struct {
 	mu    sync.Mutex
 	seq   uint64
-	sites map[string][]storedMsg
+	sites map[events.Site][]storedMsg
 }
 
-func newSiteStore() *siteStore { return &siteStore{sites: make(map[string][]storedMsg)} }
+func newSiteStore() *siteStore { return &siteStore{sites: make(map[events.Site][]storedMsg)} }
 
-func (s *siteStore) Load(_ context.Context, site string, afterSeq uint64) ([]events.Record, error) {
+func (s *siteStore) Load(_ context.Context, site events.Site, afterSeq uint64) ([]events.Record, error) {
 	s.mu.Lock()
 	msgs := s.sites[site]
 	s.mu.Unlock()
@@ -56,13 +56,13 @@ func (s *siteStore) Append(_ context.Context, e events.Event, expectedSeq uint64
 	return s.seq, nil
 }
 
-func (s *siteStore) LastSeq(_ context.Context, site string) (uint64, error) {
+func (s *siteStore) LastSeq(_ context.Context, site events.Site) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastLocked(site), nil
 }
 
-func (s *siteStore) lastLocked(site string) uint64 {
+func (s *siteStore) lastLocked(site events.Site) uint64 {
 	if msgs := s.sites[site]; len(msgs) > 0 {
 		return msgs[len(msgs)-1].seq
 	}
@@ -100,10 +100,10 @@ func bytesPerCachedSiteGens(tb testing.TB, n, gens int) float64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sites := make([]string, n)
+	sites := make([]events.Site, n)
 	plain := make([]Secret, n)
 	for i := range n {
-		sites[i] = fmt.Sprintf("site-%06d", i)
+		sites[i] = events.Site(fmt.Sprintf("site-%06d", i))
 		for range gens {
 			r, err := gen.GeneratePasscode(bgCtx, GeneratePasscode{Site: sites[i], Actor: admin})
 			if err != nil {

@@ -44,7 +44,7 @@ type EventStore interface {
 	// Event.Data, which only moves the caller's position past them (its next
 	// Append expects that sequence). An authentic event of an unknown type is
 	// an error wrapping ErrUpgradeRequired.
-	Load(ctx context.Context, site string, afterSeq uint64) ([]events.Record, error)
+	Load(ctx context.Context, site events.Site, afterSeq uint64) ([]events.Record, error)
 	// Append stores e, authenticated, on its site's subject if the site's
 	// last stored message is still expectedSeq (0: none), and returns the
 	// stream sequence of e. It
@@ -54,7 +54,7 @@ type EventStore interface {
 	Append(ctx context.Context, e events.Event, expectedSeq uint64) (uint64, error)
 	// LastSeq returns the sequence of the site's last stored message (an
 	// event, or a gap that Load reports), 0 for none.
-	LastSeq(ctx context.Context, site string) (uint64, error)
+	LastSeq(ctx context.Context, site events.Site) (uint64, error)
 }
 
 // SecretKeeper generates passcodes and holds the keys that hash and seal

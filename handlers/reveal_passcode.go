@@ -12,7 +12,7 @@ import (
 // RevealPasscode reads the plain text of a site's current passcode, and
 // records that the administrator did.
 type RevealPasscode struct {
-	Site  string
+	Site  events.Site
 	Actor events.Actor
 }
 

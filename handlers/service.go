@@ -87,9 +87,10 @@ type outcome struct {
 // when another replica got there first. A decision that stores nothing, or
 // that fails with ErrNotGenerated or ErrNotActive, is confirmed against the
 // stream's last sequence, so that a replica never answers from a stale cache.
-func (s *Service) execute(ctx context.Context, site string, actor events.Actor, decide decideFunc) (outcome, error) {
-	if err := events.ValidateSite(site); err != nil {
-		return outcome{}, fmt.Errorf("%w: %w", domain.ErrInvalid, err)
+func (s *Service) execute(ctx context.Context, site events.Site, actor events.Actor, decide decideFunc) (outcome, error) {
+	// A Site is parsed at its edge; only the zero value can be wrong here.
+	if site == "" {
+		return outcome{}, fmt.Errorf("%w: no site", domain.ErrInvalid)
 	}
 	e, arrival, err := s.cache.acquire(ctx, site)
 	if err != nil {
@@ -159,7 +160,7 @@ func (s *Service) execute(ctx context.Context, site string, actor events.Actor, 
 // arrived. Commands that waited for the hold share the read of the one
 // before them when it began after they arrived, so that a flood of refusals
 // on one site costs a read per turn of the queue, not one per command.
-func (s *Service) confirmLast(ctx context.Context, e *cacheEntry, arrival uint32, site string) (uint64, error) {
+func (s *Service) confirmLast(ctx context.Context, e *cacheEntry, arrival uint32, site events.Site) (uint64, error) {
 	if last, ok := e.confirmedSince(arrival); ok {
 		return last, nil
 	}

@@ -13,7 +13,7 @@ import (
 // the threshold under a policy in monitor mode. The lockout saga issues it;
 // nothing is disabled. A redelivery finds it recorded and stores nothing.
 type SimulateLockout struct {
-	Site       string
+	Site       events.Site
 	Actor      events.Actor
 	PasscodeID string
 }

@@ -23,7 +23,7 @@ const (
 
 // VerifyPasscode checks a passcode a device user typed.
 type VerifyPasscode struct {
-	Site     string
+	Site     events.Site
 	Passcode Secret
 	// AttemptID is the frontend's idempotency key: a retry with the same ID
 	// and the same passcode gets the same verdict and is not counted twice.
@@ -35,15 +35,15 @@ type VerifyPasscode struct {
 // attempt stored nothing (refused before comparison, or a repeat).
 type VerifyResult struct {
 	domain.Verdict
-	Site string
+	Site events.Site
 	Seq  uint64
 }
 
 // Validate checks the request's shape; a malformed request is not an attempt.
 func (c VerifyPasscode) Validate() error {
 	var errs []error
-	if err := events.ValidateSite(c.Site); err != nil {
-		errs = append(errs, err)
+	if c.Site == "" {
+		errs = append(errs, errors.New("site is required"))
 	}
 	p := c.Passcode.Plain()
 	if p == "" {

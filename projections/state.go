@@ -112,7 +112,7 @@ func (s *SiteState) Seq() uint64 { return s.seq }
 // so applying one twice is harmless. Records of another site are ignored.
 func (s *SiteState) Apply(recs ...events.Record) {
 	for _, r := range recs {
-		if r.Seq <= s.seq || r.Event.Site != s.site {
+		if r.Seq <= s.seq || string(r.Event.Site) != s.site {
 			continue
 		}
 		s.apply(r.Event)

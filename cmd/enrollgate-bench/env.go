@@ -72,12 +72,12 @@ func (c *countingStore) Append(ctx context.Context, e events.Event, expectedSeq 
 	return seq, err
 }
 
-func (c *countingStore) Load(ctx context.Context, site string, afterSeq uint64) ([]events.Record, error) {
+func (c *countingStore) Load(ctx context.Context, site events.Site, afterSeq uint64) ([]events.Record, error) {
 	c.loads.Add(1)
 	return c.EventStore.Load(ctx, site, afterSeq)
 }
 
-func (c *countingStore) LastSeq(ctx context.Context, site string) (uint64, error) {
+func (c *countingStore) LastSeq(ctx context.Context, site events.Site) (uint64, error) {
 	c.lastSeqs.Add(1)
 	return c.EventStore.LastSeq(ctx, site)
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
 	"github.com/enrollgate/enrollgate/internal/verifywire"
 )
@@ -29,11 +30,11 @@ type floodSites struct {
 func newFloodSites(ctx context.Context, svc *handlers.Service, f frontend, gen *attemptGen) (*floodSites, error) {
 	fs := &floodSites{locked: "flood-locked"}
 	prepare := func(site string, threshold, wrong int, body func(string) []byte, then domain.Reason) (string, error) {
-		res, err := svc.GeneratePasscode(ctx, handlers.GeneratePasscode{Site: site, Actor: benchAdmin})
+		res, err := svc.GeneratePasscode(ctx, handlers.GeneratePasscode{Site: events.Site(site), Actor: benchAdmin})
 		if err != nil {
 			return "", err
 		}
-		if _, err := svc.ChangeLockoutPolicy(ctx, handlers.ChangeLockoutPolicy{Site: site, Actor: benchAdmin,
+		if _, err := svc.ChangeLockoutPolicy(ctx, handlers.ChangeLockoutPolicy{Site: events.Site(site), Actor: benchAdmin,
 			MaxFailedAttempts: threshold}); err != nil {
 			return "", err
 		}

@@ -89,7 +89,7 @@ func (h *history) next() events.Event {
 			AttemptDigest: h.bytes(16), Source: src, FailedAttempts: h.fails[site]%12 + 1, MaxFailedAttempts: 10,
 			FailureWindow: events.Duration(time.Hour)}
 	}
-	return events.Event{ID: h.id(), Site: site, OccurredAt: h.at, Actor: actor, Data: p}
+	return events.Event{ID: h.id(), Site: events.Site(site), OccurredAt: h.at, Actor: actor, Data: p}
 }
 
 // replayEnv is a server of its own holding an events stream of n events

@@ -63,7 +63,7 @@ func (ss *siteSet) generate(ctx context.Context, svc *handlers.Service, prefix s
 					errs <- nil
 					return
 				}
-				res, err := svc.GeneratePasscode(ctx, handlers.GeneratePasscode{Site: ss.names[i], Actor: benchAdmin})
+				res, err := svc.GeneratePasscode(ctx, handlers.GeneratePasscode{Site: events.Site(ss.names[i]), Actor: benchAdmin})
 				if err != nil {
 					errs <- fmt.Errorf("generate %s: %w", ss.names[i], err)
 					return

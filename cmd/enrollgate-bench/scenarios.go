@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/enrollgate/enrollgate/domain"
+	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/handlers"
 	"github.com/enrollgate/enrollgate/internal/alerts"
 	"github.com/enrollgate/enrollgate/internal/projector"
@@ -235,11 +236,11 @@ func (r *runner) lockouts(ctx context.Context, round int) (sample, error) {
 	var s sample
 	for k := range r.opt.Lockouts {
 		site := fmt.Sprintf("lock-r%d-%04d", round, k)
-		res, err := st.svc.GeneratePasscode(ctx, handlers.GeneratePasscode{Site: site, Actor: benchAdmin})
+		res, err := st.svc.GeneratePasscode(ctx, handlers.GeneratePasscode{Site: events.Site(site), Actor: benchAdmin})
 		if err != nil {
 			return s, err
 		}
-		if _, err := st.svc.ChangeLockoutPolicy(ctx, handlers.ChangeLockoutPolicy{Site: site, Actor: benchAdmin,
+		if _, err := st.svc.ChangeLockoutPolicy(ctx, handlers.ChangeLockoutPolicy{Site: events.Site(site), Actor: benchAdmin,
 			MaxFailedAttempts: lockoutAt, FailureWindow: time.Hour}); err != nil {
 			return s, err
 		}
@@ -319,7 +320,7 @@ func (r *runner) memory(ctx context.Context, _ int) (sample, error) {
 					return
 				}
 				body, right := r.gen.next(ss, i, rng)
-				cmd, err := verifywire.DecodeRequest(ss.names[i], body)
+				cmd, err := verifywire.DecodeRequest(events.Site(ss.names[i]), body)
 				if err != nil {
 					errs[w] = err
 					return

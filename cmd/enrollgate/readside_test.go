@@ -129,7 +129,7 @@ type readState struct {
 func siteEvents(t *testing.T, natsURL, site string) (seqs []uint64, ids []string) {
 	t.Helper()
 	for _, m := range storedMessages(t, natsURL) {
-		if m.Subject != events.Subject(site) {
+		if m.Subject != events.Subject(events.Site(site)) {
 			continue
 		}
 		e, err := events.Decode(m.Data)

@@ -134,7 +134,7 @@ func generatedKeys(t *testing.T, js jetstream.JetStream, site string) (hashKey, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, events.Subject(site))
+	m, err := s.GetLastMsgForSubject(ctx, events.Subject(events.Site(site)))
 	if err != nil {
 		t.Fatal(err)
 	}

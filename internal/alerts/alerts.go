@@ -171,13 +171,13 @@ func NewLockoutAlert(e events.Event) (alert LockoutAlert, ok bool) {
 	return LockoutAlert{
 		SpecVersion:     "1.0",
 		ID:              e.ID,
-		Source:          "/enrollgate/sites/" + e.Site,
+		Source:          "/enrollgate/sites/" + string(e.Site),
 		Type:            TypePasscodeLockout,
-		Subject:         e.Site,
+		Subject:         string(e.Site),
 		Time:            at,
 		DataContentType: "application/json",
 		Data: LockoutData{
-			Site: e.Site, PasscodeID: d.PasscodeID, FailedAttempts: d.FailedAttempts,
+			Site: string(e.Site), PasscodeID: d.PasscodeID, FailedAttempts: d.FailedAttempts,
 			MaxFailedAttempts: d.MaxFailedAttempts, FailureWindow: d.FailureWindow.String(),
 			FirstFailedAt: utc(d.FirstFailedAt), LastFailedAt: utc(d.LastFailedAt), DisabledAt: at,
 			RecentSources: sources, DisableEventID: e.ID,
@@ -214,13 +214,13 @@ func NewLapseAlert(e events.Event) (alert LapseAlert, kind string, ok bool) {
 		kind, typ = KindPasscodeUsedUp, TypePasscodeUsedUp
 	}
 	at := e.OccurredAt.UTC()
-	data := LapseData{Site: e.Site, PasscodeID: d.PasscodeID, Reason: string(d.Reason), ExpiresAt: utcOrNil(d.ExpiresAt),
+	data := LapseData{Site: string(e.Site), PasscodeID: d.PasscodeID, Reason: string(d.Reason), ExpiresAt: utcOrNil(d.ExpiresAt),
 		Enrollments: d.Enrollments, RecordedAt: at, EventID: e.ID}
 	if d.MaxEnrollments > 0 {
 		m := d.MaxEnrollments
 		data.MaxEnrollments = &m
 	}
-	return LapseAlert{SpecVersion: "1.0", ID: e.ID, Source: "/enrollgate/sites/" + e.Site, Type: typ, Subject: e.Site,
+	return LapseAlert{SpecVersion: "1.0", ID: e.ID, Source: "/enrollgate/sites/" + string(e.Site), Type: typ, Subject: string(e.Site),
 		Time: at, DataContentType: "application/json", Data: data}, kind, true
 }
 
@@ -255,9 +255,9 @@ func NewSimulatedAlert(e events.Event) (alert SimulatedAlert, ok bool) {
 		sources = append(sources, Source(s))
 	}
 	at := e.OccurredAt.UTC()
-	return SimulatedAlert{SpecVersion: "1.0", ID: e.ID, Source: "/enrollgate/sites/" + e.Site, Type: TypePasscodeLockoutSimulated,
-		Subject: e.Site, Time: at, DataContentType: "application/json",
-		Data: SimulatedData{Site: e.Site, PasscodeID: d.PasscodeID, FailedAttempts: d.FailedAttempts,
+	return SimulatedAlert{SpecVersion: "1.0", ID: e.ID, Source: "/enrollgate/sites/" + string(e.Site), Type: TypePasscodeLockoutSimulated,
+		Subject: string(e.Site), Time: at, DataContentType: "application/json",
+		Data: SimulatedData{Site: string(e.Site), PasscodeID: d.PasscodeID, FailedAttempts: d.FailedAttempts,
 			MaxFailedAttempts: d.MaxFailedAttempts, FailureWindow: d.FailureWindow.String(),
 			FirstFailedAt: utcOrNil(d.FirstFailedAt), LastFailedAt: utcOrNil(d.LastFailedAt), RecordedAt: at,
 			RecentSources: sources, EventID: e.ID}}, true
@@ -298,9 +298,9 @@ const maxClaim = 256
 
 // NewTamperedAlert builds the alert about a forged message.
 func NewTamperedAlert(f consume.Forged) TamperedAlert {
-	site, err := events.SiteFromSubject(f.Subject)
-	if err != nil {
-		site = UnknownSite
+	site := UnknownSite
+	if s, err := events.SiteFromSubject(f.Subject); err == nil {
+		site = string(s)
 	}
 	claim := func(s string) string {
 		s = strings.ToValidUTF8(s, "\uFFFD")
@@ -402,7 +402,7 @@ func alertOf(e events.Event) (alert any, kind string, ok bool) {
 // publishOnce publishes the alert of kind about event e, unless the site's
 // last alert of that kind is this one or a later one.
 func (p *Publisher) publishOnce(ctx context.Context, e events.Event, kind string, alert any) error {
-	subject := Subject(e.Site, kind)
+	subject := Subject(string(e.Site), kind)
 	eventID := e.ID
 	published, err := p.alerted(ctx, subject, func(data []byte) int {
 		var prev struct {

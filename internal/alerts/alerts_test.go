@@ -149,7 +149,7 @@ func newEnv(t *testing.T) *env {
 	return &env{js: js, pub: pub, sub: sub}
 }
 
-func lockoutRecord(site string, seq uint64) events.Record {
+func lockoutRecord(site events.Site, seq uint64) events.Record {
 	now := time.Now()
 	first, last := now.Add(-10*time.Minute), now.Add(-time.Millisecond)
 	return events.Record{Seq: seq, Event: events.Event{

@@ -28,7 +28,7 @@ func schemaOf(t *testing.T, name string) *jsonschema.Schema {
 	return sch
 }
 
-func lifecycleRecord(site string, data events.Payload) events.Record {
+func lifecycleRecord(site events.Site, data events.Payload) events.Record {
 	return events.Record{Seq: 7, Event: events.Event{ID: ulid.Make().String(), Site: site, OccurredAt: time.Now(),
 		Actor: events.Actor{Kind: events.ActorSystem, ID: "lockout"}, Data: data}}
 }

@@ -69,8 +69,8 @@ type Principal struct {
 }
 
 // CanSee reports whether the site is in the principal's scope.
-func (p Principal) CanSee(site string) bool {
-	return slices.Contains(p.Sites, AllSites) || slices.Contains(p.Sites, site)
+func (p Principal) CanSee(site events.Site) bool {
+	return slices.Contains(p.Sites, AllSites) || slices.Contains(p.Sites, string(site))
 }
 
 // AllSitesVisible reports whether the principal sees every site, so that a
@@ -78,7 +78,7 @@ func (p Principal) CanSee(site string) bool {
 func (p Principal) AllSitesVisible() bool { return slices.Contains(p.Sites, AllSites) }
 
 // Allows reports whether the principal may do what perm names on site.
-func (p Principal) Allows(perm Permission, site string) bool {
+func (p Principal) Allows(perm Permission, site events.Site) bool {
 	return p.CanSee(site) && p.Role.Grants(perm)
 }
 
@@ -117,7 +117,7 @@ func (p Principal) Validate() error {
 		if s == AllSites {
 			continue
 		}
-		if err := events.ValidateSite(s); err != nil {
+		if _, err := events.ParseSite(s); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/enrollgate/enrollgate/events"
 )
 
 const (
@@ -206,7 +208,7 @@ func TestSiteScopesAndRoles(t *testing.T) {
 		{Principal{ID: "x", Role: "root", Sites: []string{AllSites}}, PermRead, "acme", false},
 	}
 	for _, c := range cases {
-		if got := c.p.Allows(c.perm, c.site); got != c.want {
+		if got := c.p.Allows(c.perm, events.Site(c.site)); got != c.want {
 			t.Errorf("%s/%v allows %s on %s = %v, want %v", c.p.ID, c.p.Role, c.perm, c.site, got, c.want)
 		}
 	}

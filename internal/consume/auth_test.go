@@ -74,7 +74,7 @@ func (e *env) send(t *testing.T, ev events.Event, data []byte, subject string, u
 	return ack.Sequence
 }
 
-func failedEvent(site string) events.Event {
+func failedEvent(site events.Site) events.Event {
 	return events.Event{ID: newID(), Site: site, OccurredAt: time.Now(), Actor: events.Actor{Kind: events.ActorDevice, ID: "d"},
 		Data: events.EnrollmentAttemptFailed{PasscodeID: "p1", FailedAttempts: 1, MaxFailedAttempts: 10, Source: events.Source{IP: "10.0.0.1"}}}
 }

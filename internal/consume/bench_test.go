@@ -51,7 +51,7 @@ func (e *env) publishBulk(tb testing.TB, n int) uint64 {
 		futures = futures[:0]
 	}
 	for i := range n {
-		site := fmt.Sprintf("site-%04d", i%1000)
+		site := events.Site(fmt.Sprintf("site-%04d", i%1000))
 		ev := events.Event{ID: ulid.Make().String(), Site: site, OccurredAt: time.Now(), Actor: events.Actor{Kind: events.ActorDevice, ID: "d"},
 			Data: events.EnrollmentAttemptFailed{PasscodeID: "p1", FailedAttempts: i, MaxFailedAttempts: 1000,
 				Source: events.Source{IP: "10.0.0.1", DeviceID: "dev-1", Platform: "ios", UserAgent: "MDM-Enroll/2.1"}}}

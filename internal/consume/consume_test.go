@@ -141,7 +141,7 @@ func stop(t *testing.T, r *consume.Router, done chan error) {
 func newID() string { return ulid.Make().String() }
 
 // publish stores one event of site and returns its sequence.
-func (e *env) publish(t *testing.T, site string, n int) uint64 {
+func (e *env) publish(t *testing.T, site events.Site, n int) uint64 {
 	t.Helper()
 	ev := events.Event{ID: newID(), Site: site, OccurredAt: time.Now(), Actor: events.Actor{Kind: events.ActorDevice, ID: "d"},
 		Data: events.EnrollmentAttemptFailed{PasscodeID: "p1", FailedAttempts: n, MaxFailedAttempts: 1000, Source: events.Source{IP: "10.0.0.1"}}}
@@ -219,7 +219,7 @@ func waitCaughtUp(t *testing.T, r *consume.Router, durable string) {
 // are order-independent).
 func TestEveryEventReachesEachDurable(t *testing.T) {
 	e := newEnv(t)
-	sites := []string{"acme", "globex", "initech", "umbrella"}
+	sites := []events.Site{"acme", "globex", "initech", "umbrella"}
 	var want []uint64
 	for i := range 200 {
 		want = append(want, e.publish(t, sites[i%len(sites)], i))

@@ -34,7 +34,7 @@ func (e *env) publishRaw(t *testing.T, ev events.Event, typeHeader string) uint6
 	return ack.Sequence
 }
 
-func disabledEvent(site string) events.Event {
+func disabledEvent(site events.Site) events.Event {
 	return events.Event{ID: newID(), Site: site, OccurredAt: time.Now(), Actor: events.Actor{Kind: events.ActorAdmin, ID: "a"},
 		Data: events.PasscodeDisabled{PasscodeID: "p1", Reason: events.DisableManual}}
 }

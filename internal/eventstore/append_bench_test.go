@@ -42,9 +42,9 @@ func benchAppend(b *testing.B, clients int) {
 	for c := range clients {
 		wg.Go(func() {
 			ids := handlers.NewULIDs()
-			var sites []string
+			var sites []events.Site
 			for i := c; i < benchSites; i += clients {
-				sites = append(sites, fmt.Sprintf("append-%04d", i))
+				sites = append(sites, events.Site(fmt.Sprintf("append-%04d", i)))
 			}
 			last := make([]uint64, len(sites))
 			for k := 0; done.Add(1) <= int64(b.N); k++ {
@@ -76,13 +76,13 @@ func benchVerifyParallel(b *testing.B, clients int) {
 	srv := natstest.StartServer(b)
 	st, _ := newStore(b, srv, eventstore.DefaultConfig())
 	svc := newService(b, st, handlers.DefaultConfig())
-	sites := make([]string, benchSites)
+	sites := make([]events.Site, benchSites)
 	passcodes := make([]handlers.Secret, benchSites)
 	var wg sync.WaitGroup
 	for c := range 16 { // set-up, spread over goroutines to keep it short
 		wg.Go(func() {
 			for i := c; i < benchSites; i += 16 {
-				sites[i] = fmt.Sprintf("verify-%04d", i)
+				sites[i] = events.Site(fmt.Sprintf("verify-%04d", i))
 				passcodes[i] = generate(b, svc, sites[i]).Passcode
 			}
 		})

@@ -50,7 +50,7 @@ func randomKey() []byte {
 }
 
 // lastOf returns the sequence of the last message on site's subject.
-func lastOf(t *testing.T, js jetstream.JetStream, site string) uint64 {
+func lastOf(t *testing.T, js jetstream.JetStream, site events.Site) uint64 {
 	t.Helper()
 	ctx := context.Background()
 	stream, err := js.Stream(ctx, events.StreamName)
@@ -98,7 +98,7 @@ func store(t *testing.T, js jetstream.JetStream, msg *nats.Msg) uint64 {
 
 // attackerGeneration is the most harmful forgery: a generation whose
 // passcode the attacker knows, hashed correctly under the service's key.
-func attackerGeneration(site string) (events.Event, handlers.Secret) {
+func attackerGeneration(site events.Site) (events.Event, handlers.Secret) {
 	k := &testKeeper{}
 	p := handlers.NewSecret(domain.Guess(7)) // passes the check: a guess, not a typo
 	h, _ := k.MAC(k.MACKeyID(), p)
@@ -188,7 +188,7 @@ func TestForgedMessagesStoreContract(t *testing.T) {
 						st, js = newStore(t, srv, cfg)
 						auth = testAuth(t, js)
 						return st
-					}, func(t *testing.T, site string) uint64 {
+					}, func(t *testing.T, site events.Site) uint64 {
 						e, _ := attackerGeneration(site)
 						return store(t, js, f.msg(t, js, auth, e))
 					})
@@ -210,7 +210,7 @@ func TestForgedMessageLeavesSiteWorking(t *testing.T) {
 		st, js := newStore(t, srv, cfg)
 		auth := testAuth(t, js)
 		for i, f := range forgeries {
-			site := "forged-" + strconv.Itoa(direct) + "-" + strconv.Itoa(i)
+			site := events.Site("forged-" + strconv.Itoa(direct) + "-" + strconv.Itoa(i))
 			t.Run(strconv.Itoa(direct)+"/"+f.name, func(t *testing.T) {
 				warm := newService(t, st, highThreshold())
 				gen := generate(t, warm, site)
@@ -412,7 +412,7 @@ func TestNewStreamRequiresMACsFromTheStart(t *testing.T) {
 
 // unknownEvent is an event of a type this build does not know, as a newer
 // version would store it.
-func unknownEvent(site string) (events.Event, []byte) {
+func unknownEvent(site events.Site) (events.Event, []byte) {
 	e := events.Event{ID: ulid.Make().String(), Site: site, OccurredAt: time.Now(), Actor: admin, Data: events.PasscodeRevealed{PasscodeID: "x"}}
 	data, _ := events.Encode(e)
 	return e, []byte(strings.Replace(string(data), `"type":"PasscodeRevealed"`, `"type":"PasscodeFrobnicated"`, 1))
@@ -427,7 +427,7 @@ func TestUnknownTypeIsUpgradeRequired(t *testing.T) {
 		cfg := testConfig()
 		cfg.DirectReadMax = direct
 		st, js := newStore(t, srv, cfg)
-		site := "newer-" + strconv.Itoa(direct)
+		site := events.Site("newer-" + strconv.Itoa(direct))
 		warm := newService(t, st, highThreshold())
 		gen := generate(t, warm, site)
 		e, data := unknownEvent(site)
@@ -459,8 +459,8 @@ func TestSignedUndecodableEventIsAnError(t *testing.T) {
 		cfg := testConfig()
 		cfg.DirectReadMax = direct
 		st, js := newStore(t, srv, cfg)
-		site := "undecodable-" + strconv.Itoa(direct)
-		b := storetest.NewEvents(site)
+		site := events.Site("undecodable-" + strconv.Itoa(direct))
+		b := storetest.NewEvents(string(site))
 		recs := storetest.Append(t, st, b, 0, 2)
 		m := eventMsg(t, js, b.Next(), nil)
 		m.Data = []byte(`{"id":"not json`)

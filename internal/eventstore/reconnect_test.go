@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/eventstore/storetest"
 	"github.com/enrollgate/enrollgate/internal/natstest"
@@ -155,7 +156,7 @@ func TestAppendsAcrossServerRestart(t *testing.T) {
 
 	var total, unknown int
 	for w := range writers {
-		stored := storetest.Load(t, st, fmt.Sprintf("restart-%d", w), 0)
+		stored := storetest.Load(t, st, events.Site(fmt.Sprintf("restart-%d", w)), 0)
 		at := make(map[string]uint64, len(stored))
 		for _, r := range stored {
 			if _, dup := at[r.Event.ID]; dup {

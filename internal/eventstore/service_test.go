@@ -100,7 +100,7 @@ func newService(tb testing.TB, store handlers.EventStore, cfg handlers.Config) *
 
 var admin = events.Actor{Kind: events.ActorAdmin, ID: "alice@acme.example"}
 
-func generate(tb testing.TB, svc *handlers.Service, site string) handlers.GenerateResult {
+func generate(tb testing.TB, svc *handlers.Service, site events.Site) handlers.GenerateResult {
 	tb.Helper()
 	res, err := svc.GeneratePasscode(context.Background(), handlers.GeneratePasscode{Site: site, Actor: admin})
 	if err != nil {
@@ -109,7 +109,7 @@ func generate(tb testing.TB, svc *handlers.Service, site string) handlers.Genera
 	return res
 }
 
-func verify(tb testing.TB, svc *handlers.Service, site string, p handlers.Secret, attemptID string) handlers.VerifyResult {
+func verify(tb testing.TB, svc *handlers.Service, site events.Site, p handlers.Secret, attemptID string) handlers.VerifyResult {
 	tb.Helper()
 	res, err := svc.VerifyPasscode(context.Background(), handlers.VerifyPasscode{Site: site, Passcode: p, AttemptID: attemptID,
 		Source: events.Source{IP: "192.0.2.1", DeviceID: "device-" + attemptID}})
@@ -324,7 +324,7 @@ type countingStore struct {
 	loads, records atomic.Int64
 }
 
-func (c *countingStore) Load(ctx context.Context, site string, after uint64) ([]events.Record, error) {
+func (c *countingStore) Load(ctx context.Context, site events.Site, after uint64) ([]events.Record, error) {
 	recs, err := c.EventStore.Load(ctx, site, after)
 	c.loads.Add(1)
 	c.records.Add(int64(len(recs)))
@@ -333,7 +333,7 @@ func (c *countingStore) Load(ctx context.Context, site string, after uint64) ([]
 
 // longHistory stores a site's passcode generation followed by n-1
 // successful attempts, raw and fast, and returns the passcode.
-func longHistory(tb testing.TB, js jetstream.JetStream, site string, n int) handlers.Secret {
+func longHistory(tb testing.TB, js jetstream.JetStream, site events.Site, n int) handlers.Secret {
 	tb.Helper()
 	k := &testKeeper{}
 	p, _ := k.NewPasscode()
@@ -379,11 +379,11 @@ func TestLongHistoryVerifyDoesNotReload(t *testing.T) {
 }
 
 // benchService returns a warm service on a site with history events.
-func benchService(b *testing.B, history int) (*handlers.Service, string, handlers.Secret) {
+func benchService(b *testing.B, history int) (*handlers.Service, events.Site, handlers.Secret) {
 	b.Helper()
 	srv := natstest.StartServer(b)
 	st, js := newStore(b, srv, eventstore.DefaultConfig())
-	site := fmt.Sprintf("bench-%d", history)
+	site := events.Site(fmt.Sprintf("bench-%d", history))
 	var p handlers.Secret
 	svc := newService(b, st, handlers.DefaultConfig())
 	if history <= 1 {

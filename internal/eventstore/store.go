@@ -55,9 +55,6 @@ func New(js jetstream.JetStream, stream jetstream.Stream, cfg Config, auth *Auth
 
 // Append implements handlers.EventStore.
 func (s *Store) Append(ctx context.Context, e events.Event, expectedSeq uint64) (uint64, error) {
-	if err := events.ValidateSite(e.Site); err != nil {
-		return 0, fmt.Errorf("append event %s: %w", e.ID, err)
-	}
 	if e.ID == "" {
 		return 0, fmt.Errorf("append %s to site %s: event has no ID", e.Type(), e.Site)
 	}
@@ -214,10 +211,7 @@ func (s *Store) isStored(m *jetstream.RawStreamMsg, id string) bool {
 // LastSeq implements handlers.EventStore: the last message of the site,
 // authentic or not, since that is what the next append's expectation is
 // checked against.
-func (s *Store) LastSeq(ctx context.Context, site string) (uint64, error) {
-	if err := events.ValidateSite(site); err != nil {
-		return 0, fmt.Errorf("last seq: %w", err)
-	}
+func (s *Store) LastSeq(ctx context.Context, site events.Site) (uint64, error) {
 	m, err := s.lastMsg(ctx, events.Subject(site))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
@@ -231,10 +225,7 @@ func (s *Store) LastSeq(ctx context.Context, site string) (uint64, error) {
 // Load implements handlers.EventStore. It first reads the site's last event,
 // so that an empty or caught-up site costs one direct get and never a
 // consumer that would wait for messages that do not exist.
-func (s *Store) Load(ctx context.Context, site string, afterSeq uint64) ([]events.Record, error) {
-	if err := events.ValidateSite(site); err != nil {
-		return nil, fmt.Errorf("load: %w", err)
-	}
+func (s *Store) Load(ctx context.Context, site events.Site, afterSeq uint64) ([]events.Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LoadTimeout)
 	defer cancel()
 	subj := events.Subject(site)
@@ -268,7 +259,7 @@ type loaded struct {
 }
 
 // add classifies one stored message of site and keeps it if it is an event.
-func (l *loaded) add(s *Store, site string, m *jetstream.RawStreamMsg) error {
+func (l *loaded) add(s *Store, site events.Site, m *jetstream.RawStreamMsg) error {
 	rec, ok, err := s.record(site, m)
 	if err != nil {
 		return err
@@ -292,7 +283,7 @@ func (l *loaded) result() []events.Record {
 // loadDirect reads the events of site after afterSeq up to last with one
 // direct get each. It reports complete=false when a get finds nothing before
 // last.
-func (s *Store) loadDirect(ctx context.Context, site string, afterSeq uint64, last *jetstream.RawStreamMsg) ([]events.Record, bool, error) {
+func (s *Store) loadDirect(ctx context.Context, site events.Site, afterSeq uint64, last *jetstream.RawStreamMsg) ([]events.Record, bool, error) {
 	subj := events.Subject(site)
 	var l loaded
 	for next := afterSeq + 1; ; {
@@ -325,7 +316,7 @@ func (s *Store) loadDirect(ctx context.Context, site string, afterSeq uint64, la
 // NumPending 2, NumWaiting 0, and nothing arrives until the pull expires), so
 // a consumer that delivers nothing for LoadIdleTimeout is replaced by a new
 // one that starts after the last event read.
-func (s *Store) loadConsumer(ctx context.Context, site string, afterSeq, lastSeq uint64) ([]events.Record, error) {
+func (s *Store) loadConsumer(ctx context.Context, site events.Site, afterSeq, lastSeq uint64) ([]events.Record, error) {
 	l := loaded{last: afterSeq}
 	for round := 0; ; round++ {
 		more, err := s.consumeRound(ctx, site, l.last+1, lastSeq, &l)
@@ -343,7 +334,7 @@ func (s *Store) loadConsumer(ctx context.Context, site string, afterSeq, lastSeq
 
 // consumeRound adds to l the messages from seq next with one ordered
 // consumer; more reports that it went idle before the end.
-func (s *Store) consumeRound(ctx context.Context, site string, next, lastSeq uint64, l *loaded) (more bool, err error) {
+func (s *Store) consumeRound(ctx context.Context, site events.Site, next, lastSeq uint64, l *loaded) (more bool, err error) {
 	subj := events.Subject(site)
 	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{subj},
@@ -406,7 +397,7 @@ func (s *Store) deleteConsumer(cons jetstream.Consumer) {
 // error naming its sequence, since skipping it would silently change the
 // state folded from the log: ErrUpgradeRequired for a type this build does
 // not know.
-func (s *Store) record(site string, m *jetstream.RawStreamMsg) (rec events.Record, ok bool, err error) {
+func (s *Store) record(site events.Site, m *jetstream.RawStreamMsg) (rec events.Record, ok bool, err error) {
 	if s.auth.Authenticate(m.Subject, m.Sequence, m.Header, m.Data) != nil {
 		return events.Record{}, false, nil
 	}

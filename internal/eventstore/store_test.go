@@ -187,10 +187,10 @@ func TestRetryAfterLostAnswerSingleReplica(t *testing.T) {
 
 // testRetryAfterLostAnswer runs the lost-answer scenarios on st and site;
 // other is another writer on the same stream.
-func testRetryAfterLostAnswer(t *testing.T, site string, st, other *eventstore.Store, checkSecond func(*testing.T, answer)) {
+func testRetryAfterLostAnswer(t *testing.T, site events.Site, st, other *eventstore.Store, checkSecond func(*testing.T, answer)) {
 	t.Helper()
 	ctx := context.Background()
-	b := storetest.NewEvents(site)
+	b := storetest.NewEvents(string(site))
 	prev := storetest.Append(t, st, b, 0, 1)
 	lossy := &lossyPublish{}
 	st.WrapPublish(lossy.wrap)

@@ -181,7 +181,7 @@ func (s *Suite) check(ctx context.Context, r *round, res *Result) {
 
 	var subjects []string
 	for _, site := range r.sites {
-		subjects = append(subjects, events.Subject(site))
+		subjects = append(subjects, events.Subject(events.Site(site)))
 	}
 	acked := r.tr.snapshot()
 	res.Acknowledged = len(acked)

@@ -12,8 +12,8 @@ import (
 type call struct {
 	// Principal is the authenticated caller; zero on public routes.
 	Principal auth.Principal
-	// Site is the validated {site} path value; empty on routes without one.
-	Site string
+	// Site is the {site} path value, parsed by onSite; empty on routes without one.
+	Site events.Site
 }
 
 // actor is the identity recorded in the events a write causes: the token's,
@@ -87,8 +87,8 @@ func (a *API) onSite(perm auth.Permission, h handlerFunc) http.Handler {
 			a.writeProblem(w, r, errUnauthenticated)
 			return
 		}
-		site := r.PathValue("site")
-		if err := events.ValidateSite(site); err != nil {
+		site, err := events.ParseSite(r.PathValue("site"))
+		if err != nil {
 			a.writeProblem(w, r, badRequest("path parameter site: %v", err))
 			return
 		}

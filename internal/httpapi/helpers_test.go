@@ -76,21 +76,21 @@ func (f *fakeCommands) GeneratePasscode(ctx context.Context, cmd handlers.Genera
 	if err := f.record(ctx, cmd); err != nil {
 		return handlers.GenerateResult{}, err
 	}
-	return handlers.GenerateResult{Passcode: handlers.NewSecret(thePasscode), State: activeState(cmd.Site, 7), Seq: 7}, nil
+	return handlers.GenerateResult{Passcode: handlers.NewSecret(thePasscode), State: activeState(string(cmd.Site), 7), Seq: 7}, nil
 }
 
 func (f *fakeCommands) RevealPasscode(ctx context.Context, cmd handlers.RevealPasscode) (handlers.RevealResult, error) {
 	if err := f.record(ctx, cmd); err != nil {
 		return handlers.RevealResult{}, err
 	}
-	return handlers.RevealResult{Passcode: handlers.NewSecret(thePasscode), PasscodeID: "01JPASSCODE", State: activeState(cmd.Site, 8), Seq: 8}, nil
+	return handlers.RevealResult{Passcode: handlers.NewSecret(thePasscode), PasscodeID: "01JPASSCODE", State: activeState(string(cmd.Site), 8), Seq: 8}, nil
 }
 
 func (f *fakeCommands) DisablePasscode(ctx context.Context, cmd handlers.DisablePasscode) (handlers.DisableResult, error) {
 	if err := f.record(ctx, cmd); err != nil {
 		return handlers.DisableResult{}, err
 	}
-	st := activeState(cmd.Site, 9)
+	st := activeState(string(cmd.Site), 9)
 	st.Status, st.DisabledAt, st.DisabledBy, st.DisabledReason = domain.StatusDisabled, genAt.Add(time.Hour), cmd.Actor.ID, cmd.Reason
 	return handlers.DisableResult{State: st, Seq: 9}, nil
 }
@@ -109,7 +109,7 @@ func (f *fakeCommands) ChangeLockoutPolicy(ctx context.Context, cmd handlers.Cha
 	if err := f.record(ctx, cmd); err != nil {
 		return handlers.ChangeLockoutPolicyResult{}, err
 	}
-	st := activeState(cmd.Site, 11)
+	st := activeState(string(cmd.Site), 11)
 	st.MaxFailedAttempts, st.FailureWindow = cmd.MaxFailedAttempts, cmd.FailureWindow
 	return handlers.ChangeLockoutPolicyResult{State: st, Seq: 11}, nil
 }

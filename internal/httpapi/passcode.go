@@ -99,11 +99,11 @@ func (a *API) generatePasscode(w http.ResponseWriter, r *http.Request, c *call) 
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Location", "/v1/sites/"+c.Site+"/passcode")
+	w.Header().Set("Location", "/v1/sites/"+string(c.Site)+"/passcode")
 	setSeq(w, res.Seq)
 	// One of the two places the plain text leaves the service (invariant 5).
 	return writeJSON(w, http.StatusCreated, GenerateResponse{
-		Site: c.Site, Passcode: res.Passcode.Plain(), State: projections.StateDocFromDomain(res.State), Seq: res.Seq,
+		Site: string(c.Site), Passcode: res.Passcode.Plain(), State: projections.StateDocFromDomain(res.State), Seq: res.Seq,
 	})
 }
 
@@ -119,7 +119,7 @@ func (a *API) revealPasscode(w http.ResponseWriter, r *http.Request, c *call) er
 	setSeq(w, res.Seq)
 	// The other place the plain text leaves the service (invariant 5).
 	return writeJSON(w, http.StatusOK, RevealResponse{
-		Site: c.Site, Passcode: res.Passcode.Plain(), PasscodeID: res.PasscodeID, Seq: res.Seq,
+		Site: string(c.Site), Passcode: res.Passcode.Plain(), PasscodeID: res.PasscodeID, Seq: res.Seq,
 	})
 }
 
@@ -134,7 +134,7 @@ func (a *API) disablePasscode(w http.ResponseWriter, r *http.Request, c *call) e
 		return err
 	}
 	setSeq(w, res.Seq)
-	return writeJSON(w, http.StatusOK, WriteResponse{Site: c.Site, State: projections.StateDocFromDomain(res.State), Seq: res.Seq})
+	return writeJSON(w, http.StatusOK, WriteResponse{Site: string(c.Site), State: projections.StateDocFromDomain(res.State), Seq: res.Seq})
 }
 
 func (a *API) changeLockoutPolicy(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -168,5 +168,5 @@ func (a *API) changeLockoutPolicy(w http.ResponseWriter, r *http.Request, c *cal
 		return err
 	}
 	setSeq(w, res.Seq)
-	return writeJSON(w, http.StatusOK, WriteResponse{Site: c.Site, State: projections.StateDocFromDomain(res.State), Seq: res.Seq})
+	return writeJSON(w, http.StatusOK, WriteResponse{Site: string(c.Site), State: projections.StateDocFromDomain(res.State), Seq: res.Seq})
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 
+	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/projections"
 )
 
@@ -31,7 +32,9 @@ func (a *API) listSites(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err := a.startRead(w, r, nil); err != nil {
 		return err
 	}
-	docs := a.deps.Reads.States(a.deps.Clock.Now(), c.Principal.CanSee)
+	// The read model's sites are those of decoded events, parsed there.
+	visible := func(site string) bool { return c.Principal.CanSee(events.Site(site)) }
+	docs := a.deps.Reads.States(a.deps.Clock.Now(), visible)
 	if docs == nil {
 		docs = []projections.StateDoc{}
 	}
@@ -44,7 +47,7 @@ func (a *API) getPasscode(w http.ResponseWriter, r *http.Request, c *call) error
 	if err := a.startRead(w, r, nil); err != nil {
 		return err
 	}
-	doc, _ := a.deps.Reads.State(c.Site, a.deps.Clock.Now())
+	doc, _ := a.deps.Reads.State(string(c.Site), a.deps.Clock.Now())
 	return writeJSON(w, http.StatusOK, doc)
 }
 
@@ -65,7 +68,7 @@ func (a *API) getAudit(w http.ResponseWriter, r *http.Request, c *call) error {
 	if err != nil {
 		return err
 	}
-	entries, next, err := a.deps.Reads.Audit(c.Site, before, limit)
+	entries, next, err := a.deps.Reads.Audit(string(c.Site), before, limit)
 	if err != nil {
 		return err
 	}
@@ -91,7 +94,7 @@ func (a *API) getAttempts(w http.ResponseWriter, r *http.Request, c *call) error
 	if err != nil {
 		return err
 	}
-	attempts, err := a.deps.Reads.Attempts(c.Site, outcome, limit)
+	attempts, err := a.deps.Reads.Attempts(string(c.Site), outcome, limit)
 	if err != nil {
 		return err
 	}

@@ -166,8 +166,9 @@ func checkSites(sites []string) []string {
 	var problems []string
 	seen := make(map[string]bool, len(sites))
 	for i, s := range sites {
+		_, err := events.ParseSite(s)
 		switch {
-		case events.ValidateSite(s) != nil:
+		case err != nil:
 			problems = append(problems, fmt.Sprintf("field sites[%d] must be a site ID: 1-63 characters of a-z, 0-9 and '-', not starting with '-'", i))
 		case seen[s]:
 			problems = append(problems, fmt.Sprintf("field sites[%d] repeats a site", i))

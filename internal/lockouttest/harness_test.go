@@ -217,7 +217,7 @@ func (h *harness) caughtUp(r *running, durables ...string) {
 
 func (h *harness) generate(site string) handlers.GenerateResult {
 	h.tb.Helper()
-	res, err := h.svcs[0].GeneratePasscode(context.Background(), handlers.GeneratePasscode{Site: site, Actor: admin})
+	res, err := h.svcs[0].GeneratePasscode(context.Background(), handlers.GeneratePasscode{Site: events.Site(site), Actor: admin})
 	if err != nil {
 		h.tb.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func source(i int) events.Source {
 
 func (h *harness) verify(svc *handlers.Service, site string, passcode handlers.Secret, src events.Source) handlers.VerifyResult {
 	h.tb.Helper()
-	res, err := svc.VerifyPasscode(context.Background(), handlers.VerifyPasscode{Site: site, Passcode: passcode, Source: src})
+	res, err := svc.VerifyPasscode(context.Background(), handlers.VerifyPasscode{Site: events.Site(site), Passcode: passcode, Source: src})
 	if err != nil {
 		h.tb.Fatalf("verify: %v", err)
 	}
@@ -252,7 +252,7 @@ type history struct {
 
 func (h *harness) history(site string) history {
 	h.tb.Helper()
-	recs, err := h.store.Load(context.Background(), site, 0)
+	recs, err := h.store.Load(context.Background(), events.Site(site), 0)
 	if err != nil {
 		h.tb.Fatal(err)
 	}

@@ -157,7 +157,7 @@ func TestReplayStopsAtAnUnknownType(t *testing.T) {
 // nextFor returns the next workload event, for site.
 func (w *workload) nextFor(site string) events.Event {
 	for {
-		if e := w.next(); e.Site == site {
+		if e := w.next(); e.Site == events.Site(site) {
 			e.ID = ulid.Make().String()
 			return e
 		}

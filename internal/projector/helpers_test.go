@@ -134,7 +134,7 @@ func (w *workload) next() events.Event {
 			AttemptDigest: randBytes(16), Source: src, FailedAttempts: w.fails[site]%12 + 1, MaxFailedAttempts: 10,
 			FailureWindow: events.Duration(time.Hour)}
 	}
-	return events.Event{ID: ulid.MustNew(ulid.Timestamp(w.at), rand.Reader).String(), Site: site, OccurredAt: w.at,
+	return events.Event{ID: ulid.MustNew(ulid.Timestamp(w.at), rand.Reader).String(), Site: events.Site(site), OccurredAt: w.at,
 		Actor: actor, Data: p}
 }
 
@@ -204,7 +204,7 @@ func (e *env) publishBulk(tb testing.TB, w *workload, n int) {
 }
 
 func poisonMsg(site string, body string) *nats.Msg {
-	m := nats.NewMsg(events.Subject(site))
+	m := nats.NewMsg(events.Subject(events.Site(site)))
 	m.Data = []byte(body)
 	m.Header.Set(events.HeaderEventType, "PasscodeGenerated")
 	return m

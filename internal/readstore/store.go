@@ -308,9 +308,6 @@ func Prepare(r events.Record) Prepared {
 	if r.Event.Data == nil {
 		return Prepared{Rec: r, err: fmt.Errorf("record %d (%s): no payload", r.Seq, r.Event.ID)}
 	}
-	if err := events.ValidateSite(r.Event.Site); err != nil {
-		return Prepared{Rec: r, err: fmt.Errorf("record %d: %w", r.Seq, err)}
-	}
 	entry := projections.NewAuditEntry(r)
 	kind := kindOther
 	switch entry.Type {
@@ -376,7 +373,7 @@ func (s *Store) ApplyPrepared(recs ...Prepared) error {
 			if p.err != nil {
 				return p.err
 			}
-			site := r.Event.Site
+			site := string(r.Event.Site)
 			st := dirty[site]
 			if st == nil {
 				// s.sites is only written here, under applyMu.

@@ -31,7 +31,7 @@ type history struct {
 
 func (h *history) add(site string, at time.Time, actor events.Actor, p events.Payload) events.Record {
 	h.seq++
-	r := events.Record{Seq: h.seq, Event: events.Event{ID: fmt.Sprintf("01J%023d", h.seq), Site: site,
+	r := events.Record{Seq: h.seq, Event: events.Event{ID: fmt.Sprintf("01J%023d", h.seq), Site: events.Site(site),
 		OccurredAt: at, Actor: actor, Data: p}}
 	h.recs = append(h.recs, r)
 	return r

@@ -130,7 +130,7 @@ type endpoint struct {
 	sem chan struct{}
 
 	mu       sync.Mutex
-	perSite  map[string]int
+	perSite  map[events.Site]int
 	inFlight int
 	stopping bool
 	idle     chan struct{} // closed when stopping and nothing is in flight
@@ -157,7 +157,7 @@ func Start(nc *nats.Conn, v Verifier, cfg Config, log zerolog.Logger) (micro.Ser
 	}
 	log = log.With().Str("component", "verifyapi").Logger()
 	ep := &endpoint{nc: nc, v: v, cfg: cfg, log: log, sem: make(chan struct{}, cfg.MaxConcurrent),
-		perSite: map[string]int{}, idle: make(chan struct{})}
+		perSite: map[events.Site]int{}, idle: make(chan struct{})}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        ServiceName,
 		Version:     cfg.Version,
@@ -225,8 +225,8 @@ func (ep *endpoint) handle(req micro.Request) {
 		ep.malformed.Add(1)
 		return
 	}
-	site := req.Subject()[strings.LastIndexByte(req.Subject(), '.')+1:]
-	if err := events.ValidateSite(site); err != nil {
+	site, err := events.ParseSite(req.Subject()[strings.LastIndexByte(req.Subject(), '.')+1:])
+	if err != nil {
 		ep.malformed.Add(1)
 		ep.respondError(req, fmt.Errorf("%w: %w", domain.ErrInvalid, err))
 		return
@@ -234,7 +234,7 @@ func (ep *endpoint) handle(req micro.Request) {
 	cmd, err := verifywire.DecodeRequest(site, req.Data())
 	if err != nil {
 		ep.malformed.Add(1)
-		ep.log.Debug().Str("site", site).Err(err).Msg("malformed verify request")
+		ep.log.Debug().Str("site", string(site)).Err(err).Msg("malformed verify request")
 		ep.respondError(req, err)
 		return
 	}
@@ -256,7 +256,7 @@ func (ep *endpoint) handle(req micro.Request) {
 
 // admit counts a request of site in flight, unless the site is at its limit
 // or the service is stopping.
-func (ep *endpoint) admit(site string) bool {
+func (ep *endpoint) admit(site events.Site) bool {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	if ep.stopping || ep.perSite[site] >= ep.cfg.MaxPerSite {
@@ -267,7 +267,7 @@ func (ep *endpoint) admit(site string) bool {
 	return true
 }
 
-func (ep *endpoint) done(site string) {
+func (ep *endpoint) done(site events.Site) {
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
 	if ep.perSite[site]--; ep.perSite[site] == 0 {
@@ -302,7 +302,7 @@ func (ep *endpoint) verify(cmd handlers.VerifyPasscode, reply string) {
 		ep.failed.Add(1)
 		// Logged once, here at the edge; cmd.Passcode formats as
 		// [REDACTED] and err never holds it.
-		ep.log.Error().Err(err).Str("site", cmd.Site).Str("code", p.Code).Msg("verify failed")
+		ep.log.Error().Err(err).Str("site", string(cmd.Site)).Str("code", p.Code).Msg("verify failed")
 	}
 	code, desc := microError(p)
 	ep.publish(&nats.Msg{Subject: reply, Header: nats.Header{micro.ErrorHeader: []string{desc}, micro.ErrorCodeHeader: []string{code}}})

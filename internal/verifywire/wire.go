@@ -62,9 +62,9 @@ type Reply struct {
 // which generation it hit.
 func ReplyFromResult(r handlers.VerifyResult) Reply {
 	if r.OK {
-		return Reply{OK: true, Site: r.Site, PasscodeID: r.PasscodeID}
+		return Reply{OK: true, Site: string(r.Site), PasscodeID: r.PasscodeID}
 	}
-	rep := Reply{Site: r.Site, Reason: string(r.Reason)}
+	rep := Reply{Site: string(r.Site), Reason: string(r.Reason)}
 	if r.Reason == domain.ReasonThrottled && r.RetryAfter > 0 {
 		rep.RetryAfterSeconds = int(math.Ceil(r.RetryAfter.Seconds()))
 	}
@@ -88,7 +88,7 @@ const allowedFields = "passcode, attempt_id, source{ip, device_id, platform, use
 // command's own Validate. Every error wraps domain.ErrInvalid, and none quotes
 // the request: messages name fields and byte offsets, never values, so that a
 // passcode typed into the wrong place is not echoed either.
-func DecodeRequest(site string, body []byte) (handlers.VerifyPasscode, error) {
+func DecodeRequest(site events.Site, body []byte) (handlers.VerifyPasscode, error) {
 	if len(body) > MaxRequestBytes {
 		return handlers.VerifyPasscode{}, invalid("body is larger than %d bytes", MaxRequestBytes)
 	}

@@ -37,7 +37,7 @@ func Run(t *testing.T, newStore func(t *testing.T) handlers.EventStore) {
 // Forge stores on the site's subject a message that the service did not
 // write (its store must not take it for an event), and returns its stream
 // sequence.
-type Forge func(t *testing.T, site string) uint64
+type Forge func(t *testing.T, site events.Site) uint64
 
 // RunForged runs the part of the contract about messages on a site's
 // subject that are not its events: Load leaves them out, ending with a gap
@@ -104,7 +104,7 @@ func testForgedBetween(t *testing.T, s handlers.EventStore, prefix string, forge
 // Events builds valid events of every type for one site, with fixed UTC
 // times so that decoded events compare equal field for field.
 type Events struct {
-	Site string
+	Site events.Site
 	ids  *handlers.ULIDs
 	at   time.Time
 	n    int
@@ -112,7 +112,7 @@ type Events struct {
 
 // NewEvents returns a builder of events for site.
 func NewEvents(site string) *Events {
-	return &Events{Site: site, ids: handlers.NewULIDs(), at: time.Date(2025, 3, 4, 5, 6, 7, 123456789, time.UTC)}
+	return &Events{Site: events.Site(site), ids: handlers.NewULIDs(), at: time.Date(2025, 3, 4, 5, 6, 7, 123456789, time.UTC)}
 }
 
 // Next returns a new event, cycling through the event types.
@@ -169,7 +169,7 @@ func Append(t testing.TB, s handlers.EventStore, b *Events, after uint64, n int)
 }
 
 // Load loads and fails the test on error.
-func Load(t testing.TB, s handlers.EventStore, site string, after uint64) []events.Record {
+func Load(t testing.TB, s handlers.EventStore, site events.Site, after uint64) []events.Record {
 	t.Helper()
 	recs, err := s.Load(context.Background(), site, after)
 	if err != nil {
@@ -202,7 +202,7 @@ func seqs(recs []events.Record) []uint64 {
 	return out
 }
 
-func lastSeq(t testing.TB, s handlers.EventStore, site string) uint64 {
+func lastSeq(t testing.TB, s handlers.EventStore, site events.Site) uint64 {
 	t.Helper()
 	seq, err := s.LastSeq(context.Background(), site)
 	if err != nil {
@@ -225,7 +225,7 @@ func testRoundTrip(t *testing.T, s handlers.EventStore, prefix string) {
 
 func testEmptySite(t *testing.T, s handlers.EventStore, prefix string) {
 	start := time.Now()
-	empty := prefix + "empty"
+	empty := events.Site(prefix + "empty")
 	Equal(t, Load(t, s, empty, 0), nil)
 	Equal(t, Load(t, s, empty, 42), nil)
 	if got := lastSeq(t, s, empty); got != 0 {

@@ -77,11 +77,6 @@ func (p Principal) CanSee(site events.Site) bool {
 // listing need not filter.
 func (p Principal) AllSitesVisible() bool { return slices.Contains(p.Sites, AllSites) }
 
-// Allows reports whether the principal may do what perm names on site.
-func (p Principal) Allows(perm Permission, site events.Site) bool {
-	return p.CanSee(site) && p.Role.Grants(perm)
-}
-
 // ManagesTokens reports whether the principal may create, list and revoke
 // API tokens: an admin of every site, since a token it made could reach any
 // site.

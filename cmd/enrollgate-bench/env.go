@@ -171,9 +171,12 @@ func newStack(ctx context.Context, name, dir string, syncAlways bool, log zerolo
 
 // newService returns a Service on the stack's counting store, with an empty
 // aggregate cache.
-func (st *stack) newService() (*handlers.Service, error) {
+// newService returns a Service of its own on the stack's store, caching up
+// to cached sites (at least the default).
+func (st *stack) newService(cached int) (*handlers.Service, error) {
 	cfg := handlers.DefaultConfig()
 	cfg.Policy = benchPolicy()
+	cfg.MaxCachedSites = max(cfg.MaxCachedSites, cached)
 	return handlers.NewService(cfg, st.store, st.app.Keeper(), handlers.SystemClock{}, handlers.NewULIDs())
 }
 

@@ -301,7 +301,9 @@ func (r *runner) memory(ctx context.Context, _ int) (sample, error) {
 	st := r.main
 	n := r.opt.MemorySites
 	ss := r.zsites
-	svc, err := st.newService()
+	// Every site stays cached, so that the heap is n sites' worth: with the
+	// default bound a larger n would measure the bound instead.
+	svc, err := st.newService(n)
 	if err != nil {
 		return sample{}, err
 	}

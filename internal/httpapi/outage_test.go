@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"testing"
@@ -11,11 +10,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/enrollgate/enrollgate/domain"
-	"github.com/enrollgate/enrollgate/handlers"
 	"github.com/enrollgate/enrollgate/internal/apierror"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
-	"github.com/enrollgate/enrollgate/internal/secrets"
+	"github.com/enrollgate/enrollgate/internal/servicetest"
 )
 
 // TestNATSOutageIs503: when the NATS server under the API goes away, verify
@@ -44,7 +42,8 @@ func TestNATSOutageIs503(t *testing.T) {
 			}
 			cfg := eventstore.DefaultConfig()
 			cfg.LoadTimeout = 300 * time.Millisecond // below the request's 10 s
-			e := newEnv(t, newService(t, js, cfg))
+			svc, _ := servicetest.NewWith(t, js, cfg)
+			e := newEnv(t, svc)
 			verify := func(site string) response {
 				return e.do(t, "POST", "/v1/sites/"+site+"/enrollments/verify", e.enroll, str(`{"passcode":"`+domain.Guess(0)+`"}`))
 			}
@@ -71,32 +70,4 @@ func TestNATSOutageIs503(t *testing.T) {
 			}
 		})
 	}
-}
-
-// newService is servicetest.New with the event store's configuration.
-func newService(t *testing.T, js jetstream.JetStream, cfg eventstore.Config) *handlers.Service {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	stream, err := eventstore.EnsureStream(ctx, js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keeper, err := secrets.Open(secrets.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := eventstore.NewAuthenticator(keeper, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := eventstore.New(js, stream, cfg, auth)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := handlers.NewService(handlers.DefaultConfig(), store, keeper, handlers.SystemClock{}, handlers.NewULIDs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return svc
 }

@@ -7,7 +7,6 @@ import (
 	"hash"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
@@ -132,14 +131,7 @@ func TestReplayStopsAtAnUnknownType(t *testing.T) {
 	e := newEnv(t)
 	w := newWorkload(4, 5)
 	e.publishBulk(t, w, 300)
-	ev := w.next()
-	m := e.eventMsg(t, ev)
-	m.Data = []byte(strings.Replace(string(m.Data), `"type":"`+string(ev.Type())+`"`, `"type":"PasscodeFrobnicated"`, 1))
-	m.Header.Set(events.HeaderEventType, "PasscodeFrobnicated")
-	if err := e.auth.SignMsg(m); err != nil {
-		t.Fatal(err)
-	}
-	newer := e.publish(t, m)[0]
+	newer := e.publish(t, e.newerTypeMsg(t, w.next()))[0]
 	e.publishBulk(t, w, 10)
 	st, rep, err := OpenStore(context.Background(), e.js, storeConfig(filepath.Join(t.TempDir(), readstore.FileName)), e.cfg(Config{BatchSize: 64}))
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"hash"
 	mrand "math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -266,4 +267,17 @@ func (e *env) deadLetters(tb testing.TB, durable string) map[uint64]nats.Header 
 		out[orig] = m.Header
 	}
 	return out
+}
+
+// newerTypeMsg is ev as a newer version would store an event of a type this
+// build does not know: its type renamed, signed by the service.
+func (e *env) newerTypeMsg(t *testing.T, ev events.Event) *nats.Msg {
+	t.Helper()
+	m := e.eventMsg(t, ev)
+	m.Data = []byte(strings.Replace(string(m.Data), `"type":"`+string(ev.Type())+`"`, `"type":"PasscodeFrobnicated"`, 1))
+	m.Header.Set(events.HeaderEventType, "PasscodeFrobnicated")
+	if err := e.auth.SignMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

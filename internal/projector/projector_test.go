@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/enrollgate/enrollgate/events"
 	"github.com/enrollgate/enrollgate/internal/consume"
 	"github.com/enrollgate/enrollgate/internal/eventstore"
 	"github.com/enrollgate/enrollgate/internal/natstest"
@@ -314,14 +312,7 @@ func TestLiveProjectionHoldsAtAnUnknownType(t *testing.T) {
 	e := newEnv(t)
 	w := newWorkload(6, 5)
 	e.publishBulk(t, w, 30)
-	ev := w.next()
-	m := e.eventMsg(t, ev)
-	m.Data = []byte(strings.Replace(string(m.Data), `"type":"`+string(ev.Type())+`"`, `"type":"PasscodeFrobnicated"`, 1))
-	m.Header.Set(events.HeaderEventType, "PasscodeFrobnicated")
-	if err := e.auth.SignMsg(m); err != nil {
-		t.Fatal(err)
-	}
-	newer := e.publish(t, m)[0]
+	newer := e.publish(t, e.newerTypeMsg(t, w.next()))[0]
 	e.publishBulk(t, w, 10)
 	st, err := readstore.Open(storeConfig(filepath.Join(t.TempDir(), readstore.FileName)))
 	if err != nil {

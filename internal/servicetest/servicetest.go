@@ -16,9 +16,14 @@ import (
 // store (for a test to read what was stored), creating the event stream.
 func New(tb testing.TB, js jetstream.JetStream) (*handlers.Service, *eventstore.Store) {
 	tb.Helper()
+	return NewWith(tb, js, eventstore.DefaultConfig())
+}
+
+// NewWith is New with the event store's configuration cfg.
+func NewWith(tb testing.TB, js jetstream.JetStream, cfg eventstore.Config) (*handlers.Service, *eventstore.Store) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cfg := eventstore.DefaultConfig()
 	stream, err := eventstore.EnsureStream(ctx, js, cfg)
 	if err != nil {
 		tb.Fatal(err)
